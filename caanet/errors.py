@@ -1,0 +1,33 @@
+"""Exceptions raised for bad input. Each message names the file, row, key or value at fault."""
+
+
+class CaanetError(Exception):
+    """Base class of every error caanet raises on purpose."""
+
+
+class ConfigError(CaanetError, ValueError):
+    """A configuration key or value is wrong (the message names the key)."""
+
+
+class DatasetError(CaanetError):
+    """A dataset folder, meta file or split file is malformed (names the file and row)."""
+
+
+class DownloadError(CaanetError):
+    """A download failed, or an archive is corrupt, truncated or unsafe (names the file)."""
+
+
+class AudioError(CaanetError):
+    """An audio file cannot be read or has unusable content (names the file)."""
+
+
+class CacheError(CaanetError):
+    """A feature cache is missing, incomplete or inconsistent (names the file and key)."""
+
+
+class SpecError(CaanetError, ValueError):
+    """A table-cell specification names an unknown topology, pooling, strategy or layer."""
+
+
+class TrainingError(CaanetError):
+    """Training cannot go on (e.g. a non-finite loss; names the iteration)."""

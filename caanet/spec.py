@@ -1,0 +1,125 @@
+"""Table cells as data: what one training job is, its id, and its validation.
+
+The vocabulary is the paper's (and its Tables' CSV columns): topologies of Sec. III-C,
+global poolings of Sec. III-D, training strategies of Sec. III-B.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+
+from caanet.errors import SpecError
+
+TOPOLOGIES = ("cnn_pool", "cnn_nopool", "atrous")
+POOLINGS = ("flatten", "max", "avg", "roi", "att", "roi_att")
+STRATEGIES = ("single_device", "joint", "teacher_forcing", "multi_task")
+CONDITIONAL = ("teacher_forcing", "multi_task")
+FIDELITIES = ("paper", "reference")
+LAYERS = (1, 2, 3, 4)
+
+_ID_RE = re.compile(
+    r"^(?P<topology>[a-z_]+?)-(?P<pooling>[a-z_]+)-(?P<strategy>single_device|joint|teacher_forcing|multi_task)"
+    r"(?:-L(?P<layer>\d+))?(?:-(?P<device>[A-Za-z0-9]+))?$"
+)
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One training job: a table cell for one seed."""
+
+    dataset: str
+    topology: str
+    pooling: str
+    strategy: str
+    cond_layer: int | None = None
+    device: str | None = None
+    seed: int = 0
+    fidelity: str = "paper"
+
+    def validate(self) -> "CellSpec":
+        def bad(key, value, allowed):
+            raise SpecError(f"cell spec {self.cell_id_unchecked()!r}: {key}={value!r} is not one of {list(allowed)}")
+
+        if self.topology not in TOPOLOGIES:
+            bad("topology", self.topology, TOPOLOGIES)
+        if self.pooling not in POOLINGS:
+            bad("pooling", self.pooling, POOLINGS)
+        if self.strategy not in STRATEGIES:
+            bad("strategy", self.strategy, STRATEGIES)
+        if self.fidelity not in FIDELITIES:
+            bad("fidelity", self.fidelity, FIDELITIES)
+        if self.strategy in CONDITIONAL:
+            if not isinstance(self.cond_layer, int) or isinstance(self.cond_layer, bool) or self.cond_layer not in LAYERS:
+                raise SpecError(
+                    f"cell spec {self.cell_id_unchecked()!r}: cond_layer={self.cond_layer!r} must be one of "
+                    f"{list(LAYERS)} for strategy {self.strategy!r}"
+                )
+        elif self.cond_layer is not None:
+            raise SpecError(
+                f"cell spec {self.cell_id_unchecked()!r}: cond_layer={self.cond_layer!r} given for the "
+                f"unconditioned strategy {self.strategy!r}"
+            )
+        if self.strategy == "single_device":
+            if not self.device:
+                raise SpecError(f"cell spec {self.cell_id_unchecked()!r}: single_device needs a device")
+        elif self.device is not None:
+            raise SpecError(
+                f"cell spec {self.cell_id_unchecked()!r}: device={self.device!r} is only for single_device cells"
+            )
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise SpecError(f"cell spec {self.cell_id_unchecked()!r}: seed={self.seed!r} must be an int >= 0")
+        if not self.dataset:
+            raise SpecError("cell spec: dataset is empty")
+        return self
+
+    def cell_id_unchecked(self) -> str:
+        parts = [str(self.topology), str(self.pooling), str(self.strategy)]
+        if self.cond_layer is not None:
+            parts.append(f"L{self.cond_layer}")
+        if self.device is not None:
+            parts.append(str(self.device))
+        return "-".join(parts)
+
+    @property
+    def cell_id(self) -> str:
+        """The name used in folders, tables and the report, e.g. ``atrous-att-multi_task-L3``."""
+        return self.validate().cell_id_unchecked()
+
+    @property
+    def conditional(self) -> bool:
+        return self.strategy in CONDITIONAL
+
+    @property
+    def device_source(self) -> str:
+        """How the scene network gets its device: none, the true label (oracle), or CNN-d (predicted)."""
+        return {"teacher_forcing": "oracle", "multi_task": "predicted"}.get(self.strategy, "none")
+
+    @classmethod
+    def from_id(cls, cell_id: str, *, dataset: str, seed: int = 0, fidelity: str = "paper") -> "CellSpec":
+        m = _ID_RE.match(cell_id)
+        if not m:
+            raise SpecError(f"cell id {cell_id!r} is not of the form topology-pooling-strategy[-L<layer>][-<device>]")
+        layer = m.group("layer")
+        return cls(
+            dataset=dataset,
+            topology=m.group("topology"),
+            pooling=m.group("pooling"),
+            strategy=m.group("strategy"),
+            cond_layer=int(layer) if layer is not None else None,
+            device=m.group("device"),
+            seed=seed,
+            fidelity=fidelity,
+        ).validate()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CellSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise SpecError(f"cell spec: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+        return cls(**d).validate()
