@@ -31,3 +31,8 @@ class SpecError(CaanetError, ValueError):
 
 class TrainingError(CaanetError):
     """Training cannot go on (e.g. a non-finite loss; names the iteration)."""
+
+
+class ResultsError(CaanetError):
+    """A result file of a finished cell (evaluation.json, predictions.csv) is missing a key or
+    disagrees with another one it is compared with (names the file, cell and key)."""
