@@ -37,6 +37,3 @@ class ResultsError(CaanetError):
     """A result file of a finished cell (evaluation.json, predictions.csv) is missing a key or
     disagrees with another one it is compared with (names the file, cell and key)."""
 
-
-class ResultsError(CaanetError):
-    """A results file (table, statistics, evaluation, metrics, attention) is malformed (names the file and key)."""
