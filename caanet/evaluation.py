@@ -1,0 +1,176 @@
+"""Evaluation per recording device: the paper's metric and the contract's ``evaluation.json`` numbers.
+
+The paper (Sec. IV-B) scores a model by the *unweighted average of class-wise accuracies*: for each
+scene class, the fraction of its clips classified correctly, averaged over classes. Device-robust ASC
+reports that figure per recording device; ``mean_all`` is the mean over the devices evaluated (the
+paper's "Avg") and ``mean_bc`` the mean over the non-reference devices (DCASE's official B/C figure).
+
+Also here: the choice of the test clips whose attention maps are stored for Fig. 7 (a few per class
+and device, preferring clips recorded in parallel on every device).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from caanet.errors import ConfigError
+
+PREDICTION_COLUMNS = ("filename", "identifier", "device", "scene", "pred_scene", "correct", "pred_device")
+
+
+def _as_label_array(values, n_classes: int, what: str) -> np.ndarray:
+    """Return ``values`` as an int64 array, checking every entry is a class index in [0, n_classes)."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ConfigError(f"{what}: expected a 1-D array of class indices, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ConfigError(f"{what}: expected integer class indices, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64, copy=False)
+    bad = (arr < 0) | (arr >= n_classes)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ConfigError(f"{what}[{i}]={int(arr[i])} is not a class index in [0, {n_classes})")
+    return arr
+
+
+def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
+    """``(n_classes, n_classes)`` int64 counts; row = true class, column = predicted class."""
+    if n_classes < 1:
+        raise ConfigError(f"n_classes={n_classes!r} must be >= 1")
+    t = _as_label_array(y_true, n_classes, "y_true")
+    p = _as_label_array(y_pred, n_classes, "y_pred")
+    if t.shape != p.shape:
+        raise ConfigError(f"y_true has {t.size} entries but y_pred has {p.size}")
+    return np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def class_accuracies(y_true, y_pred, n_classes: int) -> np.ndarray:
+    """Per-class accuracy (float64, length n_classes); NaN for classes with no clips."""
+    cm = confusion_matrix(y_true, y_pred, n_classes)
+    support = cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
+
+
+def class_wise_accuracy(y_true, y_pred, n_classes: int) -> float:
+    """The paper's metric: the unweighted mean of per-class accuracies over the classes present."""
+    acc = class_accuracies(y_true, y_pred, n_classes)
+    present = ~np.isnan(acc)
+    if not present.any():
+        raise ConfigError("class_wise_accuracy: no clips to score (y_true is empty)")
+    return float(acc[present].mean())
+
+
+def _label_indices(values: pd.Series, labels: Sequence[str], column: str) -> np.ndarray:
+    """Map a column of label strings to indices into ``labels``; unknown labels name the row."""
+    lookup = {lab: i for i, lab in enumerate(labels)}
+    out = np.empty(len(values), dtype=np.int64)
+    for row, v in enumerate(values.astype(str)):
+        try:
+            out[row] = lookup[v]
+        except KeyError:
+            raise ConfigError(f"predictions row {row}: {column}={v!r} is not one of {list(labels)}") from None
+    return out
+
+
+def evaluate_device(y_true, y_pred, scene_labels: Sequence[str]) -> dict:
+    """The ``per_device`` entry of one device: accuracy (paper metric), n, n_correct, class_accuracy, confusion."""
+    n_classes = len(scene_labels)
+    cm = confusion_matrix(y_true, y_pred, n_classes)
+    acc = class_accuracies(y_true, y_pred, n_classes)
+    present = ~np.isnan(acc)
+    return {
+        "accuracy": float(acc[present].mean()) if present.any() else None,
+        "n": int(cm.sum()),
+        "n_correct": int(np.trace(cm)),
+        "class_accuracy": {lab: (float(a) if not np.isnan(a) else None) for lab, a in zip(scene_labels, acc)},
+        "confusion": cm.tolist(),
+    }
+
+
+def evaluate_predictions(pred_df: pd.DataFrame, scene_labels: Sequence[str], device_labels: Sequence[str], *,
+                         reference_device: str | None = None) -> dict:
+    """Per-device scores of a predictions table (columns ``device``, ``scene``, ``pred_scene`` as labels).
+
+    Returns ``{"per_device": {dev: {...}}, "mean_all": float|None, "mean_bc": float|None}`` where
+    devices appear in ``device_labels`` order and only if they have clips; ``mean_all`` is the mean of
+    their accuracies and ``mean_bc`` the mean over those other than ``reference_device`` (default: the
+    first device label), ``None`` when there are none.
+    """
+    missing = [c for c in ("device", "scene", "pred_scene") if c not in pred_df.columns]
+    if missing:
+        raise ConfigError(f"predictions: missing columns {missing} (have {list(pred_df.columns)})")
+    if not device_labels:
+        raise ConfigError("evaluate_predictions: device_labels is empty")
+    if reference_device is None:
+        reference_device = device_labels[0]
+    elif reference_device not in device_labels:
+        raise ConfigError(f"reference_device={reference_device!r} is not one of {list(device_labels)}")
+    dev = _label_indices(pred_df["device"], device_labels, "device")
+    y = _label_indices(pred_df["scene"], scene_labels, "scene")
+    p = _label_indices(pred_df["pred_scene"], scene_labels, "pred_scene")
+    per_device = {}
+    for d, name in enumerate(device_labels):
+        mask = dev == d
+        if mask.any():
+            per_device[name] = evaluate_device(y[mask], p[mask], scene_labels)
+    accs = {k: v["accuracy"] for k, v in per_device.items()}
+    bc = [a for k, a in accs.items() if k != reference_device]
+    return {
+        "per_device": per_device,
+        "mean_all": float(np.mean(list(accs.values()))) if accs else None,
+        "mean_bc": float(np.mean(bc)) if bc else None,
+    }
+
+
+def parallel_stem(filename: str, device_label: str) -> str:
+    """The filename without folder, extension and trailing ``-{device}``: equal for parallel recordings.
+
+    ``audio/airport-barcelona-0-0-a.wav`` (device ``a``) -> ``airport-barcelona-0-0``.
+    """
+    base = re.sub(r"\.[A-Za-z0-9]+$", "", str(filename).replace("\\", "/").rsplit("/", 1)[-1])
+    suffix = f"-{device_label}"
+    return base[: -len(suffix)] if base.endswith(suffix) else base
+
+
+def select_attention_examples(filename: Sequence[str], scene: np.ndarray, device: np.ndarray,
+                              device_labels: Sequence[str], per_class_device: int) -> np.ndarray:
+    """Indices of a few clips per (scene, device) for the attention figure, parallel recordings first.
+
+    For each scene, whole groups of parallel recordings (same :func:`parallel_stem`) covering every
+    device present in the data are taken first (sorted by stem), so the figure can show one clip
+    through all devices; remaining places per (scene, device) are filled with other clips sorted by
+    filename. Deterministic; returns sorted indices.
+    """
+    if per_class_device < 0:
+        raise ConfigError(f"attention_examples_per_class_device={per_class_device!r} must be >= 0")
+    scene = np.asarray(scene)
+    device = np.asarray(device)
+    if per_class_device == 0 or len(filename) == 0:
+        return np.zeros(0, dtype=np.int64)
+    stems = [parallel_stem(f, device_labels[d]) for f, d in zip(filename, device)]
+    devices_present = set(np.unique(device).tolist())
+    chosen: list[int] = []
+    for s in np.unique(scene):
+        rows = np.flatnonzero(scene == s)
+        groups: dict[str, dict[int, int]] = {}
+        for i in sorted(rows, key=lambda i: filename[i]):
+            groups.setdefault(stems[i], {}).setdefault(int(device[i]), int(i))
+        complete = [g for g in sorted(groups) if set(groups[g]) == devices_present]
+        picked = {d: [] for d in devices_present}
+        for g in complete[:per_class_device]:
+            for d, i in groups[g].items():
+                picked[d].append(i)
+        for d in devices_present:
+            taken = set(picked[d])
+            for i in sorted((i for i in rows if device[i] == d), key=lambda i: filename[i]):
+                if len(picked[d]) >= per_class_device:
+                    break
+                if i not in taken:
+                    picked[d].append(int(i))
+            chosen.extend(picked[d])
+    return np.array(sorted(chosen), dtype=np.int64)
