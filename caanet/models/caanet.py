@@ -1,0 +1,254 @@
+"""CAA-Net: the scene network (backbone + global pooling head), device conditioning and CNN-d.
+
+``build_model(ModelConfig(...))`` composes one model for any topology x pooling x strategy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from caanet.errors import ConfigError, SpecError
+from caanet.fidelity import get_fidelity
+from caanet.models.backbones import TOPOLOGY_TABLE, Backbone, feature_map_shape
+from caanet.models.conditioning import DeviceConditioning, device_one_hot
+from caanet.models.device_cnn import DeviceCNN
+from caanet.models.heads import POOLINGS, build_head, roi_output_shape
+
+DEVICE_SOURCES = ("none", "oracle", "predicted")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass
+class ModelConfig:
+    """Everything that defines a CAA-Net's architecture (validated on construction).
+
+    ``device_source``: ``none`` (no conditioning), ``oracle`` (the true device index is an input:
+    teacher forcing) or ``predicted`` (CNN-d predicts it: multi-task). ``cond_layer`` (1-4) is the
+    backbone block that receives the conditioning; required iff ``device_source != "none"``.
+    ``input_shape`` is ``(n_frames, n_mels)``; the ``flatten`` and ``roi`` heads' linear layers
+    depend on it, the other heads accept any input size.
+    """
+
+    topology: str
+    pooling: str
+    n_classes: int = 10
+    n_devices: int = 3
+    cond_layer: int | None = None
+    device_source: str = "none"
+    channels: tuple[int, ...] = (64, 128, 256, 512)
+    device_channels: tuple[int, ...] = (64, 128)
+    kernel_size: int = 5
+    roi_size: int = 16
+    input_shape: tuple[int, int] = (320, 64)
+    fidelity: str = "paper"
+
+    def __post_init__(self):
+        for name in ("channels", "device_channels", "input_shape"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                setattr(self, name, tuple(value))
+        self.validate()
+
+    def validate(self) -> "ModelConfig":
+        def bad(key, msg):
+            raise ConfigError(f"ModelConfig.{key}={getattr(self, key)!r}: {msg}")
+
+        if self.topology not in TOPOLOGY_TABLE:
+            bad("topology", f"not one of {list(TOPOLOGY_TABLE)}")
+        if self.pooling not in POOLINGS:
+            bad("pooling", f"not one of {list(POOLINGS)}")
+        if self.device_source not in DEVICE_SOURCES:
+            bad("device_source", f"not one of {list(DEVICE_SOURCES)}")
+        get_fidelity(self.fidelity)
+        if not isinstance(self.fidelity, str):
+            bad("fidelity", "must be the mode's name")
+        for key, low in (("n_classes", 1), ("n_devices", 1), ("kernel_size", 1), ("roi_size", 1)):
+            if not _is_int(getattr(self, key)) or getattr(self, key) < low:
+                bad(key, f"must be an integer >= {low}")
+        if self.kernel_size % 2 == 0:
+            bad("kernel_size", "must be odd (same-size padding)")
+        n_blocks = len(TOPOLOGY_TABLE[self.topology].dilations)
+        if not isinstance(self.channels, tuple) or len(self.channels) != n_blocks:
+            bad("channels", f"must be {n_blocks} positive integers")
+        for key in ("channels", "device_channels"):
+            value = getattr(self, key)
+            if not isinstance(value, tuple) or not value or not all(_is_int(c) and c >= 1 for c in value):
+                bad(key, "must be a non-empty sequence of positive integers")
+        if (
+            not isinstance(self.input_shape, tuple)
+            or len(self.input_shape) != 2
+            or not all(_is_int(s) and s >= 1 for s in self.input_shape)
+        ):
+            bad("input_shape", "must be (n_frames, n_mels), two positive integers")
+        if self.device_source == "none":
+            if self.cond_layer is not None:
+                bad("cond_layer", "must be None when device_source='none'")
+        elif not _is_int(self.cond_layer) or not 1 <= self.cond_layer <= n_blocks:
+            bad("cond_layer", f"must be an integer 1..{n_blocks} when device_source={self.device_source!r}")
+        map_shape = self.feature_map_shape
+        if min(map_shape) < 1:
+            bad("input_shape", f"is too small for topology {self.topology!r} (feature map {map_shape})")
+        if self.pooling in ("roi", "roi_att") and min(map_shape) < self.roi_size:
+            bad("roi_size", f"is larger than the {self.topology} feature map {map_shape} of input {self.input_shape}")
+        if self.device_source == "predicted":
+            n_pool = len(self.device_channels)
+            if min(self.input_shape) < 2**n_pool:
+                bad("input_shape", f"is too small for CNN-d's {n_pool} 2x2 poolings")
+        return self
+
+    @property
+    def feature_map_shape(self) -> tuple[int, int]:
+        """``(P, Q)`` of the backbone's output for an ``input_shape`` input."""
+        return feature_map_shape(self.topology, self.input_shape)
+
+    @property
+    def attention_map_shape(self) -> tuple[int, int] | None:
+        """``(P, Q)`` of ``ModelOutput.attention``, or None for heads without attention."""
+        if self.pooling == "att":
+            return self.feature_map_shape
+        if self.pooling == "roi_att":
+            return roi_output_shape(self.feature_map_shape, self.roi_size)
+        return None
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for key in ("channels", "device_channels", "input_shape"):
+            d[key] = list(d[key])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"ModelConfig: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+        return cls(**d)
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec,
+        *,
+        n_classes: int = 10,
+        n_devices: int = 3,
+        channels=(64, 128, 256, 512),
+        device_channels=(64, 128),
+        input_shape=(320, 64),
+        **overrides,
+    ) -> "ModelConfig":
+        """The model of a table cell (:class:`caanet.spec.CellSpec`): strategy -> device_source/cond_layer."""
+        try:
+            spec.validate()
+        except AttributeError:
+            raise SpecError(f"ModelConfig.from_spec needs a CellSpec, got {type(spec).__name__}") from None
+        return cls(
+            topology=spec.topology,
+            pooling=spec.pooling,
+            n_classes=n_classes,
+            n_devices=n_devices,
+            cond_layer=spec.cond_layer if spec.device_source != "none" else None,
+            device_source=spec.device_source,
+            channels=channels,
+            device_channels=device_channels,
+            input_shape=input_shape,
+            fidelity=spec.fidelity,
+            **overrides,
+        )
+
+
+class ModelOutput(NamedTuple):
+    """``scene`` (B, K) log-scores; ``device`` (B, N) CNN-d log-probabilities or None;
+    ``attention`` (B, K, P, Q) normalised attention A' or None."""
+
+    scene: torch.Tensor
+    device: torch.Tensor | None
+    attention: torch.Tensor | None
+
+
+class CAANet(nn.Module):
+    """Scene backbone + pooling head, conditioned on the device (oracle or CNN-d's prediction).
+
+    ``forward(x, device=None)`` takes ``x`` ``(batch, time, mel)`` float and, for
+    ``device_source="oracle"``, the true device indices ``(batch,)``.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        self.backbone = Backbone(cfg.topology, cfg.channels, cfg.kernel_size)
+        self.head = build_head(
+            cfg.pooling,
+            self.backbone.out_channels,
+            cfg.n_classes,
+            cfg.feature_map_shape,
+            roi_size=cfg.roi_size,
+            fidelity=cfg.fidelity,
+        )
+        self.conditioning = (
+            DeviceConditioning(cfg.n_devices, cfg.channels[cfg.cond_layer - 1]) if cfg.device_source != "none" else None
+        )
+        self.device_net = (
+            DeviceCNN(cfg.n_devices, cfg.device_channels, cfg.kernel_size) if cfg.device_source == "predicted" else None
+        )
+
+    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() != 3:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ConfigError(f"CAANet input must be (batch, time, mel), got {shape}")
+        if not x.is_floating_point():
+            raise ConfigError(f"CAANet input must be a float tensor, got dtype {x.dtype}")
+        return x.unsqueeze(1)
+
+    def device_one_hot(self, x4: torch.Tensor, device: torch.Tensor | None):
+        """``(one_hot or None, CNN-d log-probabilities or None)`` for the configured device source."""
+        cfg = self.config
+        if cfg.device_source == "none":
+            return None, None
+        if cfg.device_source == "oracle":
+            if device is None:
+                raise ConfigError(
+                    "CAANet with device_source='oracle' (teacher forcing) needs the true device indices: "
+                    "call model(x, device)"
+                )
+            if device.shape[:1] != x4.shape[:1]:
+                raise ConfigError(f"device has shape {tuple(device.shape)} but the batch is {x4.shape[0]}")
+            return device_one_hot(device.to(x4.device), cfg.n_devices, torch.float32), None
+        device_logprob = self.device_net(x4)
+        # argmax: no gradient flows from the scene loss into CNN-d (reference item 4)
+        one_hot = device_one_hot(device_logprob.detach().argmax(dim=1), cfg.n_devices, torch.float32)
+        return one_hot, device_logprob
+
+    def forward(self, x: torch.Tensor, device: torch.Tensor | None = None) -> ModelOutput:
+        x4 = self._check_input(x)
+        one_hot, device_logprob = self.device_one_hot(x4, device)
+        cond = self.conditioning(one_hot) if one_hot is not None else None
+        feats = self.backbone(x4, cond, self.config.cond_layer)
+        scene, attention = self.head(feats)
+        return ModelOutput(scene, device_logprob, attention)
+
+    @torch.no_grad()
+    def predict_log_proba(self, x: torch.Tensor, device: torch.Tensor | None = None):
+        """``(scene, device_logprob or None)`` in eval mode without gradients (the mode is restored)."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(x, device)
+        finally:
+            self.train(was_training)
+        return out.scene, out.device
+
+
+def build_model(cfg: ModelConfig) -> CAANet:
+    """The :class:`CAANet` described by ``cfg``."""
+    if not isinstance(cfg, ModelConfig):
+        raise ConfigError(f"build_model needs a ModelConfig, got {type(cfg).__name__}")
+    return CAANet(cfg)

@@ -1,0 +1,58 @@
+"""Device conditioning, paper Eq. 1: the term ``V_i * E_i`` added to a conv layer's output.
+
+``E_i`` is the device one-hot expanded over the feature map and ``V_i`` a 1x1 convolution with
+bias. Because ``E_i`` is constant over time and frequency, ``V_i * E_i`` is the same vector at
+every bin: ``W @ onehot + b``, a per-sample bias. :class:`DeviceConditioning` computes exactly
+that vector (cheap), while keeping the parameters in the 1x1-conv shapes ``(C, n_devices, 1, 1)``
+and ``(C,)`` so the authors' checkpoints map onto it one to one.
+:func:`expanded_one_hot_conv` is the literal form (expand, then 1x1 conv), kept for tests and
+for the benchmark of "the authors' way".
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from caanet.errors import ConfigError
+from caanet.models.blocks import init_he_uniform
+
+
+def device_one_hot(device: torch.Tensor, n_devices: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``(batch,)`` device indices -> ``(batch, n_devices)`` one-hot of ``dtype``; checks the range."""
+    if device.dim() != 1 or device.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise ConfigError(
+            f"device must be a 1-d integer tensor of device indices, got shape {tuple(device.shape)} "
+            f"dtype {device.dtype}"
+        )
+    if device.numel() and (int(device.min()) < 0 or int(device.max()) >= n_devices):
+        raise ConfigError(
+            f"device indices must lie in [0, {n_devices}), got values from {int(device.min())} to {int(device.max())}"
+        )
+    return F.one_hot(device.long(), n_devices).to(dtype)
+
+
+class DeviceConditioning(nn.Module):
+    """Eq. 1's ``V_i * E_i`` as a per-sample bias: ``(batch, n_devices) -> (batch, out_channels)``."""
+
+    def __init__(self, n_devices: int, out_channels: int):
+        super().__init__()
+        if n_devices < 1 or out_channels < 1:
+            raise ConfigError(f"DeviceConditioning: n_devices={n_devices}, out_channels={out_channels} must be >= 1")
+        self.n_devices = n_devices
+        self.weight = nn.Parameter(torch.empty(out_channels, n_devices, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        init_he_uniform(self)
+
+    def forward(self, one_hot: torch.Tensor) -> torch.Tensor:
+        return F.linear(one_hot, self.weight.flatten(1), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"n_devices={self.n_devices}, out_channels={self.weight.shape[0]}"
+
+
+def expanded_one_hot_conv(cond: DeviceConditioning, one_hot: torch.Tensor, map_size: tuple[int, int]) -> torch.Tensor:
+    """The literal Eq. 1 term: expand the one-hot to ``(batch, N, P, Q)`` and apply the 1x1 conv."""
+    expanded = one_hot[:, :, None, None].expand(-1, -1, *map_size)
+    return F.conv2d(expanded, cond.weight, cond.bias)

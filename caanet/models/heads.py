@@ -1,0 +1,167 @@
+"""Global pooling heads of Sec. III-D: ``(batch, C, P, Q)`` feature map -> scene log-scores.
+
+Every head returns ``(scene, attention)``: ``scene`` is ``(batch, n_classes)`` (log-probabilities,
+or log-scores for attention heads; the loss is always ``nll_loss``), ``attention`` the normalised
+attention ``A'`` ``(batch, n_classes, P, Q)`` for ``att``/``roi_att`` and ``None`` otherwise.
+
+=========  =====================================================================
+pooling    head
+=========  =====================================================================
+flatten    the whole ``C x P x Q`` map -> linear -> log_softmax
+max        Eq. 3, global max over time-frequency -> linear -> log_softmax
+avg        Eq. 4, global mean -> linear -> log_softmax
+roi        max over ``roi x roi`` regions (ceil mode) -> flattened -> linear -> log_softmax
+att        Eq. 5-6 attention over all time-frequency bins (no linear layer)
+roi_att    the ``roi`` regions fed to the attention head instead of being flattened
+=========  =====================================================================
+
+The attention maths depends on the fidelity (``caanet.fidelity``): the paper's text (softmax
+per bin, sigmoid attention, output ``log(Y)``) or the authors' code (log_softmax per bin,
+attention ``clamp(sigmoid + 0.1, 0.1, 0.9)``, output the attention-weighted sum of the per-bin
+log-probabilities). The normalisation and logs always run in float32, also under autocast.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from caanet.errors import ConfigError
+from caanet.fidelity import Fidelity, get_fidelity
+from caanet.models.blocks import init_he_uniform
+
+POOLINGS = ("flatten", "max", "avg", "roi", "att", "roi_att")
+PAPER_LOG_EPS = 1e-7  # paper-mode output is log(max(Y, eps)), so a zero Y cannot give -inf
+ATT_NORM_EPS = 1e-12  # guards Eq. 5's denominator when every sigmoid underflows to 0
+
+
+class GlobalMaxPool(nn.Module):
+    """Eq. 3: ``(B, C, P, Q) -> (B, C)`` maximum over time-frequency."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.amax(x, dim=(2, 3))
+
+
+class GlobalAvgPool(nn.Module):
+    """Eq. 4: ``(B, C, P, Q) -> (B, C)`` mean over time-frequency."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.mean(x, dim=(2, 3))
+
+
+class RoiPool(nn.Module):
+    """Global ROI pooling: max over ``size x size`` regions; ``(B, C, P, Q) -> (B, C, ceil(P/s), ceil(Q/s))``."""
+
+    def __init__(self, size: int = 16):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(x, kernel_size=self.size, stride=self.size, ceil_mode=True)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
+
+
+def roi_output_shape(map_shape: tuple[int, int], roi_size: int) -> tuple[int, int]:
+    """Number of ROI regions along each axis (ceil mode)."""
+    return tuple(math.ceil(s / roi_size) for s in map_shape)
+
+
+def attention_pooling(cla: torch.Tensor, att: torch.Tensor, fidelity: Fidelity) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 5-6 on the 1x1-conv outputs ``cla`` and ``att`` (both ``(B, K, P, Q)``).
+
+    Returns ``(scene (B, K), A' (B, K, P, Q))``; ``A'`` sums to 1 over ``P x Q`` for every class.
+    Runs in float32 whatever the autocast state.
+    """
+    with torch.autocast(device_type=cla.device.type, enabled=False):
+        cla, att = cla.float(), att.float()
+        if fidelity.attention_weight == "sigmoid":
+            a = torch.sigmoid(att)
+        elif fidelity.attention_weight == "sigmoid_plus_0.1_clamped":
+            a = torch.clamp(torch.sigmoid(att) + 0.1, 0.1, 0.9)
+        else:
+            raise ConfigError(f"attention_weight={fidelity.attention_weight!r} is not implemented")
+        norm = a / a.sum(dim=(2, 3), keepdim=True).clamp_min(ATT_NORM_EPS)
+        if fidelity.attention_class_act == "softmax":
+            y = (norm * torch.softmax(cla, dim=1)).sum(dim=(2, 3))
+            scene = torch.log(y.clamp_min(PAPER_LOG_EPS))
+        elif fidelity.attention_class_act == "log_softmax":
+            scene = (norm * torch.log_softmax(cla, dim=1)).sum(dim=(2, 3))
+        else:
+            raise ConfigError(f"attention_class_act={fidelity.attention_class_act!r} is not implemented")
+    return scene, norm
+
+
+class LinearHead(nn.Module):
+    """``pool`` (a reduction of the map), flatten, linear, log_softmax."""
+
+    def __init__(self, pool: nn.Module, in_features: int, n_classes: int):
+        super().__init__()
+        self.pool = pool
+        self.fc = nn.Linear(in_features, n_classes)
+        init_he_uniform(self.fc)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        z = self.pool(x).flatten(1)
+        if z.shape[1] != self.fc.in_features:
+            raise ConfigError(
+                f"{type(self.pool).__name__} head: the feature map {tuple(x.shape[1:])} gives {z.shape[1]} "
+                f"features but the linear layer expects {self.fc.in_features}; the input size differs from "
+                "ModelConfig.input_shape"
+            )
+        return F.log_softmax(self.fc(z).float(), dim=-1), None
+
+
+class AttentionHead(nn.Module):
+    """Global attention pooling (Eq. 5-6): 1x1 classification and attention convs ``C -> K``.
+
+    ``pre`` optionally reduces the map first (``RoiPool`` for ``roi_att``).
+    """
+
+    def __init__(self, in_channels: int, n_classes: int, fidelity: str | Fidelity = "paper", pre: nn.Module | None = None):
+        super().__init__()
+        self.fidelity = get_fidelity(fidelity)
+        self.pre = pre if pre is not None else nn.Identity()
+        self.cla = nn.Conv2d(in_channels, n_classes, kernel_size=1)
+        self.att = nn.Conv2d(in_channels, n_classes, kernel_size=1)
+        init_he_uniform(self.cla)
+        init_he_uniform(self.att)
+        if self.fidelity.attention_init_zero:
+            nn.init.zeros_(self.att.weight)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pre(x)
+        return attention_pooling(self.cla(x), self.att(x), self.fidelity)
+
+    def extra_repr(self) -> str:
+        return f"fidelity={self.fidelity.name!r}"
+
+
+def build_head(
+    pooling: str,
+    in_channels: int,
+    n_classes: int,
+    map_shape: tuple[int, int],
+    *,
+    roi_size: int = 16,
+    fidelity: str | Fidelity = "paper",
+) -> nn.Module:
+    """The head for ``pooling`` over a ``(in_channels, *map_shape)`` feature map."""
+    if pooling == "flatten":
+        return LinearHead(nn.Identity(), in_channels * map_shape[0] * map_shape[1], n_classes)
+    if pooling == "max":
+        return LinearHead(GlobalMaxPool(), in_channels, n_classes)
+    if pooling == "avg":
+        return LinearHead(GlobalAvgPool(), in_channels, n_classes)
+    if pooling == "roi":
+        p, q = roi_output_shape(map_shape, roi_size)
+        return LinearHead(RoiPool(roi_size), in_channels * p * q, n_classes)
+    if pooling == "att":
+        return AttentionHead(in_channels, n_classes, fidelity)
+    if pooling == "roi_att":
+        return AttentionHead(in_channels, n_classes, fidelity, pre=RoiPool(roi_size))
+    raise ConfigError(f"pooling={pooling!r} is not one of {list(POOLINGS)}")
