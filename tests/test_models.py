@@ -1,0 +1,274 @@
+"""caanet.models: shapes, Eq. 1/3/4/5/6 against literal or hand-computed values, gradients, configs."""
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from caanet.errors import ConfigError, SpecError
+from caanet.fidelity import PAPER, REFERENCE
+from caanet.models import (
+    CAANet,
+    ConvBlock,
+    DeviceConditioning,
+    ModelConfig,
+    attention_pooling,
+    build_model,
+    device_one_hot,
+    expanded_one_hot_conv,
+)
+from caanet.models.heads import GlobalAvgPool, GlobalMaxPool, RoiPool, roi_output_shape
+from caanet.spec import CellSpec
+
+SMALL = dict(channels=(4, 8, 8, 16), device_channels=(4, 8), input_shape=(64, 32))
+TOPOLOGIES = ("cnn_pool", "cnn_nopool", "atrous")
+POOLINGS = ("flatten", "max", "avg", "roi", "att", "roi_att")
+
+
+def small(topology="atrous", pooling="att", **kw):
+    return ModelConfig(topology, pooling, **{**SMALL, **kw})
+
+
+@pytest.mark.parametrize("topology,pooling", list(itertools.product(TOPOLOGIES, POOLINGS)))
+def test_output_shapes_small(topology, pooling):
+    if topology == "cnn_pool" and pooling in ("roi", "roi_att"):
+        with pytest.raises(ConfigError, match="roi_size"):
+            small(topology, pooling)  # the 64x32 input pools down to 4x2 < 16x16
+        return
+    torch.manual_seed(0)
+    model = build_model(small(topology, pooling, device_source="predicted", cond_layer=2))
+    out = model(torch.randn(2, 64, 32))
+    assert out.scene.shape == (2, 10) and out.scene.dtype == torch.float32
+    assert out.device.shape == (2, 3)
+    assert torch.allclose(out.device.exp().sum(1), torch.ones(2), atol=1e-5)
+    expected_map = {"cnn_pool": (4, 2)}.get(topology, (64, 32))
+    if pooling == "att":
+        assert out.attention.shape == (2, 10, *expected_map)
+    elif pooling == "roi_att":
+        assert out.attention.shape == (2, 10, 4, 2)
+    else:
+        assert out.attention is None
+        assert torch.allclose(out.scene.exp().sum(1), torch.ones(2), atol=1e-5)
+    if out.attention is not None:
+        assert torch.allclose(out.attention.sum(dim=(2, 3)), torch.ones(2, 10), atol=1e-5)
+
+
+@pytest.mark.parametrize("topology,pooling,map_shape", [("atrous", "roi_att", (20, 4)), ("cnn_pool", "att", (20, 4))])
+def test_paper_input_size_forward(topology, pooling, map_shape):
+    cfg = ModelConfig(topology, pooling, channels=(4, 8, 8, 16), device_source="oracle", cond_layer=3)
+    out = build_model(cfg)(torch.randn(1, 320, 64), torch.tensor([2]))
+    assert out.scene.shape == (1, 10) and out.attention.shape == (1, 10, *map_shape)
+    assert cfg.attention_map_shape == map_shape
+
+
+def test_roi_region_count_and_paper_fc_size():
+    assert roi_output_shape((320, 64), 16) == (20, 4)
+    assert roi_output_shape((33, 17), 16) == (3, 2)  # ceil mode keeps the ragged edge
+    x = torch.arange(33 * 17, dtype=torch.float32).reshape(1, 1, 33, 17)
+    pooled = RoiPool(16)(x)
+    assert pooled.shape == (1, 1, 3, 2)
+    assert pooled[0, 0, 2, 1] == x[0, 0, 32, 16]  # the last region holds only the last bin
+    model = build_model(ModelConfig("atrous", "roi"))  # paper widths at 320x64
+    assert model.head.fc.in_features == 512 * 20 * 4 == 40960
+    assert build_model(ModelConfig("cnn_pool", "flatten")).head.fc.in_features == 40960
+
+
+def test_global_max_and_avg_against_hand_values():
+    x = torch.tensor([[[[1.0, -2.0], [3.0, 0.5]], [[-1.0, -4.0], [-3.0, -2.0]]]])  # (1, 2, 2, 2)
+    assert GlobalMaxPool()(x).tolist() == [[3.0, -1.0]]
+    assert GlobalAvgPool()(x).tolist() == [[0.625, -2.5]]
+
+
+def _attention_by_hand(cla, att, mode):
+    """Eq. 5-6 for one sample, with Python floats; cla/att are [K][bins] lists."""
+    k_n, n_bins = len(cla), len(cla[0])
+    scores = []
+    for k in range(k_n):
+        if mode == "paper":
+            a = [1 / (1 + math.exp(-att[k][b])) for b in range(n_bins)]
+        else:
+            a = [min(max(1 / (1 + math.exp(-att[k][b])) + 0.1, 0.1), 0.9) for b in range(n_bins)]
+        norm = [v / sum(a) for v in a]
+        per_bin = []
+        for b in range(n_bins):
+            z = sum(math.exp(cla[j][b]) for j in range(k_n))
+            p = math.exp(cla[k][b]) / z
+            per_bin.append(p if mode == "paper" else math.log(p))
+        y = sum(n * c for n, c in zip(norm, per_bin))
+        scores.append(math.log(y) if mode == "paper" else y)
+    return scores
+
+
+@pytest.mark.parametrize("fidelity,mode", [(PAPER, "paper"), (REFERENCE, "reference")])
+def test_attention_pooling_eq5_eq6_by_hand(fidelity, mode):
+    cla = [[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]]  # K=2 classes, 3 bins
+    att = [[3.0, -2.0, 0.0], [-0.3, 4.0, 1.0]]  # 3.0 and 4.0 hit the 0.9 clamp in reference mode
+    scene, norm = attention_pooling(
+        torch.tensor(cla).reshape(1, 2, 1, 3), torch.tensor(att).reshape(1, 2, 1, 3), fidelity
+    )
+    assert scene.shape == (1, 2) and norm.shape == (1, 2, 1, 3)
+    assert scene[0].tolist() == pytest.approx(_attention_by_hand(cla, att, mode), abs=1e-6)
+    assert norm.sum(dim=(2, 3))[0].tolist() == pytest.approx([1.0, 1.0])
+    if mode == "reference":  # clamp(sigmoid+0.1, 0.1, 0.9) for class 0: 0.9, ~0.219, 0.6
+        a0 = [0.9, 1 / (1 + math.exp(2.0)) + 0.1, 0.6]
+        assert norm[0, 0, 0].tolist() == pytest.approx([v / sum(a0) for v in a0], abs=1e-6)
+
+
+def test_paper_attention_log_is_clamped_away_from_zero():
+    cla = torch.tensor([[-200.0], [200.0]]).reshape(1, 2, 1, 1)  # class 0 gets probability 0
+    scene, _ = attention_pooling(cla, torch.zeros(1, 2, 1, 1), PAPER)
+    assert torch.isfinite(scene).all()
+
+
+def test_attention_runs_in_float32_under_autocast():
+    model = build_model(small("cnn_pool", "att"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(2, 64, 32))
+    assert out.scene.dtype == torch.float32 and out.attention.dtype == torch.float32
+
+
+def test_reference_attention_weights_start_at_zero():
+    ref = build_model(small("cnn_pool", "att", fidelity="reference"))
+    paper = build_model(small("cnn_pool", "att", fidelity="paper"))
+    assert torch.count_nonzero(ref.head.att.weight) == 0
+    assert torch.count_nonzero(paper.head.att.weight) > 0
+
+
+@pytest.mark.parametrize("n_devices", [1, 3, 5])
+def test_conditioning_equals_expanded_one_hot_1x1_conv(n_devices):
+    torch.manual_seed(1)
+    cond = DeviceConditioning(n_devices, 6)
+    torch.nn.init.normal_(cond.bias)
+    one_hot = device_one_hot(torch.arange(4) % n_devices, n_devices)
+    literal = expanded_one_hot_conv(cond, one_hot, (5, 3))  # Eq. 1: V * E with E expanded
+    assert literal.shape == (4, 6, 5, 3)
+    assert torch.allclose(cond(one_hot)[:, :, None, None].expand_as(literal), literal, atol=1e-6)
+    # and inside a block: conv(x) + V*E before BN/ReLU
+    block = ConvBlock(2, 6, kernel_size=3).eval()
+    x = torch.randn(4, 2, 5, 3)
+    expected = F.relu(block.bn(block.conv(x) + literal))
+    assert torch.allclose(block(x, cond(one_hot)), expected, atol=1e-6)
+
+
+def test_device_one_hot_rejects_bad_indices():
+    with pytest.raises(ConfigError, match=r"\[0, 3\)"):
+        device_one_hot(torch.tensor([0, 3]), 3)
+    with pytest.raises(ConfigError, match="integer"):
+        device_one_hot(torch.tensor([0.0, 1.0]), 3)
+
+
+def test_oracle_uses_the_given_device_and_requires_it():
+    torch.manual_seed(0)
+    model = build_model(small("cnn_pool", "max", device_source="oracle", cond_layer=1)).eval()
+    x = torch.randn(1, 64, 32).expand(3, -1, -1)
+    scene = model(x, torch.tensor([0, 1, 2])).scene
+    assert not torch.allclose(scene[0], scene[1])  # the device changes the output
+    with pytest.raises(ConfigError, match="oracle"):
+        model(x)
+    with pytest.raises(ConfigError, match="batch"):
+        model(x, torch.tensor([0, 1]))
+
+
+def test_unconditioned_model_has_no_conditioning_or_device_branch():
+    model = build_model(small("atrous", "avg"))
+    assert model.conditioning is None and model.device_net is None
+    assert model(torch.randn(2, 64, 32)).device is None
+
+
+@pytest.mark.parametrize("fidelity", ["paper", "reference"])
+def test_multi_task_gradients(fidelity):
+    """The scene loss reaches the scene net and conditioning but never CNN-d; the device loss does."""
+    torch.manual_seed(0)
+    model = build_model(small("cnn_pool", "att", device_source="predicted", cond_layer=2, fidelity=fidelity))
+    x, y, d = torch.randn(4, 64, 32), torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 2, 0])
+    out = model(x)
+    F.nll_loss(out.scene, y).backward(retain_graph=True)
+    for name, p in model.device_net.named_parameters():
+        assert p.grad is None or torch.count_nonzero(p.grad) == 0, name
+    assert torch.count_nonzero(model.conditioning.bias.grad) > 0
+    assert torch.count_nonzero(model.backbone.blocks[0].conv.weight.grad) > 0
+    model.zero_grad(set_to_none=True)
+    F.nll_loss(out.device, d).backward()
+    assert torch.count_nonzero(model.device_net.blocks[0].conv.weight.grad) > 0
+    assert model.backbone.blocks[0].conv.weight.grad is None
+
+
+def test_deterministic_under_seed():
+    def run():
+        torch.manual_seed(7)
+        model = build_model(small("atrous", "roi_att", device_source="predicted", cond_layer=4))
+        return model(torch.randn(2, 64, 32)).scene
+
+    assert torch.equal(run(), run())
+
+
+def test_predict_log_proba_is_eval_and_no_grad():
+    torch.manual_seed(0)
+    model = build_model(small("cnn_pool", "avg", device_source="predicted", cond_layer=1))
+    model.train()
+    x = torch.randn(3, 64, 32)
+    scene, device = model.predict_log_proba(x)
+    assert model.training and not scene.requires_grad
+    assert scene.shape == (3, 10) and device.shape == (3, 3)
+    model.eval()
+    assert torch.allclose(scene, model(x).scene)
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        (dict(topology="resnet"), "topology"),
+        (dict(pooling="median"), "pooling"),
+        (dict(device_source="guess"), "device_source"),
+        (dict(device_source="oracle"), "cond_layer"),
+        (dict(device_source="predicted", cond_layer=5), "cond_layer"),
+        (dict(cond_layer=2), "cond_layer"),
+        (dict(channels=(4, 8, 8)), "channels"),
+        (dict(channels=(4, 8, 0, 16)), "channels"),
+        (dict(kernel_size=4), "kernel_size"),
+        (dict(n_classes=0), "n_classes"),
+        (dict(input_shape=(64,)), "input_shape"),
+        (dict(pooling="roi", roi_size=40), "roi_size"),
+        (dict(fidelity="folklore"), "fidelity"),
+    ],
+)
+def test_bad_configs_are_rejected_naming_the_field(kwargs, field):
+    args = {**SMALL, "topology": "atrous", "pooling": "att", **kwargs}
+    with pytest.raises(ConfigError, match=field):
+        ModelConfig(**args)
+
+
+def test_input_of_wrong_rank_or_size_is_rejected():
+    model = build_model(small("cnn_pool", "flatten"))
+    with pytest.raises(ConfigError, match=r"\(batch, time, mel\)"):
+        model(torch.randn(2, 1, 64, 32))
+    with pytest.raises(ConfigError, match="input_shape"):
+        model(torch.randn(2, 80, 32))
+
+
+def test_from_spec_maps_strategy_to_device_source():
+    mt = ModelConfig.from_spec(CellSpec("d", "atrous", "att", "multi_task", cond_layer=3), **SMALL)
+    assert (mt.device_source, mt.cond_layer, mt.channels) == ("predicted", 3, (4, 8, 8, 16))
+    tf = ModelConfig.from_spec(CellSpec("d", "cnn_pool", "max", "teacher_forcing", cond_layer=1, fidelity="reference"))
+    assert (tf.device_source, tf.cond_layer, tf.fidelity) == ("oracle", 1, "reference")
+    sd = ModelConfig.from_spec(CellSpec("d", "cnn_nopool", "roi", "single_device", device="b"), n_devices=2)
+    assert (sd.device_source, sd.cond_layer, sd.n_devices) == ("none", None, 2)
+    with pytest.raises(SpecError):
+        ModelConfig.from_spec(CellSpec("d", "atrous", "att", "multi_task"))
+
+
+def test_config_dict_round_trip():
+    cfg = small("atrous", "roi_att", device_source="predicted", cond_layer=2, fidelity="reference")
+    d = cfg.to_dict()
+    assert d["channels"] == [4, 8, 8, 16]
+    assert ModelConfig.from_dict(d) == cfg
+    with pytest.raises(ConfigError, match="unknown keys"):
+        ModelConfig.from_dict({**d, "depth": 5})
+
+
+def test_build_model_rejects_non_config():
+    with pytest.raises(ConfigError):
+        build_model({"topology": "atrous"})
+    assert isinstance(build_model(small()), CAANet)
