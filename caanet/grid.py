@@ -1,0 +1,585 @@
+"""The paper's table grid as data: which cells to train, where they live, and their aggregates.
+
+The grid of a preset (``config.yaml``, already merged) is read from these keys::
+
+    grid:
+      rows:         [[topology, pooling], ...]   # Tables I/II rows; default DEFAULT_ROWS (the paper's 14)
+      layers:       [1, 2, 3, 4]                 # conditioning layers tried in Table I
+      table3_rows:  [[topology, pooling], ...]   # default TABLE3_ROWS
+      strategies:   [single_device, joint, teacher_forcing, multi_task]   # Tables II/III columns
+    tables: {table1: {dataset: D1}, table2: {dataset: D2}, table3: {dataset: D3}}
+    seeds: [0]                                   # default seeds of every cell
+    seeds_by_pooling: {att: [0, 1, 2]}           # optional per-pooling override
+    fidelity: paper
+    datasets: {D: {devices: [a, b, c], reference_device: a}}   # reference_device defaults to the first
+
+Only ``tables.table1`` is required among the tables; an absent ``table2``/``table3`` has no cells.
+
+Expansion (Sec. IV-C):
+
+* Table I: teacher forcing, every row x layer x seed on table1's dataset.
+* Table II: per row, ``single_device`` (one cell per device of the dataset), ``joint``,
+  ``teacher_forcing`` and ``multi_task`` at the layer Table I selected for the row. The teacher-forcing
+  cell is the very same :class:`CellSpec` as Table I's when both tables use one dataset, so the job is
+  reused, not retrained.
+* Table III: ``table3_rows`` on table3's dataset, conditioned at Table I's layer for the same
+  (topology, pooling), as the paper does.
+
+Aggregation: :func:`collect_cells` flattens ``evaluation.json`` files into one row per
+(cell, seed, device); :func:`summarise_table` reduces them over seeds to the long-format table
+(percent, mean, ``ddof=1`` std, Student-t 95 % CI) with the per-device rows plus ``avg`` (mean over
+all devices: the paper's "Avg") and ``bc`` (mean over the non-reference devices: DCASE's official
+figure).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as _sps
+
+from caanet.errors import ConfigError, ResultsError, SpecError
+from caanet.spec import CONDITIONAL, FIDELITIES, LAYERS, POOLINGS, STRATEGIES, TOPOLOGIES, CellSpec
+
+Row = tuple[str, str]
+
+DEFAULT_ROWS: tuple[Row, ...] = (
+    ("cnn_pool", "flatten"), ("cnn_pool", "max"), ("cnn_pool", "avg"), ("cnn_pool", "att"),
+    ("cnn_nopool", "max"), ("cnn_nopool", "avg"), ("cnn_nopool", "roi"), ("cnn_nopool", "att"),
+    ("cnn_nopool", "roi_att"),
+    ("atrous", "max"), ("atrous", "avg"), ("atrous", "roi"), ("atrous", "att"), ("atrous", "roi_att"),
+)
+"""The 14 (topology, pooling) rows of the paper's Tables I and II, in the paper's order."""
+
+TABLE3_ROWS: tuple[Row, ...] = (("cnn_pool", "att"), ("cnn_nopool", "att"), ("atrous", "att"))
+"""The rows of Table III (DCASE 2019): the attention models of the three topologies."""
+
+TABLES = ("table1", "table2", "table3")
+SUMMARY_DEVICES = ("avg", "bc")
+"""Pseudo-devices of the summaries: ``avg`` over all devices, ``bc`` over the non-reference ones."""
+
+CELL_COLUMNS = ["dataset", "cell_id", "topology", "pooling", "strategy", "cond_layer", "device", "seed",
+                "accuracy", "n", "n_correct"]
+SUMMARY_COLUMNS = ["table", "dataset", "topology", "pooling", "strategy", "cond_layer", "device",
+                   "acc_mean", "acc_std", "acc_ci_low", "acc_ci_high", "n_seeds"]
+LAYER_COLUMNS = ["topology", "pooling", "cond_layer", "acc_mean"]
+PAPER_FILES = {
+    "table1": "table1_teacher_forcing_by_layer.csv",
+    "table2": "table2_strategies_dcase2018.csv",
+    "table3": "table3_strategies_dcase2019.csv",
+}
+_LAYER_TIE_TOL = 1e-9
+
+
+# --------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GridConfig:
+    """A validated, normalised grid section of a preset (see the module docstring)."""
+
+    rows: tuple[Row, ...]
+    layers: tuple[int, ...]
+    table3_rows: tuple[Row, ...]
+    strategies: tuple[str, ...]
+    table_datasets: Mapping[str, str]          # table name -> dataset (absent tables left out)
+    seeds: tuple[int, ...]
+    seeds_by_pooling: Mapping[str, tuple[int, ...]]
+    fidelity: str
+    devices: Mapping[str, tuple[str, ...]]     # dataset -> device labels
+    reference_device: Mapping[str, str]        # dataset -> reference device
+
+
+def _need_list(value, key: str) -> list:
+    if not isinstance(value, (list, tuple)) or len(value) == 0:
+        raise ConfigError(f"config key {key!r}: expected a non-empty list, got {value!r}")
+    return list(value)
+
+
+def _seed_list(value, key: str) -> tuple[int, ...]:
+    seeds = _need_list(value, key)
+    for i, s in enumerate(seeds):
+        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
+            raise ConfigError(f"config key {key}[{i}]: seed {s!r} must be an int >= 0")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"config key {key!r}: duplicate seeds in {seeds!r}")
+    return tuple(seeds)
+
+
+def _row_list(value, key: str) -> tuple[Row, ...]:
+    rows = []
+    for i, row in enumerate(_need_list(value, key)):
+        if not isinstance(row, (list, tuple)) or len(row) != 2:
+            raise ConfigError(f"config key {key}[{i}]: expected [topology, pooling], got {row!r}")
+        topology, pooling = row
+        if topology not in TOPOLOGIES:
+            raise ConfigError(f"config key {key}[{i}]: topology {topology!r} is not one of {list(TOPOLOGIES)}")
+        if pooling not in POOLINGS:
+            raise ConfigError(f"config key {key}[{i}]: pooling {pooling!r} is not one of {list(POOLINGS)}")
+        rows.append((topology, pooling))
+    if len(set(rows)) != len(rows):
+        raise ConfigError(f"config key {key!r}: duplicate rows in {value!r}")
+    return tuple(rows)
+
+
+def _choice_list(value, key: str, allowed: Sequence) -> tuple:
+    items = _need_list(value, key)
+    for i, item in enumerate(items):
+        if item not in allowed or isinstance(item, bool):
+            raise ConfigError(f"config key {key}[{i}]: {item!r} is not one of {list(allowed)}")
+    if len(set(items)) != len(items):
+        raise ConfigError(f"config key {key!r}: duplicate entries in {items!r}")
+    return tuple(items)
+
+
+def _datasets(value) -> tuple[dict, dict]:
+    if not isinstance(value, Mapping) or not value:
+        raise ConfigError(f"config key 'datasets': expected a non-empty mapping, got {value!r}")
+    devices, reference = {}, {}
+    for name, entry in value.items():
+        if not isinstance(entry, Mapping) or "devices" not in entry:
+            raise ConfigError(f"config key 'datasets.{name}.devices' is missing")
+        devs = _need_list(entry["devices"], f"datasets.{name}.devices")
+        for i, d in enumerate(devs):
+            if not isinstance(d, str) or not d.isalnum():
+                raise ConfigError(f"config key datasets.{name}.devices[{i}]: {d!r} must be an alphanumeric string")
+        if len(set(devs)) != len(devs):
+            raise ConfigError(f"config key 'datasets.{name}.devices': duplicate devices in {devs!r}")
+        ref = entry.get("reference_device", devs[0])
+        if ref not in devs:
+            raise ConfigError(f"config key 'datasets.{name}.reference_device': {ref!r} is not one of {devs}")
+        devices[name], reference[name] = tuple(devs), ref
+    return devices, reference
+
+
+def _tables(value, devices: Mapping) -> dict:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"config key 'tables': expected a mapping, got {value!r}")
+    unknown = set(value) - set(TABLES)
+    if unknown:
+        raise ConfigError(f"config key 'tables': unknown tables {sorted(unknown)} (known: {list(TABLES)})")
+    if "table1" not in value:
+        raise ConfigError("config key 'tables.table1' is missing (Table I selects the conditioning layers)")
+    out = {}
+    for table in TABLES:
+        if table not in value:
+            continue
+        entry = value[table]
+        if not isinstance(entry, Mapping) or "dataset" not in entry:
+            raise ConfigError(f"config key 'tables.{table}.dataset' is missing")
+        if entry["dataset"] not in devices:
+            raise ConfigError(f"config key 'tables.{table}.dataset': {entry['dataset']!r} is not under "
+                              f"'datasets' (known: {sorted(devices)})")
+        out[table] = entry["dataset"]
+    return out
+
+
+def grid_config(preset: Mapping | GridConfig) -> GridConfig:
+    """Validate the grid keys of a merged preset and return them normalised.
+
+    Raises :class:`ConfigError` naming the offending key. A :class:`GridConfig` passes through.
+    """
+    if isinstance(preset, GridConfig):
+        return preset
+    if not isinstance(preset, Mapping):
+        raise ConfigError(f"preset: expected a mapping, got {type(preset).__name__}")
+    grid = preset.get("grid") or {}
+    if not isinstance(grid, Mapping):
+        raise ConfigError(f"config key 'grid': expected a mapping, got {grid!r}")
+    unknown = set(grid) - {"rows", "layers", "table3_rows", "strategies"}
+    if unknown:
+        raise ConfigError(f"config key 'grid': unknown keys {sorted(unknown)}")
+    if "datasets" not in preset:
+        raise ConfigError("config key 'datasets' is missing")
+    if "tables" not in preset:
+        raise ConfigError("config key 'tables' is missing")
+    devices, reference = _datasets(preset["datasets"])
+    by_pooling = preset.get("seeds_by_pooling") or {}
+    if not isinstance(by_pooling, Mapping):
+        raise ConfigError(f"config key 'seeds_by_pooling': expected a mapping, got {by_pooling!r}")
+    for pooling in by_pooling:
+        if pooling not in POOLINGS:
+            raise ConfigError(f"config key 'seeds_by_pooling.{pooling}': unknown pooling "
+                              f"(known: {list(POOLINGS)})")
+    fidelity = preset.get("fidelity", "paper")
+    if fidelity not in FIDELITIES:
+        raise ConfigError(f"config key 'fidelity': {fidelity!r} is not one of {list(FIDELITIES)}")
+    return GridConfig(
+        rows=_row_list(grid.get("rows", DEFAULT_ROWS), "grid.rows"),
+        layers=_choice_list(grid.get("layers", LAYERS), "grid.layers", LAYERS),
+        table3_rows=_row_list(grid.get("table3_rows", TABLE3_ROWS), "grid.table3_rows"),
+        strategies=_choice_list(grid.get("strategies", STRATEGIES), "grid.strategies", STRATEGIES),
+        table_datasets=_tables(preset["tables"], devices),
+        seeds=_seed_list(preset.get("seeds", [0]), "seeds"),
+        seeds_by_pooling={p: _seed_list(s, f"seeds_by_pooling.{p}") for p, s in by_pooling.items()},
+        fidelity=fidelity,
+        devices=devices,
+        reference_device=reference,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Expansion
+# --------------------------------------------------------------------------------------------
+
+def seeds_for(preset: Mapping | GridConfig, pooling: str) -> list[int]:
+    """The seeds of every cell with this global pooling (``seeds_by_pooling`` overrides ``seeds``)."""
+    cfg = grid_config(preset)
+    if pooling not in POOLINGS:
+        raise ConfigError(f"pooling {pooling!r} is not one of {list(POOLINGS)}")
+    return list(cfg.seeds_by_pooling.get(pooling, cfg.seeds))
+
+
+def _cells(cfg: GridConfig, dataset: str, topology: str, pooling: str, strategy: str,
+           cond_layer: int | None = None, device: str | None = None) -> list[CellSpec]:
+    """One cell per seed of this pooling, validated."""
+    return [
+        CellSpec(dataset=dataset, topology=topology, pooling=pooling, strategy=strategy,
+                 cond_layer=cond_layer, device=device, seed=seed, fidelity=cfg.fidelity).validate()
+        for seed in seeds_for(cfg, pooling)
+    ]
+
+
+def _layer_of(layers: Mapping[Row, int], row: Row, table: str) -> int:
+    try:
+        layer = layers[row]
+    except (KeyError, TypeError):
+        raise ConfigError(f"{table}: no selected conditioning layer for row {row[0]}-{row[1]} "
+                          f"(selected layers cover {sorted(layers) if layers else []})") from None
+    if layer not in LAYERS:
+        raise ConfigError(f"{table}: selected layer {layer!r} of row {row[0]}-{row[1]} is not one of {list(LAYERS)}")
+    return int(layer)
+
+
+def table1_cells(preset: Mapping | GridConfig) -> list[CellSpec]:
+    """Table I: teacher forcing for every row x conditioning layer x seed on table1's dataset."""
+    cfg = grid_config(preset)
+    dataset = cfg.table_datasets["table1"]
+    return [spec for topology, pooling in cfg.rows for layer in cfg.layers
+            for spec in _cells(cfg, dataset, topology, pooling, "teacher_forcing", cond_layer=layer)]
+
+
+def _strategy_cells(cfg: GridConfig, table: str, rows: Iterable[Row],
+                    layers: Mapping[Row, int] | None) -> list[CellSpec]:
+    """Tables II/III: the configured strategies of each row; conditional ones at the selected layer.
+
+    With ``layers=None`` only the unconditioned strategies are expanded (they need no selection).
+    """
+    if table not in cfg.table_datasets:
+        return []
+    dataset = cfg.table_datasets[table]
+    out: list[CellSpec] = []
+    for row in rows:
+        topology, pooling = row
+        for strategy in cfg.strategies:
+            if strategy == "single_device":
+                for device in cfg.devices[dataset]:
+                    out += _cells(cfg, dataset, topology, pooling, strategy, device=device)
+            elif strategy in CONDITIONAL:
+                if layers is not None:
+                    out += _cells(cfg, dataset, topology, pooling, strategy, cond_layer=_layer_of(layers, row, table))
+            else:
+                out += _cells(cfg, dataset, topology, pooling, strategy)
+    return out
+
+
+def table2_cells(preset: Mapping | GridConfig, layers: Mapping[Row, int]) -> list[CellSpec]:
+    """Table II: every row x strategy (single_device per device) at Table I's selected layer."""
+    cfg = grid_config(preset)
+    return _strategy_cells(cfg, "table2", cfg.rows, layers)
+
+
+def table3_cells(preset: Mapping | GridConfig, layers: Mapping[Row, int]) -> list[CellSpec]:
+    """Table III: the table3 rows x strategy on table3's dataset, conditioned at Table I's layer."""
+    cfg = grid_config(preset)
+    return _strategy_cells(cfg, "table3", cfg.table3_rows, layers)
+
+
+def table_cells(preset: Mapping | GridConfig, table: str, layers: Mapping[Row, int] | None = None) -> list[CellSpec]:
+    """The cells of one table by name (``layers`` is needed for table2/table3)."""
+    _check_table(table)
+    if table == "table1":
+        return table1_cells(preset)
+    if layers is None:
+        raise ConfigError(f"{table}: needs the conditioning layers selected from Table I")
+    return table2_cells(preset, layers) if table == "table2" else table3_cells(preset, layers)
+
+
+def all_cells(preset: Mapping | GridConfig, layers: Mapping[Row, int] | None = None) -> list[CellSpec]:
+    """Every distinct training job of the grid, in table order.
+
+    With ``layers=None`` (Table I not yet aggregated) this is Table I plus the unconditioned cells of
+    Tables II/III, i.e. everything that can start before the layer selection. Cells shared between
+    tables (Table II's teacher forcing = Table I's) appear once.
+    """
+    cfg = grid_config(preset)
+    cells = table1_cells(cfg)
+    cells += _strategy_cells(cfg, "table2", cfg.rows, layers)
+    cells += _strategy_cells(cfg, "table3", cfg.table3_rows, layers)
+    return list(dict.fromkeys(cells))
+
+
+def cell_dir(results_root: str | os.PathLike, spec: CellSpec) -> Path:
+    """``{results_root}/cells/{dataset}/{cell_id}/seed{seed}``: the folder of one training job."""
+    return Path(results_root) / "cells" / spec.dataset / spec.cell_id / f"seed{spec.seed}"
+
+
+# --------------------------------------------------------------------------------------------
+# Aggregation
+# --------------------------------------------------------------------------------------------
+
+def _check_table(table: str) -> None:
+    if table not in TABLES:
+        raise ConfigError(f"table {table!r} is not one of {list(TABLES)}")
+
+
+def _json_key(obj: Mapping, key: str, path) -> object:
+    if not isinstance(obj, Mapping) or key not in obj:
+        raise ResultsError(f"{path}: key {key!r} is missing")
+    return obj[key]
+
+
+def _cell_rows(path: Path) -> list[dict]:
+    """The (device) rows of one evaluation.json."""
+    try:
+        ev = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: evaluation file not found") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"{path}: not readable JSON ({exc})") from None
+    try:
+        spec = CellSpec.from_dict(dict(_json_key(ev, "spec", path)))
+    except (SpecError, TypeError) as exc:
+        raise ResultsError(f"{path}: key 'spec' is not a valid cell spec ({exc})") from None
+    if ev.get("cell_id", spec.cell_id) != spec.cell_id:
+        raise ResultsError(f"{path}: key 'cell_id' {ev['cell_id']!r} disagrees with its spec ({spec.cell_id!r})")
+    per_device = _json_key(ev, "per_device", path)
+    if not isinstance(per_device, Mapping) or not per_device:
+        raise ResultsError(f"{path}: key 'per_device' is empty")
+    rows = []
+    for device, entry in per_device.items():
+        where = f"{path}: per_device.{device}"
+        acc, n, k = (_json_key(entry, key, where) for key in ("accuracy", "n", "n_correct"))
+        if not isinstance(acc, (int, float)) or not 0.0 <= acc <= 1.0:
+            raise ResultsError(f"{where}.accuracy = {acc!r} is not a fraction in [0, 1]")
+        if not isinstance(n, int) or not isinstance(k, int) or n <= 0 or not 0 <= k <= n:
+            raise ResultsError(f"{where}: n = {n!r}, n_correct = {k!r} must be ints with 0 <= n_correct <= n, n > 0")
+        rows.append(dict(dataset=spec.dataset, cell_id=spec.cell_id, topology=spec.topology, pooling=spec.pooling,
+                         strategy=spec.strategy, cond_layer=spec.cond_layer, device=str(device), seed=spec.seed,
+                         accuracy=100.0 * float(acc), n=n, n_correct=k))
+    return rows
+
+
+def collect_cells(eval_json_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """One row per (cell, seed, device) of ``evaluation.json`` files; ``accuracy`` in percent.
+
+    Columns: ``dataset, cell_id, topology, pooling, strategy, cond_layer, device, seed, accuracy, n,
+    n_correct``. A file read twice, or two files of the same (cell, seed), raise :class:`ResultsError`.
+    """
+    rows: list[dict] = []
+    seen: dict[tuple, Path] = {}
+    for path in eval_json_paths:
+        path = Path(path)
+        cell_rows = _cell_rows(path)
+        key = (cell_rows[0]["dataset"], cell_rows[0]["cell_id"], cell_rows[0]["seed"])
+        if key in seen:
+            raise ResultsError(f"{path}: cell {key[1]} seed {key[2]} of {key[0]} was already read from {seen[key]}")
+        seen[key] = path
+        rows += cell_rows
+    df = pd.DataFrame(rows, columns=CELL_COLUMNS)
+    return df.astype({"cond_layer": "Int64", "seed": "int64", "n": "int64", "n_correct": "int64",
+                      "accuracy": "float64"})
+
+
+def filter_cells(cells_df: pd.DataFrame, specs: Iterable[CellSpec]) -> pd.DataFrame:
+    """The rows of ``cells_df`` that belong to ``specs`` (matched on dataset, cell id and seed)."""
+    keys = pd.DataFrame([(s.dataset, s.cell_id, s.seed) for s in specs], columns=["dataset", "cell_id", "seed"])
+    keys = keys.drop_duplicates()
+    out = cells_df.merge(keys.astype({"seed": "int64"}), on=["dataset", "cell_id", "seed"], how="inner")
+    return out[list(cells_df.columns)]
+
+
+def _check_cells_frame(cells_df: pd.DataFrame) -> None:
+    missing = [c for c in CELL_COLUMNS if c not in cells_df.columns]
+    if missing:
+        raise ResultsError(f"cells frame: columns {missing} are missing (expected {CELL_COLUMNS})")
+    dup = cells_df.duplicated(["dataset", "cell_id", "seed", "device"], keep=False)
+    if dup.any():
+        first = cells_df[dup].iloc[0]
+        raise ResultsError(f"cells frame: duplicate rows for cell {first['cell_id']} seed {first['seed']} "
+                           f"device {first['device']}")
+
+
+def _model_seed_rows(cells_df: pd.DataFrame, reference_device: str | Mapping[str, str]) -> pd.DataFrame:
+    """Per model (a row x strategy x layer) and seed: the device rows plus the ``avg``/``bc`` rows.
+
+    Single-device models are three cells; grouping ignores the cell id, so their devices join into one
+    model. ``avg``/``bc`` of a seed are only formed when the seed has every device the model has in any
+    seed (an incomplete seed would bias them); ``bc`` needs at least one non-reference device.
+    """
+    keys = ["dataset", "topology", "pooling", "strategy", "cond_layer"]
+    df = cells_df.copy()
+    df["cond_layer"] = df["cond_layer"].astype("Int64")
+    df["_layer"] = df["cond_layer"].fillna(0).astype(int)   # groupby drops NA keys
+    gkeys = ["dataset", "topology", "pooling", "strategy", "_layer"]
+    out = [df[keys + ["device", "seed", "accuracy"]]]
+    for _, model in df.groupby(gkeys, sort=False):
+        dataset = model["dataset"].iloc[0]
+        ref = reference_device.get(dataset, "a") if isinstance(reference_device, Mapping) else reference_device
+        all_devices = set(model["device"])
+        for seed, one in model.groupby("seed"):
+            if set(one["device"]) != all_devices:
+                continue
+            base = one.iloc[0][keys].to_dict()
+            out.append(pd.DataFrame([{**base, "device": "avg", "seed": seed, "accuracy": one["accuracy"].mean()}]))
+            others = one[one["device"] != ref]
+            if len(others):
+                out.append(pd.DataFrame([{**base, "device": "bc", "seed": seed, "accuracy": others["accuracy"].mean()}]))
+    return pd.concat(out, ignore_index=True)
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float, float, int]:
+    """``(mean, std, ci_low, ci_high, n)`` of ``values``: std with ddof=1, Student-t CI (NaN when n < 2)."""
+    x = np.asarray(values, dtype=float)
+    n = int(x.size)
+    if n == 0:
+        return (math.nan, math.nan, math.nan, math.nan, 0)
+    mean = float(x.mean())
+    if n < 2:
+        return (mean, math.nan, math.nan, math.nan, n)
+    std = float(x.std(ddof=1))
+    half = float(_sps.t.ppf(0.5 + confidence / 2.0, n - 1)) * std / math.sqrt(n)
+    return (mean, std, mean - half, mean + half, n)
+
+
+def _order_key(series: pd.Series, order: Sequence) -> pd.Series:
+    rank = {v: i for i, v in enumerate(order)}
+    return series.map(lambda v: rank.get(v, len(rank)))
+
+
+def summarise_table(cells_df: pd.DataFrame, table: str, *,
+                    reference_device: str | Mapping[str, str] = "a") -> pd.DataFrame:
+    """Aggregate (cell, seed, device) rows over seeds into one table's long format.
+
+    ``cells_df`` holds the table's cells only (see :func:`filter_cells`/:func:`table_cells`).
+    Columns: ``table, dataset, topology, pooling, strategy, cond_layer, device, acc_mean, acc_std,
+    acc_ci_low, acc_ci_high, n_seeds``; ``device`` is each device label plus ``avg`` (mean over all
+    devices) and ``bc`` (mean over the non-reference devices), each computed per seed first.
+    ``reference_device`` is one label or a dataset -> label mapping (e.g. ``GridConfig.reference_device``).
+    """
+    _check_table(table)
+    _check_cells_frame(cells_df)
+    if cells_df.empty:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    long = _model_seed_rows(cells_df, reference_device)
+    keys = ["dataset", "topology", "pooling", "strategy", "cond_layer", "device"]
+    long["_layer"] = long["cond_layer"].fillna(0).astype(int)
+    rows = []
+    for _, g in long.groupby(["dataset", "topology", "pooling", "strategy", "_layer", "device"], sort=False):
+        mean, std, lo, hi, n = mean_ci(g["accuracy"].to_numpy())
+        rows.append({"table": table, **g.iloc[0][keys].to_dict(), "acc_mean": mean, "acc_std": std,
+                     "acc_ci_low": lo, "acc_ci_high": hi, "n_seeds": n})
+    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS).astype({"cond_layer": "Int64", "n_seeds": "int64"})
+    devices = sorted(set(out["device"]) - set(SUMMARY_DEVICES)) + list(SUMMARY_DEVICES)
+    order = pd.DataFrame({
+        "ds": _order_key(out["dataset"], list(dict.fromkeys(out["dataset"]))),
+        "t": _order_key(out["topology"], TOPOLOGIES), "p": _order_key(out["pooling"], POOLINGS),
+        "s": _order_key(out["strategy"], STRATEGIES), "l": out["cond_layer"].fillna(0).astype(int),
+        "d": _order_key(out["device"], devices),
+    })
+    idx = order.sort_values(["ds", "t", "p", "s", "l", "d"], kind="stable").index
+    return out.loc[idx].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Layer selection
+# --------------------------------------------------------------------------------------------
+
+def layers_table(table1_summary_df: pd.DataFrame) -> pd.DataFrame:
+    """The selected layer per row: ``topology, pooling, cond_layer, acc_mean`` (``results/tables/layers.csv``).
+
+    The layer with the best mean over seeds of the all-device average (``device == "avg"``) of the
+    teacher-forcing cells; ties (within 1e-9) go to the lowest layer. Rows keep Table I's order.
+    """
+    need = ["topology", "pooling", "strategy", "cond_layer", "device", "acc_mean"]
+    missing = [c for c in need if c not in table1_summary_df.columns]
+    if missing:
+        raise ResultsError(f"Table I summary: columns {missing} are missing")
+    avg = table1_summary_df[(table1_summary_df["device"] == "avg")
+                            & (table1_summary_df["strategy"] == "teacher_forcing")
+                            & table1_summary_df["cond_layer"].notna()]
+    rows = []
+    for (topology, pooling), g in avg.groupby(["topology", "pooling"], sort=False):
+        g = g[g["acc_mean"].notna()]
+        if g.empty:
+            raise ResultsError(f"Table I summary: row {topology}-{pooling} has no finite avg accuracy")
+        best = float(g["acc_mean"].max())
+        layer = int(g.loc[g["acc_mean"] >= best - _LAYER_TIE_TOL, "cond_layer"].astype(int).min())
+        rows.append({"topology": topology, "pooling": pooling, "cond_layer": layer,
+                     "acc_mean": float(g.loc[g["cond_layer"].astype(int) == layer, "acc_mean"].iloc[0])})
+    if not rows:
+        raise ResultsError("Table I summary: no teacher_forcing rows with device 'avg'")
+    return pd.DataFrame(rows, columns=LAYER_COLUMNS)
+
+
+def layers_from_frame(layers_df: pd.DataFrame) -> dict[Row, int]:
+    """``{(topology, pooling): layer}`` from a :func:`layers_table` frame (e.g. read from layers.csv)."""
+    missing = [c for c in LAYER_COLUMNS[:3] if c not in layers_df.columns]
+    if missing:
+        raise ResultsError(f"layers table: columns {missing} are missing")
+    return {(r.topology, r.pooling): int(r.cond_layer) for r in layers_df.itertuples(index=False)}
+
+
+def select_layers(table1_summary_df: pd.DataFrame) -> dict[Row, int]:
+    """``{(topology, pooling): layer}``: Table I's best layer per row (ties -> lowest layer)."""
+    return layers_from_frame(layers_table(table1_summary_df))
+
+
+# --------------------------------------------------------------------------------------------
+# The paper's numbers
+# --------------------------------------------------------------------------------------------
+
+def paper_table(table: str) -> pd.DataFrame:
+    """The paper's Table I/II/III (packaged CSV) in our vocabulary.
+
+    Columns: ``table, dataset, topology, pooling, strategy, cond_layer, device, paper_acc`` (percent;
+    ``cond_layer`` is only given by Table I, missing elsewhere).
+    """
+    _check_table(table)
+    resource = importlib.resources.files("caanet") / "paper" / PAPER_FILES[table]
+    with resource.open("r", encoding="utf-8") as fh:
+        df = pd.read_csv(fh, dtype={"device": str})
+    df = df.rename(columns={"network": "topology", "accuracy_percent": "paper_acc"})
+    if "cond_layer" not in df.columns:
+        df["cond_layer"] = pd.NA
+    df["table"] = table
+    df = df.astype({"cond_layer": "Int64", "paper_acc": "float64"})
+    return df[["table", "dataset", "topology", "pooling", "strategy", "cond_layer", "device", "paper_acc"]]
+
+
+def compare_with_paper(summary_df: pd.DataFrame, table: str) -> pd.DataFrame:
+    """``summary_df`` with ``paper_acc`` and ``diff`` (ours - paper, percentage points) added.
+
+    Matched on topology, pooling, strategy and device, plus ``cond_layer`` for Table I (Tables II/III
+    compare strategies at whatever layer each side selected). The dataset is not matched (ours may be
+    the embedded stand-in). Where the paper has no value (``bc``; devices of Table I) both are NaN.
+    """
+    paper = paper_table(table)
+    on = ["topology", "pooling", "strategy", "device"] + (["cond_layer"] if table == "table1" else [])
+    paper = paper[on + ["paper_acc"]]
+    left = summary_df.copy()
+    if "cond_layer" in on:
+        left["cond_layer"] = left["cond_layer"].astype("Int64")
+    out = left.merge(paper, on=on, how="left", validate="many_to_one")
+    out["diff"] = out["acc_mean"] - out["paper_acc"]
+    return out

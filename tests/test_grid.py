@@ -1,0 +1,334 @@
+"""caanet.grid: expansion of the paper's grid, layer selection, aggregation over seeds, paper tables."""
+
+import copy
+import json
+import math
+import time
+
+import pandas as pd
+import pytest
+
+from caanet import grid
+from caanet.errors import ConfigError, ResultsError
+from caanet.spec import CellSpec
+
+T_975_DF2 = 4.302652729911275  # Student t quantile 0.975 with 2 degrees of freedom (tables)
+
+
+def paper_preset(**overrides):
+    preset = {
+        "tables": {"table1": {"dataset": "embedded2018"}, "table2": {"dataset": "embedded2018"},
+                   "table3": {"dataset": "embedded2019"}},
+        "seeds": [0],
+        "fidelity": "paper",
+        "datasets": {"embedded2018": {"devices": ["a", "b", "c"]}, "embedded2019": {"devices": ["a", "b", "c"]}},
+    }
+    preset.update(overrides)
+    return preset
+
+
+LAYERS = {row: 1 + i % 4 for i, row in enumerate(grid.DEFAULT_ROWS)}
+
+
+# --------------------------------------------------------------------------- expansion
+
+def test_default_rows_are_the_papers_14():
+    assert len(grid.DEFAULT_ROWS) == 14
+    assert sum(1 for t, _ in grid.DEFAULT_ROWS if t == "cnn_pool") == 4
+    assert grid.TABLE3_ROWS == (("cnn_pool", "att"), ("cnn_nopool", "att"), ("atrous", "att"))
+
+
+def test_paper_grid_counts_per_seed():
+    preset = paper_preset()
+    t1 = grid.table1_cells(preset)
+    t2 = grid.table2_cells(preset, LAYERS)
+    t3 = grid.table3_cells(preset, LAYERS)
+    assert len(t1) == 56
+    assert len(t2) == 14 * 6
+    assert len(set(t2) - set(t1)) == 70          # 3 single + joint + multi_task per row
+    assert len(t3) == 18
+    assert len(grid.all_cells(preset, LAYERS)) == 56 + 70 + 18
+    assert {s.strategy for s in t1} == {"teacher_forcing"}
+    assert {s.dataset for s in t3} == {"embedded2019"}
+
+
+def test_table2_teacher_forcing_reuses_table1_cell_at_selected_layer():
+    preset = paper_preset()
+    t1 = set(grid.table1_cells(preset))
+    tf = [s for s in grid.table2_cells(preset, LAYERS) if s.strategy == "teacher_forcing"]
+    assert len(tf) == 14 and all(s in t1 for s in tf)
+    for s in grid.table2_cells(preset, LAYERS) + grid.table3_cells(preset, LAYERS):
+        if s.conditional:
+            assert s.cond_layer == LAYERS[(s.topology, s.pooling)]
+
+
+def test_seeds_multiply_and_seeds_by_pooling_applies():
+    preset = paper_preset(seeds=[0, 1], seeds_by_pooling={"att": [0, 1, 2], "roi_att": [0, 1, 2]})
+    assert grid.seeds_for(preset, "att") == [0, 1, 2]
+    assert grid.seeds_for(preset, "max") == [0, 1]
+    t1 = grid.table1_cells(preset)
+    # 9 non-attention rows x 4 layers x 2 seeds + 5 attention rows x 4 layers x 3 seeds
+    assert len(t1) == 9 * 4 * 2 + 5 * 4 * 3
+    t3 = grid.table3_cells(preset, LAYERS)
+    assert len(t3) == 18 * 3 and {s.seed for s in t3} == {0, 1, 2}
+    flat = [s for s in grid.table2_cells(preset, LAYERS) if s.pooling == "flatten"]
+    assert len(flat) == 6 * 2
+
+
+def test_cell_ids_unique_and_fidelity_carried():
+    preset = paper_preset(seeds=[0, 3], fidelity="reference")
+    cells = grid.all_cells(preset, LAYERS)
+    keys = [(s.dataset, s.cell_id, s.seed) for s in cells]
+    assert len(keys) == len(set(keys))
+    assert {s.fidelity for s in cells} == {"reference"}
+    assert len({(s.dataset, s.cell_id) for s in cells}) == 144
+
+
+def test_all_cells_without_layers_are_those_that_need_no_selection():
+    preset = paper_preset()
+    cells = grid.all_cells(preset)
+    assert len(cells) == 56 + 14 * 4 + 3 * 4
+    assert not any(s.conditional and s.dataset == "embedded2019" for s in cells)
+    assert set(cells) <= set(grid.all_cells(preset, LAYERS))
+
+
+def test_paper_grid_expands_fast():
+    preset = paper_preset(seeds_by_pooling={"att": [0, 1, 2], "roi_att": [0, 1, 2]})
+    start = time.perf_counter()
+    cells = grid.all_cells(preset, LAYERS)
+    elapsed = time.perf_counter() - start
+    assert len(cells) >= 144
+    assert elapsed < 0.5
+
+
+def test_missing_selected_layer_names_the_row():
+    layers = dict(LAYERS)
+    del layers[("atrous", "roi")]
+    with pytest.raises(ConfigError, match="atrous-roi"):
+        grid.table2_cells(paper_preset(), layers)
+
+
+def test_custom_rows_strategies_and_absent_tables():
+    preset = paper_preset(grid={"rows": [["atrous", "att"]], "layers": [2, 4],
+                                "strategies": ["joint", "multi_task"]})
+    del preset["tables"]["table3"]
+    assert [s.cell_id for s in grid.table1_cells(preset)] == [
+        "atrous-att-teacher_forcing-L2", "atrous-att-teacher_forcing-L4"]
+    assert [s.cell_id for s in grid.table2_cells(preset, {("atrous", "att"): 4})] == [
+        "atrous-att-joint", "atrous-att-multi_task-L4"]
+    assert grid.table3_cells(preset, {("atrous", "att"): 4}) == []
+
+
+def test_cell_dir(tmp_path):
+    spec = CellSpec(dataset="embedded2018", topology="atrous", pooling="att", strategy="multi_task",
+                    cond_layer=3, seed=2)
+    assert grid.cell_dir(tmp_path, spec) == tmp_path / "cells" / "embedded2018" / "atrous-att-multi_task-L3" / "seed2"
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda p: p["grid"].__setitem__("rows", [["atrous", "bogus"]]), "grid.rows[0]"),
+    (lambda p: p["grid"].__setitem__("rows", [["atrous"]]), "grid.rows[0]"),
+    (lambda p: p["grid"].__setitem__("layers", [1, 5]), "grid.layers[1]"),
+    (lambda p: p["grid"].__setitem__("strategies", ["joint", "magic"]), "grid.strategies[1]"),
+    (lambda p: p["grid"].__setitem__("table3_rows", [["cnn_pool", "att"], ["cnn_pool", "att"]]), "grid.table3_rows"),
+    (lambda p: p["grid"].__setitem__("colums", []), "grid"),
+    (lambda p: p.__setitem__("seeds", [0, -1]), "seeds[1]"),
+    (lambda p: p.__setitem__("seeds", []), "seeds"),
+    (lambda p: p.__setitem__("seeds_by_pooling", {"attention": [0]}), "seeds_by_pooling.attention"),
+    (lambda p: p.__setitem__("seeds_by_pooling", {"att": [0, 0]}), "seeds_by_pooling.att"),
+    (lambda p: p.__setitem__("fidelity", "novel"), "fidelity"),
+    (lambda p: p["tables"].__setitem__("table2", {"dataset": "nowhere"}), "tables.table2.dataset"),
+    (lambda p: p["tables"].pop("table1"), "tables.table1"),
+    (lambda p: p["tables"].__setitem__("table9", {"dataset": "embedded2018"}), "tables"),
+    (lambda p: p["datasets"]["embedded2019"].pop("devices"), "datasets.embedded2019.devices"),
+    (lambda p: p["datasets"]["embedded2018"].__setitem__("reference_device", "z"),
+     "datasets.embedded2018.reference_device"),
+    (lambda p: p.pop("datasets"), "datasets"),
+])
+def test_bad_grid_config_names_the_key(mutate, key):
+    preset = copy.deepcopy(paper_preset(grid={}))
+    mutate(preset)
+    with pytest.raises(ConfigError) as err:
+        grid.table1_cells(preset)
+    assert key in str(err.value)
+
+
+# --------------------------------------------------------------------------- aggregation
+
+def cell_rows(cell_id, dataset="d", seed=0, **acc_by_device):
+    spec = CellSpec.from_id(cell_id, dataset=dataset, seed=seed)
+    return [dict(dataset=dataset, cell_id=cell_id, topology=spec.topology, pooling=spec.pooling,
+                 strategy=spec.strategy, cond_layer=spec.cond_layer, device=dev, seed=seed, accuracy=acc,
+                 n=100, n_correct=int(acc)) for dev, acc in acc_by_device.items()]
+
+
+def frame(rows):
+    return pd.DataFrame(rows, columns=grid.CELL_COLUMNS).astype({"cond_layer": "Int64"})
+
+
+def pick(summary, **where):
+    sel = summary
+    for k, v in where.items():
+        sel = sel[sel[k] == v]
+    assert len(sel) == 1, where
+    return sel.iloc[0]
+
+
+def test_summarise_three_seeds_against_hand_computation():
+    rows = (cell_rows("atrous-att-multi_task-L3", seed=0, a=60.0, b=50.0, c=40.0)
+            + cell_rows("atrous-att-multi_task-L3", seed=1, a=62.0, b=52.0, c=44.0)
+            + cell_rows("atrous-att-multi_task-L3", seed=2, a=67.0, b=48.0, c=42.0))
+    s = grid.summarise_table(frame(rows), "table2")
+    assert list(s.columns) == grid.SUMMARY_COLUMNS
+    assert list(s["device"]) == ["a", "b", "c", "avg", "bc"]
+    a = pick(s, device="a")
+    std = math.sqrt(13.0)   # values 60, 62, 67: mean 63, squares 9 + 1 + 16 = 26, /2
+    assert a["acc_mean"] == pytest.approx(63.0)
+    assert a["acc_std"] == pytest.approx(std)
+    assert a["acc_ci_low"] == pytest.approx(63.0 - T_975_DF2 * std / math.sqrt(3))
+    assert a["acc_ci_high"] == pytest.approx(63.0 + T_975_DF2 * std / math.sqrt(3))
+    assert a["n_seeds"] == 3 and a["table"] == "table2" and a["cond_layer"] == 3
+    avg = pick(s, device="avg")   # per seed 50, 52.667, 52.333
+    assert avg["acc_mean"] == pytest.approx((50.0 + 158 / 3 + 157 / 3) / 3)
+    bc = pick(s, device="bc")     # per seed 45, 48, 45
+    assert bc["acc_mean"] == pytest.approx(46.0)
+    assert bc["acc_std"] == pytest.approx(math.sqrt(3.0))
+
+
+def test_single_device_avg_and_bc_come_from_three_cells_per_seed():
+    rows = []
+    for seed, (a, b, c) in enumerate([(70.0, 60.0, 50.0), (72.0, 58.0, 56.0)]):
+        rows += cell_rows("cnn_pool-max-single_device-a", seed=seed, a=a)
+        rows += cell_rows("cnn_pool-max-single_device-b", seed=seed, b=b)
+        rows += cell_rows("cnn_pool-max-single_device-c", seed=seed, c=c)
+    s = grid.summarise_table(frame(rows), "table2")
+    assert set(s["strategy"]) == {"single_device"} and len(s) == 5
+    assert pick(s, device="avg")["acc_mean"] == pytest.approx((60.0 + 62.0) / 2)
+    assert pick(s, device="bc")["acc_mean"] == pytest.approx((55.0 + 57.0) / 2)
+    assert pick(s, device="b")["acc_mean"] == pytest.approx(59.0)
+    assert pd.isna(pick(s, device="avg")["cond_layer"])
+
+
+def test_incomplete_single_device_seed_is_left_out_of_avg():
+    rows = (cell_rows("cnn_pool-max-single_device-a", seed=0, a=70.0)
+            + cell_rows("cnn_pool-max-single_device-b", seed=0, b=60.0)
+            + cell_rows("cnn_pool-max-single_device-a", seed=1, a=90.0))
+    s = grid.summarise_table(frame(rows), "table2")
+    assert pick(s, device="avg")["acc_mean"] == pytest.approx(65.0)
+    assert pick(s, device="avg")["n_seeds"] == 1
+    assert pick(s, device="a")["n_seeds"] == 2
+
+
+def test_one_seed_has_no_spread_and_reference_device_is_configurable():
+    rows = cell_rows("atrous-max-joint", a=60.0, b=50.0, c=40.0)
+    s = grid.summarise_table(frame(rows), "table2", reference_device={"d": "c"})
+    avg = pick(s, device="avg")
+    assert avg["n_seeds"] == 1 and pd.isna(avg["acc_std"]) and pd.isna(avg["acc_ci_low"])
+    assert pick(s, device="bc")["acc_mean"] == pytest.approx(55.0)   # a and b when c is the reference
+
+
+def test_summarise_rejects_duplicates():
+    rows = cell_rows("atrous-max-joint", a=60.0) * 2
+    with pytest.raises(ResultsError, match="duplicate"):
+        grid.summarise_table(frame(rows), "table2")
+
+
+def write_eval(path, spec, per_device):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "cell_id": spec.cell_id, "spec": spec.to_dict(), "scene_labels": [], "device_labels": list(per_device),
+        "per_device": {d: {"accuracy": acc, "n": 10, "n_correct": k} for d, (acc, k) in per_device.items()},
+        "mean_all": 0.0, "mean_bc": None, "iterations": 1, "train_seconds": 0.1}))
+    return path
+
+
+def test_collect_cells_and_filter(tmp_path):
+    tf = CellSpec(dataset="d", topology="atrous", pooling="att", strategy="teacher_forcing", cond_layer=2, seed=1)
+    sd = CellSpec(dataset="d", topology="atrous", pooling="att", strategy="single_device", device="b")
+    paths = [write_eval(grid.cell_dir(tmp_path, tf) / "evaluation.json", tf, {"a": (0.7, 7), "b": (0.5, 5)}),
+             write_eval(grid.cell_dir(tmp_path, sd) / "evaluation.json", sd, {"b": (0.25, 3)})]
+    df = grid.collect_cells(paths)
+    assert list(df.columns) == grid.CELL_COLUMNS and len(df) == 3
+    row = df[(df["cell_id"] == "atrous-att-teacher_forcing-L2") & (df["device"] == "a")].iloc[0]
+    assert row["accuracy"] == pytest.approx(70.0) and row["seed"] == 1 and row["cond_layer"] == 2
+    assert row["n"] == 10 and row["n_correct"] == 7
+    assert pd.isna(df[df["strategy"] == "single_device"]["cond_layer"].iloc[0])
+    only_sd = grid.filter_cells(df, [sd])
+    assert list(only_sd["cell_id"]) == ["atrous-att-single_device-b"]
+    with pytest.raises(ResultsError, match="already read"):
+        grid.collect_cells(paths + paths[:1])
+
+
+def test_collect_cells_names_file_and_key(tmp_path):
+    spec = CellSpec(dataset="d", topology="atrous", pooling="att", strategy="joint")
+    path = write_eval(tmp_path / "evaluation.json", spec, {"a": (0.7, 7)})
+    ev = json.loads(path.read_text())
+    del ev["per_device"]["a"]["n_correct"]
+    path.write_text(json.dumps(ev))
+    with pytest.raises(ResultsError, match=r"evaluation\.json.*n_correct"):
+        grid.collect_cells([path])
+    ev["per_device"]["a"].update(n_correct=7, accuracy=70.0)
+    path.write_text(json.dumps(ev))
+    with pytest.raises(ResultsError, match="accuracy"):
+        grid.collect_cells([path])
+
+
+# --------------------------------------------------------------------------- layer selection
+
+def table1_summary(values):
+    """values: {(topology, pooling): [avg accuracy of layers 1..4]}"""
+    rows = [dict(table="table1", dataset="d", topology=t, pooling=p, strategy="teacher_forcing", cond_layer=i + 1,
+                 device=dev, acc_mean=(v if dev == "avg" else 99.0), acc_std=float("nan"), acc_ci_low=float("nan"),
+                 acc_ci_high=float("nan"), n_seeds=1)
+            for (t, p), accs in values.items() for i, v in enumerate(accs) for dev in ("a", "avg")]
+    return pd.DataFrame(rows, columns=grid.SUMMARY_COLUMNS)
+
+
+def test_select_layers_best_avg_ties_to_lowest():
+    summary = table1_summary({("atrous", "att"): [65.8, 62.7, 65.3, 67.0],
+                              ("cnn_pool", "max"): [60.0, 63.8, 63.8, 59.7],
+                              ("cnn_nopool", "roi"): [52.9, 52.9, 50.2, 51.0]})
+    assert grid.select_layers(summary) == {("atrous", "att"): 4, ("cnn_pool", "max"): 2, ("cnn_nopool", "roi"): 1}
+    lt = grid.layers_table(summary)
+    assert list(lt.columns) == grid.LAYER_COLUMNS
+    assert lt.set_index(["topology", "pooling"]).loc[("atrous", "att"), "acc_mean"] == pytest.approx(67.0)
+
+
+def test_select_layers_on_the_papers_table1_reproduces_its_highlights():
+    paper = grid.paper_table("table1").rename(columns={"paper_acc": "acc_mean"})
+    layers = grid.select_layers(paper)
+    assert layers[("atrous", "att")] == 4 and layers[("cnn_pool", "att")] == 3
+    assert layers[("cnn_nopool", "roi")] == 1  # 52.9 at layers 1 and 2: lowest wins
+
+
+def test_select_layers_from_full_summary_pipeline():
+    rows = []
+    for layer, accs in {1: (60.0, 61.0), 2: (64.0, 66.0), 3: (66.0, 63.0)}.items():
+        for seed, acc in enumerate(accs):
+            rows += cell_rows(f"atrous-att-teacher_forcing-L{layer}", seed=seed, a=acc + 10, b=acc - 5, c=acc - 5)
+    s = grid.summarise_table(frame(rows), "table1")
+    assert grid.select_layers(s) == {("atrous", "att"): 2}   # means 60.5, 65, 64.5
+
+
+# --------------------------------------------------------------------------- paper tables
+
+def test_paper_tables_load_in_our_vocabulary():
+    t1, t2, t3 = (grid.paper_table(t) for t in grid.TABLES)
+    assert len(t1) == 56 and len(t2) == 14 * 4 * 4 and len(t3) == 3 * 4 * 4
+    assert set(t2["topology"]) == {"cnn_pool", "cnn_nopool", "atrous"}
+    row = t2[(t2.topology == "atrous") & (t2.pooling == "att") & (t2.strategy == "multi_task") & (t2.device == "avg")]
+    assert row["paper_acc"].item() == pytest.approx(68.0)
+    with pytest.raises(ConfigError, match="table4"):
+        grid.paper_table("table4")
+
+
+def test_compare_with_paper_adds_diff():
+    rows = cell_rows("atrous-att-multi_task-L3", dataset="embedded2018", a=72.4, b=70.9, c=62.8)
+    s = grid.compare_with_paper(grid.summarise_table(frame(rows), "table2"), "table2")
+    assert pick(s, device="b")["diff"] == pytest.approx(2.0)
+    assert pick(s, device="avg")["paper_acc"] == pytest.approx(68.0)
+    assert pd.isna(pick(s, device="bc")["paper_acc"])
+    t1 = grid.summarise_table(frame(cell_rows("atrous-att-teacher_forcing-L2", a=63.7, b=62.7, c=61.7)), "table1")
+    c1 = grid.compare_with_paper(t1, "table1")
+    assert pick(c1, device="avg")["paper_acc"] == pytest.approx(62.7)
+    assert pick(c1, device="avg")["diff"] == pytest.approx(0.0, abs=1e-9)
