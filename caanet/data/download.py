@@ -1,0 +1,607 @@
+"""Download the DCASE Task 1B development sets: verified, resumable, safely extracted.
+
+The archives (URL, size, MD5) are listed in the packaged ``dcase_remote_files.csv``.
+:func:`fetch_dataset` downloads every archive of one dataset into ``dest_root/downloads/``,
+verifies size and MD5, extracts it into ``dest_root/`` and returns the folder holding
+``meta.csv``; the Snakemake rule ``download_dataset`` calls it.
+
+pooch is not used: its ``HTTPDownloader`` (pooch 1.9) always starts from byte 0 into a temporary
+file that it deletes on failure, so a 1.7 GB archive cut at 90 % cannot be resumed with an HTTP
+Range request; the standard library's urllib does that in a few lines.
+
+Guarantees:
+
+* a file appears under its final name only after its size and MD5 are verified; a file whose MD5
+  is wrong is moved aside (``<name>.md5-mismatch``) and never used;
+* an interrupted download (cut connection, killed job) resumes from ``<name>.part`` with
+  ``Range: bytes=<n>-``; a server that ignores Range (200 instead of 206) restarts cleanly;
+* transient failures (connection reset or cut, timeouts, HTTP 5xx/408/429) are retried with
+  exponential backoff; other HTTP errors (404, 403, ...) fail at once;
+* an archive member that would land outside the destination (``../``, an absolute path, a
+  symbolic link) is refused before anything is written; truncated or corrupt archives raise
+  :class:`~caanet.errors.DownloadError`; extraction goes to a temporary folder beside the
+  destination and each file is moved into place, and a marker file records the completed
+  extraction of that archive and MD5 so a second run does nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import http.client
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import sys
+import time
+import urllib.error
+import urllib.request
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Mapping, Sequence
+
+from caanet import __version__
+from caanet.errors import ConfigError, DownloadError
+from caanet.io import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+REMOTE_TABLE = Path(__file__).with_name("dcase_remote_files.csv")
+TABLE_COLUMNS = ("dataset", "content_type", "filename", "url", "bytes", "md5")
+CHUNK_BYTES = 1 << 20
+PART_SUFFIX = ".part"
+QUARANTINE_SUFFIX = ".md5-mismatch"
+MARKER_DIR = ".caanet-extracted"
+DOWNLOADS_DIR = "downloads"
+TRANSIENT_HTTP_CODES = frozenset({408, 429})
+LOG_EVERY_SECONDS = 30.0
+_MD5_RE = re.compile(r"^[0-9a-f]{32}$")
+_USER_AGENT = f"caanet/{__version__} (+urllib)"
+
+
+# --------------------------------------------------------------------------------------------
+# What to download
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One archive to download: its file name, URL, size in bytes and MD5 (lower-case hex)."""
+
+    filename: str
+    url: str
+    bytes: int
+    md5: str
+    content_type: str = "archive"
+
+    def __post_init__(self) -> None:
+        name = self.filename
+        if not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise ConfigError(f"remote file name {name!r} must be a plain file name (no folders)")
+        if not isinstance(self.bytes, int) or isinstance(self.bytes, bool) or self.bytes < 0:
+            raise ConfigError(f"remote file {name!r}: bytes must be a non-negative integer, got {self.bytes!r}")
+        if not isinstance(self.md5, str) or not _MD5_RE.match(self.md5):
+            raise ConfigError(f"remote file {name!r}: md5 must be 32 lower-case hex digits, got {self.md5!r}")
+        if not self.url:
+            raise ConfigError(f"remote file {name!r}: url is empty")
+
+
+def _with_base_url(url: str, filename: str, base_url: str | None) -> str:
+    """Replace everything before the file name with ``base_url`` (a mirror), if given."""
+    if base_url is None:
+        return url
+    return base_url.rstrip("/") + "/" + filename
+
+
+def remote_files(
+    dataset_key: str, *, base_url: str | None = None, table: str | os.PathLike | None = None
+) -> list[RemoteFile]:
+    """The archives of ``dataset_key`` listed in ``table`` (default: the packaged CSV), in table order.
+
+    ``base_url`` replaces everything before the file name in each URL (a mirror or a test server).
+    An unknown key or a malformed row raises :class:`~caanet.errors.ConfigError` naming the table,
+    row and key.
+    """
+    path = Path(table) if table is not None else REMOTE_TABLE
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in TABLE_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ConfigError(f"{path}: missing column(s) {missing}; expected {list(TABLE_COLUMNS)}")
+            rows = list(enumerate(reader, start=2))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the remote-file table {path}: {exc}") from exc
+    out: list[RemoteFile] = []
+    for line, row in rows:
+        if row["dataset"] != dataset_key:
+            continue
+        try:
+            n_bytes = int(row["bytes"])
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}, row {line}: column 'bytes' is {row['bytes']!r}, not an integer") from None
+        try:
+            out.append(RemoteFile(
+                filename=row["filename"], url=_with_base_url(row["url"], row["filename"], base_url),
+                bytes=n_bytes, md5=(row["md5"] or "").strip().lower(), content_type=row["content_type"],
+            ))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}, row {line}: {exc}") from None
+    if not out:
+        known = sorted({row["dataset"] for _, row in rows})
+        raise ConfigError(f"dataset key {dataset_key!r} is not in {path}; known keys: {known}")
+    return out
+
+
+def as_remote_file(obj: RemoteFile | Mapping[str, Any], *, base_url: str | None = None) -> RemoteFile:
+    """A :class:`RemoteFile` from itself or a config mapping (``filename, md5, bytes``, ``url`` optional).
+
+    ``base_url`` sets the URL of a mapping without ``url`` and replaces the prefix of every URL.
+    """
+    if isinstance(obj, RemoteFile):
+        if base_url is None:
+            return obj
+        return RemoteFile(obj.filename, _with_base_url(obj.url, obj.filename, base_url), obj.bytes,
+                          obj.md5, obj.content_type)
+    if not isinstance(obj, Mapping):
+        raise ConfigError(f"a remote file must be a RemoteFile or a mapping, got {type(obj).__name__}")
+    for key in ("filename", "md5", "bytes"):
+        if key not in obj:
+            raise ConfigError(f"remote file entry {dict(obj)!r}: key {key!r} is missing")
+    url = obj.get("url")
+    if not url and base_url is None:
+        raise ConfigError(f"remote file {obj['filename']!r}: needs 'url' or a base_url")
+    return RemoteFile(
+        filename=str(obj["filename"]), url=_with_base_url(url or "", str(obj["filename"]), base_url),
+        bytes=obj["bytes"], md5=str(obj["md5"]).strip().lower(),
+        content_type=str(obj.get("content_type", "archive")),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Checksums
+# --------------------------------------------------------------------------------------------
+
+
+def md5sum(path: str | os.PathLike, *, chunk_bytes: int = CHUNK_BYTES) -> str:
+    """The MD5 of a file (lower-case hex), read in chunks so memory stays flat."""
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(chunk_bytes), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_md5(path: str | os.PathLike, md5: str) -> bool:
+    """Whether the file at ``path`` has MD5 ``md5`` (case-insensitive); streamed in chunks."""
+    return md5sum(path) == md5.strip().lower()
+
+
+# --------------------------------------------------------------------------------------------
+# Progress
+# --------------------------------------------------------------------------------------------
+
+
+class _Progress:
+    """A tqdm bar on a terminal, a log line every ``LOG_EVERY_SECONDS`` otherwise, or nothing."""
+
+    def __init__(self, name: str, total: int, initial: int, enabled: bool) -> None:
+        self.name, self.total, self.done = name, total, initial
+        self.bar = None
+        self.enabled = enabled
+        self.last_log = time.monotonic()
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
+                            desc=name, leave=False)
+        elif enabled:
+            log.info("%s: downloading from byte %d of %d", name, initial, total)
+
+    def reset(self, done: int) -> None:
+        self.done = done
+        if self.bar is not None:
+            self.bar.reset(total=self.total)
+            self.bar.update(done)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.enabled and time.monotonic() - self.last_log >= LOG_EVERY_SECONDS:
+            self.last_log = time.monotonic()
+            pct = 100.0 * self.done / self.total if self.total else 100.0
+            log.info("%s: %d of %d bytes (%.1f%%)", self.name, self.done, self.total, pct)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled:
+            log.info("%s: %d of %d bytes received", self.name, self.done, self.total)
+
+
+# --------------------------------------------------------------------------------------------
+# Downloading one file
+# --------------------------------------------------------------------------------------------
+
+
+class _Transient(Exception):
+    """A failure worth retrying (connection cut or reset, timeout, 5xx)."""
+
+
+class _RangeIgnored(Exception):
+    """The server's answer to a Range request cannot be appended (HTTP 416, wrong Content-Range)."""
+
+
+def _quarantine(path: Path, remote: RemoteFile, actual: str) -> DownloadError:
+    """Move a file with the wrong MD5 aside and return the error to raise."""
+    bad = path.with_name(remote.filename + QUARANTINE_SUFFIX)
+    os.replace(path, bad)
+    return DownloadError(
+        f"{remote.filename}: MD5 mismatch (expected {remote.md5}, got {actual}); "
+        f"the data was moved to {bad} and will not be used; the next run downloads it again from "
+        f"{remote.url}"
+    )
+
+
+def _content_range_start(header: str | None) -> int | None:
+    """The first byte of a ``Content-Range: bytes a-b/n`` header, or None if unparsable."""
+    m = re.match(r"^\s*bytes\s+(\d+)-\d+/(\d+|\*)\s*$", header or "")
+    return int(m.group(1)) if m else None
+
+
+def _open(remote: RemoteFile, offset: int, timeout: float):
+    """Send the GET (with ``Range`` when resuming) and return the response; sort the failures."""
+    headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(remote.url, headers=headers)
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code >= 500 or exc.code in TRANSIENT_HTTP_CODES:
+            raise _Transient(f"HTTP {exc.code} {exc.reason}") from exc
+        if exc.code == 416:
+            raise _RangeIgnored(f"HTTP 416 for Range bytes={offset}-") from exc
+        raise DownloadError(f"{remote.filename}: HTTP {exc.code} {exc.reason} from {remote.url}") from exc
+    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+        raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _receive(remote: RemoteFile, part: Path, timeout: float, progress: _Progress) -> None:
+    """One attempt: append the rest of the file to ``part`` (or restart it if Range was ignored)."""
+    offset = part.stat().st_size if part.exists() else 0
+    response = _open(remote, offset, timeout)
+    with response:
+        status = response.status
+        if offset and status == 206 and _content_range_start(response.headers.get("Content-Range")) != offset:
+            raise _RangeIgnored(f"Content-Range {response.headers.get('Content-Range')!r} does not start at {offset}")
+        if offset and status != 206:
+            log.warning("%s: the server ignored Range (HTTP %d); restarting from byte 0", remote.filename, status)
+            offset = 0
+            progress.reset(0)
+        expected = response.headers.get("Content-Length")
+        expected = int(expected) if expected and expected.isdigit() else None
+        received = 0
+        with open(part, "r+b" if offset else "wb") as fh:
+            fh.seek(offset)
+            fh.truncate()
+            while True:
+                try:
+                    chunk = response.read(CHUNK_BYTES)
+                except (http.client.HTTPException, OSError) as exc:  # socket errors are OSErrors
+                    raise _Transient(f"connection lost after {offset + received} bytes: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+                if not chunk:
+                    break
+                fh.write(chunk)
+                received += len(chunk)
+                progress.update(len(chunk))
+    if expected is not None and received < expected:
+        raise _Transient(f"connection closed after {offset + received} of {offset + expected} bytes")
+
+
+def _check_complete(remote: RemoteFile, part: Path) -> str:
+    """Size then MD5 of a finished ``part``; returns the MD5, raises (and quarantines) when wrong."""
+    size = part.stat().st_size
+    if size < remote.bytes:
+        raise _Transient(f"only {size} of {remote.bytes} bytes received")
+    actual = md5sum(part)
+    if size > remote.bytes or actual != remote.md5:
+        err = _quarantine(part, remote, actual)
+        if size != remote.bytes:
+            err = DownloadError(f"{err}; size {size} bytes, expected {remote.bytes}")
+        raise err
+    return actual
+
+
+def _backoff_seconds(attempt: int, backoff: float, cap: float = 120.0) -> float:
+    """Exponential backoff: ``backoff * 2**attempt`` seconds, capped."""
+    return min(cap, backoff * (2 ** attempt))
+
+
+def download_file(
+    remote: RemoteFile,
+    dest_dir: str | os.PathLike,
+    *,
+    retries: int = 5,
+    backoff: float = 2.0,
+    progress: bool = True,
+    timeout: float = 60.0,
+) -> Path:
+    """Download ``remote`` to ``dest_dir/<filename>``, verified; return the path.
+
+    Bytes go to ``<filename>.part``; a ``.part`` left by an interrupted attempt or a killed run is
+    resumed with an HTTP Range request (restarted from byte 0 when the server ignores Range).
+    Up to ``retries`` transient failures are retried, sleeping ``backoff * 2**k`` seconds.
+    The size and MD5 are verified before the rename to the final name. A final file already
+    present with the right MD5 is kept as is (no request is made); one with the wrong MD5 is
+    moved aside and downloaded again. An MD5 mismatch of the downloaded data raises
+    :class:`~caanet.errors.DownloadError` naming the file and both sums, after moving the data to
+    ``<filename>.md5-mismatch``.
+    """
+    if retries < 0:
+        raise ConfigError(f"retries must be >= 0, got {retries}")
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    final = dest_dir / remote.filename
+    part = dest_dir / (remote.filename + PART_SUFFIX)
+    if final.exists():
+        actual = md5sum(final)
+        if actual == remote.md5:
+            log.info("%s: already present and verified", final)
+            return final
+        log.warning("%s: present with MD5 %s instead of %s; downloading it again", final, actual, remote.md5)
+        os.replace(final, final.with_name(remote.filename + QUARANTINE_SUFFIX))
+    if part.exists() and part.stat().st_size > remote.bytes:
+        log.warning("%s: longer than %d bytes; starting again", part, remote.bytes)
+        part.unlink()
+
+    start = part.stat().st_size if part.exists() else 0
+    bar = _Progress(remote.filename, remote.bytes, start, progress)
+    failures: list[str] = []
+    succeeded = False
+    try:
+        for attempt in range(retries + 1):
+            try:
+                if not part.exists() or part.stat().st_size < remote.bytes:
+                    _receive(remote, part, timeout, bar)
+                _check_complete(remote, part)
+                succeeded = True
+                break
+            except _RangeIgnored as exc:
+                log.warning("%s: %s; restarting from byte 0", remote.filename, exc)
+                part.unlink(missing_ok=True)
+                bar.reset(0)
+                failures.append(str(exc))
+            except _Transient as exc:
+                failures.append(str(exc))
+                if attempt < retries:
+                    wait = _backoff_seconds(attempt, backoff)
+                    log.warning("%s: %s; retry %d of %d in %.2f s", remote.filename, exc, attempt + 1, retries, wait)
+                    time.sleep(wait)
+    finally:
+        bar.close()
+    if not succeeded:
+        kept = part.stat().st_size if part.exists() else 0
+        raise DownloadError(
+            f"{remote.filename}: download from {remote.url} failed after {len(failures)} attempt(s); "
+            f"last error: {failures[-1]}; {kept} bytes are kept in {part} and the next run resumes from them"
+        )
+    os.replace(part, final)
+    log.info("%s: downloaded and verified (MD5 %s)", final, remote.md5)
+    return final
+
+
+# --------------------------------------------------------------------------------------------
+# Safe extraction
+# --------------------------------------------------------------------------------------------
+
+
+def _is_symlink(info: zipfile.ZipInfo) -> bool:
+    """Whether a zip member is a symbolic link (Unix mode bits in the external attributes)."""
+    return stat.S_ISLNK(info.external_attr >> 16)
+
+
+def member_path(archive: str | os.PathLike, info: zipfile.ZipInfo) -> PurePosixPath | None:
+    """The safe relative path of a zip member, or None for an entry naming the root itself.
+
+    Raises :class:`~caanet.errors.DownloadError` naming the archive and member for an absolute
+    path (``/x``, ``C:x``), a ``..`` component, a symbolic link (zipfile cannot create one, the
+    DCASE archives hold none, and one could point outside) or a name reserved for caanet's own
+    bookkeeping.
+    """
+    name = info.filename.replace("\\", "/")
+    where = f"{archive}: member {info.filename!r}"
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        raise DownloadError(f"{where} has an absolute path; nothing was extracted")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise DownloadError(f"{where} escapes the destination folder ('..'); nothing was extracted")
+    if _is_symlink(info):
+        raise DownloadError(f"{where} is a symbolic link, which is not allowed; nothing was extracted")
+    if parts and parts[0].startswith(".caanet-"):
+        raise DownloadError(f"{where} uses a name reserved for caanet's bookkeeping; nothing was extracted")
+    return PurePosixPath(*parts) if parts else None
+
+
+def _marker_path(dest_dir: Path, archive_name: str) -> Path:
+    return dest_dir / MARKER_DIR / (archive_name + ".json")
+
+
+def extracted_files(dest_dir: str | os.PathLike, archive_name: str, md5: str) -> list[Path] | None:
+    """The files of a completed extraction of ``archive_name`` with ``md5`` into ``dest_dir``.
+
+    None when there is no marker, it records another MD5, it is unreadable, or a recorded file is
+    missing (the extraction then has to be done again).
+    """
+    dest_dir = Path(dest_dir)
+    marker = _marker_path(dest_dir, archive_name)
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8"))
+        if record.get("md5") != md5.lower():
+            return None
+        files = [dest_dir.joinpath(*PurePosixPath(m).parts) for m in record["files"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return files if all(f.is_file() for f in files) else None
+
+
+def _open_zip(archive: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise DownloadError(f"{archive}: not a readable zip archive (truncated or corrupt?): {exc}") from exc
+
+
+def _check_space(archive: Path, infos: Sequence[zipfile.ZipInfo], dest_dir: Path) -> None:
+    need = sum(i.file_size for i in infos)
+    free = shutil.disk_usage(dest_dir).free
+    if need > free:
+        raise DownloadError(f"{archive}: needs {need} bytes to extract but {dest_dir} has {free} free")
+
+
+def _extract_members(archive: Path, zf: zipfile.ZipFile, members: Iterable[tuple[zipfile.ZipInfo, PurePosixPath]],
+                     tmp: Path) -> None:
+    """Write the members under ``tmp``; a corrupt member raises DownloadError naming it."""
+    for info, rel in members:
+        out = tmp.joinpath(*rel.parts)
+        if info.is_dir():
+            out.mkdir(parents=True, exist_ok=True)
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with zf.open(info) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst, CHUNK_BYTES)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+            raise DownloadError(f"{archive}: member {info.filename!r} is corrupt or unreadable "
+                                f"(truncated archive or CRC error?): {exc}") from exc
+
+
+def _move_into_place(archive: Path, tmp: Path, dest_dir: Path) -> list[Path]:
+    """Move every file under ``tmp`` to the same relative place under ``dest_dir`` (atomic per file)."""
+    dest_real = dest_dir.resolve()
+    moved: list[Path] = []
+    for folder, _dirs, names in os.walk(tmp):
+        for name in names:
+            src = Path(folder) / name
+            target = dest_dir / src.relative_to(tmp)
+            if not target.parent.resolve().is_relative_to(dest_real):
+                raise DownloadError(f"{archive}: {target.parent} leads outside {dest_dir} (a symbolic link?); "
+                                    "refusing to extract there")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_dir() and not target.is_symlink():
+                raise DownloadError(f"{archive}: cannot put file {target} in place of an existing folder")
+            os.replace(src, target)
+            moved.append(target)
+    return sorted(moved)
+
+
+def extract_zip(archive: str | os.PathLike, dest_dir: str | os.PathLike, *, md5: str | None = None) -> list[Path]:
+    """Extract ``archive`` into ``dest_dir`` safely and idempotently; return the extracted files.
+
+    Every member is checked (see :func:`member_path`) before anything is written. Members are
+    extracted into a temporary folder beside the destination and then moved into place, so a
+    killed extraction leaves no half-written file under a final name; a marker in
+    ``dest_dir/.caanet-extracted/`` records the archive's name, MD5 (``md5`` when given, else
+    computed) and files, and a second call with the same archive returns at once.
+    Truncated or corrupt archives raise :class:`~caanet.errors.DownloadError` naming the archive.
+    """
+    archive, dest_dir = Path(archive), Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    if md5 is None:
+        if not archive.is_file():
+            raise DownloadError(f"{archive}: archive not found")
+        md5 = md5sum(archive)
+    md5 = md5.lower()
+    done = extracted_files(dest_dir, archive.name, md5)
+    if done is not None:
+        log.info("%s: already extracted into %s", archive.name, dest_dir)
+        return done
+    with _open_zip(archive) as zf:
+        infos = zf.infolist()
+        checked = [(info, member_path(archive, info)) for info in infos]
+        members = [(info, rel) for info, rel in checked if rel is not None]
+        _check_space(archive, infos, dest_dir)
+        tmp = dest_dir / f".caanet-extract-{archive.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            _extract_members(archive, zf, members, tmp)
+            files = _move_into_place(archive, tmp, dest_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    write_json_atomic(_marker_path(dest_dir, archive.name), {
+        "archive": archive.name, "md5": md5, "n_files": len(files),
+        "files": [f.relative_to(dest_dir).as_posix() for f in files], "caanet_version": __version__,
+    })
+    log.info("%s: extracted %d files into %s", archive.name, len(files), dest_dir)
+    return files
+
+
+# --------------------------------------------------------------------------------------------
+# A whole dataset
+# --------------------------------------------------------------------------------------------
+
+
+def find_dataset_root(extracted: Sequence[Path], where: str) -> Path:
+    """The one folder among ``extracted`` files that holds ``meta.csv``; DownloadError otherwise."""
+    roots = sorted({p.parent for p in extracted if p.name == "meta.csv"})
+    if not roots:
+        raise DownloadError(f"{where}: no meta.csv among the {len(extracted)} extracted files; "
+                            "is this a DCASE development set?")
+    if len(roots) > 1:
+        raise DownloadError(f"{where}: several folders hold a meta.csv: {[str(r) for r in roots]}")
+    return roots[0]
+
+
+def fetch_dataset(
+    dataset_key: str,
+    dest_root: str | os.PathLike,
+    *,
+    base_url: str | None = None,
+    files: Sequence[RemoteFile | Mapping[str, Any]] | None = None,
+    n_retries: int = 5,
+    progress: bool = True,
+    backoff: float = 2.0,
+    timeout: float = 60.0,
+    keep_archives: bool = True,
+    table: str | os.PathLike | None = None,
+) -> Path:
+    """Download, verify and extract every archive of ``dataset_key``; return the dataset root.
+
+    The archives are those of the remote-file table (``table``, default the packaged CSV) or, when
+    given, ``files`` (RemoteFile objects or mappings with ``filename, md5, bytes`` and ``url``
+    unless ``base_url`` is set). They are downloaded into ``dest_root/downloads/`` and extracted
+    into ``dest_root/``; an archive whose extraction is already recorded with the same MD5 is
+    skipped without any network access, so a second call does nothing. ``keep_archives=False``
+    deletes each archive once it is extracted. The returned root is the folder that contains
+    ``meta.csv`` (e.g. ``dest_root/TUT-urban-acoustic-scenes-2018-mobile-development``).
+    """
+    if files is not None:
+        remotes = [as_remote_file(f, base_url=base_url) for f in files]
+    else:
+        remotes = remote_files(dataset_key, base_url=base_url, table=table)
+    if not remotes:
+        raise ConfigError(f"dataset {dataset_key!r}: the list of files to download is empty")
+    dest_root = Path(dest_root)
+    downloads = dest_root / DOWNLOADS_DIR
+    extracted: list[Path] = []
+    for remote in remotes:
+        done = extracted_files(dest_root, remote.filename, remote.md5)
+        if done is None:
+            archive = download_file(remote, downloads, retries=n_retries, backoff=backoff,
+                                    progress=progress, timeout=timeout)
+            done = extract_zip(archive, dest_root, md5=remote.md5)
+            if not keep_archives:
+                archive.unlink()
+        else:
+            log.info("%s: already downloaded and extracted", remote.filename)
+        extracted.extend(done)
+    return find_dataset_root(extracted, f"dataset {dataset_key!r} in {dest_root}")

@@ -1,0 +1,298 @@
+"""caanet.data.download against a scripted HTTP server on 127.0.0.1 (no other network)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from caanet.data import download as dl
+from caanet.data.download import (
+    RemoteFile, download_file, extract_zip, fetch_dataset, remote_files, verify_md5,
+)
+from caanet.errors import ConfigError, DownloadError
+
+try:
+    from httpserver_util import FixtureServer, dcase_archives, dcase_tree, zip_bytes
+except ImportError:  # tests/ collected as a package
+    from tests.httpserver_util import FixtureServer, dcase_archives, dcase_tree, zip_bytes
+
+FAST = {"retries": 3, "backoff": 0.01, "progress": False, "timeout": 5.0}
+BIG = bytes(range(256)) * 1024  # 256 KiB, several read chunks' worth of ranges
+
+
+@pytest.fixture
+def server():
+    with FixtureServer() as srv:
+        yield srv
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def _tree_files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+# --------------------------------------------------------------------------------------------
+# The remote-file table
+# --------------------------------------------------------------------------------------------
+
+
+def test_remote_files_reads_packaged_table():
+    f18 = remote_files("dcase2018_task1b_dev")
+    f19 = remote_files("dcase2019_task1b_dev")
+    assert len(f18) == 9 and len(f19) == 13
+    assert [f.content_type for f in f18[:3]] == ["documentation", "meta", "audio"]
+    assert f18[2].filename == "TUT-urban-acoustic-scenes-2018-mobile-development.audio.1.zip"
+    assert f18[2].bytes == 1692337547 and f18[2].md5 == "d6f2671af84032b97f393354c124517d"
+    assert f18[2].url.startswith("https://zenodo.org/record/1228235/files/")
+
+
+def test_remote_files_base_url_replaces_prefix():
+    files = remote_files("dcase2019_task1b_dev", base_url="http://mirror.example/dcase/")
+    assert files[0].url == "http://mirror.example/dcase/TAU-urban-acoustic-scenes-2019-mobile-development.doc.zip"
+
+
+def test_remote_files_unknown_key_and_bad_rows(tmp_path):
+    with pytest.raises(ConfigError, match="dcase2020.*known keys.*dcase2018_task1b_dev"):
+        remote_files("dcase2020")
+    table = tmp_path / "t.csv"
+    table.write_text("dataset,content_type,filename,url,bytes,md5\n"
+                     "x,meta,a.zip,http://h/a.zip,12,0123456789abcdef0123456789abcdef\n"
+                     "x,audio,b.zip,http://h/b.zip,12,not-an-md5\n")
+    with pytest.raises(ConfigError, match=r"t\.csv, row 3.*b\.zip.*md5"):
+        remote_files("x", table=table)
+    table.write_text("dataset,filename,url\nx,a.zip,http://h/a.zip\n")
+    with pytest.raises(ConfigError, match=r"missing column.*bytes"):
+        remote_files("x", table=table)
+
+
+def test_verify_md5(tmp_path):
+    p = tmp_path / "f.bin"
+    p.write_bytes(BIG)
+    assert verify_md5(p, _md5(BIG)) and verify_md5(p, _md5(BIG).upper())
+    assert not verify_md5(p, _md5(b"other"))
+
+
+# --------------------------------------------------------------------------------------------
+# Downloading one file
+# --------------------------------------------------------------------------------------------
+
+
+def test_download_and_no_second_request(server, tmp_path):
+    remote = server.add("big.bin", BIG)
+    path = download_file(remote, tmp_path, **FAST)
+    assert path == tmp_path / "big.bin" and path.read_bytes() == BIG
+    assert not (tmp_path / "big.bin.part").exists()
+    assert download_file(remote, tmp_path, **FAST) == path
+    assert len(server.requests("big.bin")) == 1
+
+
+def test_resume_after_cut_connection(server, tmp_path):
+    remote = server.add("big.bin", BIG, cut_after=100_000)
+    path = download_file(remote, tmp_path, **FAST)
+    assert _md5(path.read_bytes()) == remote.md5
+    reqs = server.requests("big.bin")
+    assert [(r.range, r.status) for r in reqs] == [(None, 200), ("bytes=100000-", 206)]
+
+
+def test_resume_part_left_by_killed_run(server, tmp_path):
+    remote = server.add("big.bin", BIG)
+    (tmp_path / "big.bin.part").write_bytes(BIG[:5000])
+    path = download_file(remote, tmp_path, **FAST)
+    assert path.read_bytes() == BIG
+    assert [r.range for r in server.requests("big.bin")] == ["bytes=5000-"]
+
+
+def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
+    remote = server.add("big.bin", BIG, cut_after=70_000, ignore_range=True)
+    path = download_file(remote, tmp_path, **FAST)
+    assert path.read_bytes() == BIG
+    reqs = server.requests("big.bin")
+    assert [(r.range, r.status) for r in reqs] == [(None, 200), ("bytes=70000-", 200)]
+
+
+def test_5xx_once_then_success(server, tmp_path):
+    remote = server.add("big.bin", BIG, fail_first=1)
+    assert download_file(remote, tmp_path, **FAST).read_bytes() == BIG
+    assert [r.status for r in server.requests("big.bin")] == [503, 200]
+
+
+def test_retries_exhausted_keeps_partial_data_for_next_run(server, tmp_path):
+    remote = server.add("big.bin", BIG, cut_after=1000, cut_times=3)
+    with pytest.raises(DownloadError, match=r"big\.bin.*after 3 attempt.*3000 bytes are kept"):
+        download_file(remote, tmp_path, **{**FAST, "retries": 2})
+    assert (tmp_path / "big.bin.part").stat().st_size == 3000
+    assert not (tmp_path / "big.bin").exists()
+    assert download_file(remote, tmp_path, **FAST).read_bytes() == BIG
+    assert [r.range for r in server.requests("big.bin")] == [None, "bytes=1000-", "bytes=2000-", "bytes=3000-"]
+
+
+def test_http_404_fails_without_retry(server, tmp_path):
+    remote = server.add("big.bin", BIG, status=404)
+    with pytest.raises(DownloadError, match=r"big\.bin: HTTP 404"):
+        download_file(remote, tmp_path, **FAST)
+    assert len(server.requests()) == 1
+
+
+def test_md5_mismatch_is_quarantined(server, tmp_path):
+    good = server.add("big.bin", BIG)
+    wrong = RemoteFile(good.filename, good.url, good.bytes, "0" * 32)
+    with pytest.raises(DownloadError) as err:
+        download_file(wrong, tmp_path, **FAST)
+    msg = str(err.value)
+    assert "big.bin" in msg and "0" * 32 in msg and good.md5 in msg
+    assert not (tmp_path / "big.bin").exists() and not (tmp_path / "big.bin.part").exists()
+    assert (tmp_path / "big.bin.md5-mismatch").read_bytes() == BIG
+
+
+def test_existing_final_file_with_wrong_md5_is_replaced(server, tmp_path):
+    remote = server.add("big.bin", BIG)
+    (tmp_path / "big.bin").write_bytes(b"stale")
+    assert download_file(remote, tmp_path, **FAST).read_bytes() == BIG
+    assert len(server.requests("big.bin")) == 1
+
+
+def test_progress_logs_when_not_a_terminal(server, tmp_path, caplog):
+    remote = server.add("big.bin", BIG)
+    with caplog.at_level(logging.INFO, logger="caanet.data.download"):
+        download_file(remote, tmp_path, **{**FAST, "progress": True})
+    assert any(f"{len(BIG)} of {len(BIG)} bytes" in r.getMessage() for r in caplog.records)
+
+
+# --------------------------------------------------------------------------------------------
+# Extraction
+# --------------------------------------------------------------------------------------------
+
+
+def _write(tmp_path: Path, name: str, data: bytes) -> Path:
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+@pytest.mark.parametrize("member", ["../evil.txt", "ok/../../evil.txt", "/abs/evil.txt", "C:/evil.txt"])
+def test_unsafe_member_refused_before_writing(tmp_path, member):
+    archive = _write(tmp_path, "bad.zip", zip_bytes({"good/first.txt": b"1", member: b"x"}))
+    dest = tmp_path / "dest"
+    with pytest.raises(DownloadError, match=rf"bad\.zip: member '{member}'"):
+        extract_zip(archive, dest)
+    assert not dest.exists() or not any(dest.iterdir())
+    assert not (tmp_path / "evil.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["bad.zip"] + (["dest"] if dest.exists() else []))
+
+
+def test_symlink_member_refused(tmp_path):
+    archive = _write(tmp_path, "link.zip", zip_bytes({"a.txt": b"1"}, symlinks={"escape": "../../etc"}))
+    with pytest.raises(DownloadError, match=r"link\.zip: member 'escape' is a symbolic link"):
+        extract_zip(archive, tmp_path / "dest")
+    assert not (tmp_path / "dest" / "a.txt").exists()
+
+
+def test_existing_symlinked_folder_in_dest_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "top").symlink_to(outside, target_is_directory=True)
+    archive = _write(tmp_path, "ok.zip", zip_bytes({"top/a.txt": b"a"}))
+    with pytest.raises(DownloadError, match=r"ok\.zip: .*top leads outside"):
+        extract_zip(archive, dest)
+    assert not any(outside.iterdir())
+
+
+def test_corrupt_member_crc_error(tmp_path):
+    data = bytearray(zip_bytes({"top/a.bin": BIG}))
+    data[200] ^= 0xFF  # inside the deflated data of the only member
+    archive = _write(tmp_path, "crc.zip", bytes(data))
+    with pytest.raises(DownloadError, match=r"crc\.zip: member 'top/a\.bin' is corrupt"):
+        extract_zip(archive, tmp_path / "dest")
+    assert _tree_files(tmp_path / "dest") == set()
+
+
+def test_extract_is_idempotent_and_cleans_stale_temp(tmp_path):
+    archive = _write(tmp_path, "ok.zip", zip_bytes({"top/a.txt": b"a", "top/sub/b.txt": b"b"}))
+    dest = tmp_path / "dest"
+    stale = dest / ".caanet-extract-ok.zip.tmp" / "top"
+    stale.mkdir(parents=True)
+    (stale / "half.txt").write_bytes(b"half-written")
+    files = extract_zip(archive, dest)
+    assert [f.relative_to(dest).as_posix() for f in files] == ["top/a.txt", "top/sub/b.txt"]
+    assert not (dest / ".caanet-extract-ok.zip.tmp").exists()
+    mtime = (dest / "top/a.txt").stat().st_mtime_ns
+    archive.unlink()  # the marker alone proves the extraction when the md5 is known
+    assert extract_zip(archive, dest, md5=_md5(zip_bytes({"top/a.txt": b"a", "top/sub/b.txt": b"b"}))) == files
+    assert (dest / "top/a.txt").stat().st_mtime_ns == mtime
+    (dest / "top/a.txt").unlink()  # a missing file invalidates the marker
+    assert dl.extracted_files(dest, "ok.zip", _md5(b"whatever")) is None
+
+
+# --------------------------------------------------------------------------------------------
+# Whole datasets
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", ["2018", "2019"])
+def test_fetch_dataset_end_to_end(server, tmp_path, style):
+    archives = dcase_archives(style)
+    files = [server.add(name, data) for name, data in archives.items()]
+    root = fetch_dataset(f"dcase{style}_task1b_dev", tmp_path, files=files, n_retries=2, progress=False,
+                         backoff=0.01, timeout=5.0)
+    top, tree = dcase_tree(style)
+    assert root == tmp_path / top and (root / "meta.csv").is_file()
+    ext = "txt" if style == "2018" else "csv"
+    assert (root / "evaluation_setup" / f"fold1_train.{ext}").is_file()
+    for path, data in tree.items():
+        assert (tmp_path / path).read_bytes() == data
+    assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == sorted(archives)
+    n = len(server.requests())
+    assert n == 3
+    assert fetch_dataset(f"dcase{style}_task1b_dev", tmp_path, files=files, progress=False) == root
+    assert len(server.requests()) == n  # nothing downloaded the second time
+
+
+def test_fetch_dataset_base_url_and_mappings_without_archives(server, tmp_path):
+    archives = dcase_archives("2018")
+    entries = []
+    for name, data in archives.items():
+        server.add(name, data)
+        entries.append({"filename": name, "bytes": len(data), "md5": _md5(data)})
+    root = fetch_dataset("x", tmp_path, base_url=server.base_url, files=entries, progress=False,
+                         keep_archives=False)
+    assert (root / "meta.csv").is_file() and not any((tmp_path / "downloads").iterdir())
+    assert fetch_dataset("x", tmp_path, base_url=server.base_url, files=entries, progress=False) == root
+    assert len(server.requests()) == 3
+
+
+def test_fetch_dataset_truncated_zip(server, tmp_path):
+    archives = dcase_archives("2019")
+    name = next(n for n in archives if ".audio." in n)
+    cut = archives[name][: len(archives[name]) // 2]
+    files = [server.add(n, cut if n == name else d) for n, d in archives.items()]
+    with pytest.raises(DownloadError, match=rf"{name}.*not a readable zip archive"):
+        fetch_dataset("dcase2019_task1b_dev", tmp_path, files=files, progress=False)
+    assert (tmp_path / "downloads" / name).read_bytes() == cut  # md5 matched: downloaded fine
+    assert not list((tmp_path / dcase_tree("2019")[0]).glob("audio/*"))
+    assert not list(tmp_path.glob(".caanet-extract-*"))
+
+
+def test_fetch_dataset_without_meta_csv(server, tmp_path):
+    remote = server.add("nometa.zip", zip_bytes({"top/audio/x.wav": b"RIFF"}))
+    with pytest.raises(DownloadError, match=r"no meta\.csv among the 1 extracted files"):
+        fetch_dataset("x", tmp_path, files=[remote], progress=False)
+
+
+def test_fetch_dataset_md5_mismatch_not_extracted(server, tmp_path):
+    archives = dcase_archives("2018")
+    name = next(n for n in archives if ".meta." in n)
+    files = [server.add(n, d) for n, d in archives.items()]
+    files = [RemoteFile(f.filename, f.url, f.bytes, "f" * 32) if f.filename == name else f for f in files]
+    with pytest.raises(DownloadError, match=rf"{name}: MD5 mismatch \(expected f{{32}}, got [0-9a-f]{{32}}\)"):
+        fetch_dataset("dcase2018_task1b_dev", tmp_path, files=files, n_retries=0, progress=False)
+    assert not (tmp_path / "downloads" / name).exists()
+    assert not (tmp_path / dcase_tree("2018")[0] / "meta.csv").exists()
