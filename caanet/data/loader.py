@@ -1,0 +1,237 @@
+"""Data for one training job: reading the feature cache, the validation carve-out, normalisation, batches.
+
+* :func:`load_features` reads the HDF5 cache through ``caanet.features.load_cache`` (the contract's
+  reader) and falls back to a small private reader of the same layout while that module is absent.
+* :func:`carve_validation` holds out whole recording locations (``identifier``) of the training data
+  for validation, stratified so each scene and device appears on both sides where possible.
+* :func:`fit_normalisation` / :func:`normalise_` standardise each mel bin with the statistics of the
+  training clips actually used (the authors' features, reference item 8).
+* :func:`batch_indices` makes uniform random mini-batches as a pure function of ``(seed, iteration)``:
+  epoch ``e`` is a permutation drawn from ``(seed, e)``, and iteration ``i`` takes positions
+  ``i*batch_size ...`` of the concatenated epochs, so a resumed job sees exactly the same batches.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from caanet.errors import CacheError, ConfigError
+
+_STRING_KEYS = ("filename", "scene", "device", "identifier", "split")
+
+
+@dataclass
+class FeatureSet:
+    """The clips of a cache (or a subset): what ``caanet.features.load_cache`` returns, per contract."""
+
+    x: np.ndarray  # (N, T, M) float32
+    scene: np.ndarray  # (N,) int64 index into scene_labels
+    device: np.ndarray  # (N,) int64 index into device_labels
+    filename: np.ndarray  # (N,) str
+    identifier: np.ndarray  # (N,) str
+    scene_labels: list
+    device_labels: list
+    params: dict = field(default_factory=dict)
+
+
+def _decode(values) -> np.ndarray:
+    return np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values], dtype=object)
+
+
+def _json_attr(path, attrs, key):
+    try:
+        return json.loads(attrs[key])
+    except KeyError:
+        raise CacheError(f"{path}: attribute {key!r} is missing") from None
+    except (TypeError, ValueError) as e:
+        raise CacheError(f"{path}: attribute {key!r} is not valid JSON ({e})") from None
+
+
+def cache_labels(path: str | Path) -> tuple[list, list]:
+    """``(scene_labels, device_labels)`` from a cache's attributes, without reading any features."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise CacheError(f"{path}: feature cache does not exist")
+    try:
+        with h5py.File(path, "r") as f:
+            return list(_json_attr(path, f.attrs, "scene_labels")), list(_json_attr(path, f.attrs, "device_labels"))
+    except OSError as e:
+        raise CacheError(f"{path}: not a readable HDF5 file ({e})") from None
+
+
+def _read_cache(path: str | Path, *, split: str | None = None, devices: Sequence[str] | None = None) -> FeatureSet:
+    """Minimal reader of the contract's HDF5 layout (stand-in for ``caanet.features.load_cache``)."""
+    import h5py
+
+    path = Path(path)
+    scene_labels, device_labels = cache_labels(path)
+    with h5py.File(path, "r") as f:
+        for key in ("logmel",) + _STRING_KEYS:
+            if key not in f:
+                raise CacheError(f"{path}: dataset {key!r} is missing")
+        x = f["logmel"]
+        if x.ndim != 3 or x.dtype != np.float32:
+            raise CacheError(f"{path}: 'logmel' must be float32 (clips, frames, mels), got {x.dtype} {x.shape}")
+        n = x.shape[0]
+        cols = {}
+        for key in _STRING_KEYS:
+            if f[key].shape != (n,):
+                raise CacheError(f"{path}: {key!r} has shape {f[key].shape}, expected ({n},)")
+            cols[key] = _decode(f[key][()])
+        mask = np.ones(n, dtype=bool)
+        if split is not None:
+            mask &= cols["split"] == split
+        if devices is not None:
+            mask &= np.isin(cols["device"], list(devices))
+        idx = np.flatnonzero(mask)
+        data = x[()][idx] if idx.size < n else x[()]
+        params = _json_attr(path, f.attrs, "params") if "params" in f.attrs else {}
+
+    def to_index(key, labels):
+        lookup = {lab: i for i, lab in enumerate(labels)}
+        out = np.empty(idx.size, dtype=np.int64)
+        for j, i in enumerate(idx):
+            try:
+                out[j] = lookup[cols[key][i]]
+            except KeyError:
+                raise CacheError(f"{path}: {key}[{i}]={cols[key][i]!r} is not in the attribute {key}_labels") from None
+        return out
+
+    return FeatureSet(
+        x=np.ascontiguousarray(data, dtype=np.float32),
+        scene=to_index("scene", scene_labels),
+        device=to_index("device", device_labels),
+        filename=cols["filename"][idx],
+        identifier=cols["identifier"][idx],
+        scene_labels=scene_labels,
+        device_labels=device_labels,
+        params=params,
+    )
+
+
+def load_features(path: str | Path, *, split: str | None = None, devices: Sequence[str] | None = None):
+    """Load a split of the cache: ``caanet.features.load_cache`` where it exists, else :func:`_read_cache`."""
+    try:
+        from caanet.features import load_cache
+    except ImportError:
+        return _read_cache(path, split=split, devices=devices)
+    return load_cache(path, split=split, devices=list(devices) if devices is not None else None)
+
+
+def carve_validation(identifier: Sequence[str], scene: np.ndarray, device: np.ndarray, fraction: float,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split training clips into ``(train_idx, val_idx)`` by whole locations (``identifier``).
+
+    Per scene, locations are visited in a seeded random order and moved to validation until it holds
+    ``fraction`` of that scene's clips; a location is preferred when it adds a device not yet in the
+    scene's validation part, and is skipped when it would take the last training location of one of
+    its (scene, device) pairs. So every scene and device appears in both parts where the data allow,
+    and no location is on both sides. ``fraction == 0`` returns an empty validation part.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"val_fraction={fraction!r} must be in [0, 1)")
+    identifier = np.asarray(identifier).astype(str)
+    scene = np.asarray(scene)
+    device = np.asarray(device)
+    n = identifier.size
+    if not (scene.shape == device.shape == (n,)):
+        raise ConfigError("carve_validation: identifier, scene and device must have the same length")
+    if fraction == 0.0 or n == 0:
+        return np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5A11]))
+    val_ids: set[str] = set()
+    for s in np.unique(scene):
+        rows = np.flatnonzero(scene == s)
+        ids = np.unique(identifier[rows])
+        ids = ids[rng.permutation(ids.size)].tolist()
+        clips = {i: rows[identifier[rows] == i] for i in ids}
+        devs = {i: set(device[clips[i]].tolist()) for i in ids}
+        train_locs = {d: sum(d in devs[i] for i in ids) for d in set(device[rows].tolist())}
+        target = fraction * rows.size
+        taken, covered, remaining = 0, set(), list(ids)
+        while taken < target and remaining:
+            allowed = [i for i in remaining if all(train_locs[d] > 1 for d in devs[i])]
+            if not allowed:
+                break
+            best = max(allowed, key=lambda i: len(devs[i] - covered))  # first of the best, in seeded order
+            remaining.remove(best)
+            val_ids.add(best)
+            taken += clips[best].size
+            covered |= devs[best]
+            for d in devs[best]:
+                train_locs[d] -= 1
+    is_val = np.isin(identifier, list(val_ids))
+    return np.flatnonzero(~is_val).astype(np.int64), np.flatnonzero(is_val).astype(np.int64)
+
+
+def fit_normalisation(x: np.ndarray, idx: np.ndarray | None = None, *,
+                      chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per-mel-bin mean and std (float32, length M) over all frames of the clips ``x[idx]``.
+
+    Accumulated in float64 chunk by chunk, so no copy of the whole set is made. A bin with zero
+    variance gets std 1 (it carries no information; this avoids dividing by zero).
+    """
+    if x.ndim != 3:
+        raise ConfigError(f"fit_normalisation: expected (clips, frames, mels), got shape {x.shape}")
+    idx = np.arange(x.shape[0]) if idx is None else np.asarray(idx)
+    if idx.size == 0:
+        raise ConfigError("fit_normalisation: no training clips to compute statistics from")
+    m = x.shape[2]
+    total, total_sq, count = np.zeros(m), np.zeros(m), 0
+    for start in range(0, idx.size, chunk):
+        block = x[idx[start:start + chunk]].astype(np.float64).reshape(-1, m)
+        total += block.sum(axis=0)
+        total_sq += np.square(block).sum(axis=0)
+        count += block.shape[0]
+    mean = total / count
+    var = np.maximum(total_sq / count - np.square(mean), 0.0)
+    std = np.sqrt(var)
+    std[std <= 1e-12] = 1.0
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def normalise_(x: np.ndarray, mean: np.ndarray, std: np.ndarray, *, chunk: int = 256) -> np.ndarray:
+    """Standardise ``x`` (clips, frames, mels) in place per mel bin; returns ``x``."""
+    for start in range(0, x.shape[0], chunk):
+        block = x[start:start + chunk]
+        block -= mean
+        block /= std
+    return x
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the ``n`` training clips in epoch ``epoch``: a pure function of (seed, epoch)."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch)])).permutation(n)
+
+
+def batch_indices(n: int, batch_size: int, seed: int, iteration: int) -> np.ndarray:
+    """Positions (into the training clips) of the mini-batch of 0-based ``iteration``.
+
+    Uniform sampling without replacement within an epoch; a batch that straddles two epochs takes
+    the end of one permutation and the start of the next.
+    """
+    if n < 1:
+        raise ConfigError("batch_indices: no training clips")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r} must be >= 1")
+    start = iteration * batch_size
+    parts, filled = [], 0
+    while filled < batch_size:
+        epoch, offset = divmod(start + filled, n)
+        take = min(batch_size - filled, n - offset)
+        parts.append(epoch_permutation(n, seed, epoch)[offset:offset + take])
+        filled += take
+    return np.concatenate(parts).astype(np.int64)
+
+
+def chunks(n: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of ``range(n)`` of at most ``size`` elements (for evaluation batches)."""
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
