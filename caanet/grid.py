@@ -34,7 +34,6 @@ figure).
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.resources
 import json
 import math

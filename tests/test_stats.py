@@ -1,0 +1,219 @@
+"""caanet.stats: the paper's one-tailed two-proportion z-test, McNemar, and the comparisons table."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from caanet import grid, stats
+from caanet.errors import ConfigError, ResultsError
+from caanet.spec import CellSpec
+
+N_DCASE2018_TEST = 2518 + 180 + 180   # test clips of devices A, B, C (Sec. IV-A)
+
+
+def phi_sf(z):
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+# --------------------------------------------------------------------------- z-test
+
+def test_ztest_against_hand_computation():
+    # k1/n1 = 0.60, k2/n2 = 0.45, pooled 0.525
+    z, p = stats.two_proportion_ztest(60, 100, 45, 100)
+    z_hand = 0.15 / math.sqrt(0.525 * 0.475 * (2 / 100))
+    assert z == pytest.approx(z_hand) and z == pytest.approx(2.12398, abs=1e-4)
+    assert p == pytest.approx(phi_sf(z_hand))
+    # unequal sizes
+    z, p = stats.two_proportion_ztest(30, 40, 50, 100)
+    pooled = 80 / 140
+    assert z == pytest.approx((0.75 - 0.5) / math.sqrt(pooled * (1 - pooled) * (1 / 40 + 1 / 100)))
+
+
+def test_ztest_alternatives():
+    z, p_greater = stats.two_proportion_ztest(60, 100, 45, 100, "greater")
+    _, p_less = stats.two_proportion_ztest(60, 100, 45, 100, "less")
+    _, p_two = stats.two_proportion_ztest(60, 100, 45, 100, "two-sided")
+    assert p_greater + p_less == pytest.approx(1.0)
+    assert p_two == pytest.approx(2 * p_greater)
+    z_rev, p_rev = stats.two_proportion_ztest(45, 100, 60, 100)
+    assert z_rev == pytest.approx(-z) and p_rev == pytest.approx(p_less)
+
+
+def test_ztest_reproduces_the_papers_two_claims_from_its_own_numbers():
+    z1, p1 = stats.ztest_from_percent(68.0, N_DCASE2018_TEST, 65.0, N_DCASE2018_TEST)
+    assert p1 < 0.01
+    assert p1 > 0.001     # the claim is p < 0.01, not stronger
+    assert z1 == pytest.approx(2.41, abs=0.02)
+    z2, p2 = stats.ztest_from_percent(68.0, N_DCASE2018_TEST, 49.0, N_DCASE2018_TEST)
+    assert p2 < 0.001 and z2 > 14
+
+
+def test_ztest_degenerate_and_bad_input():
+    assert stats.two_proportion_ztest(0, 10, 0, 20) == (0.0, 0.5)
+    assert stats.two_proportion_ztest(10, 10, 20, 20, "two-sided") == (0.0, 1.0)
+    with pytest.raises(ConfigError, match="k1"):
+        stats.two_proportion_ztest(11, 10, 1, 10)
+    with pytest.raises(ConfigError, match="n2"):
+        stats.two_proportion_ztest(1, 10, 0, 0)
+    with pytest.raises(ConfigError, match="alternative"):
+        stats.two_proportion_ztest(1, 10, 1, 10, "bigger")
+    with pytest.raises(ConfigError, match="acc2"):
+        stats.ztest_from_percent(50.0, 10, 150.0, 10)
+
+
+# --------------------------------------------------------------------------- McNemar
+
+def paired(b, c, both_right=5, both_wrong=3):
+    a = [True] * b + [False] * c + [True] * both_right + [False] * both_wrong
+    bb = [False] * b + [True] * c + [True] * both_right + [False] * both_wrong
+    return np.array(a), np.array(bb)
+
+
+def test_mcnemar_exact_against_hand_binomial():
+    res = stats.mcnemar(*paired(8, 2))
+    assert (res.b, res.c, res.method) == (8, 2, "exact")
+    assert res.p == pytest.approx(2 * (1 + 10 + 45) / 1024)      # 2 P(X <= 2), X ~ Bin(10, 1/2)
+    one = stats.mcnemar(*paired(8, 2), alternative="greater")
+    assert one.p == pytest.approx((45 + 10 + 1) / 1024)          # P(X >= 8)
+    other = stats.mcnemar(*paired(8, 2), alternative="less")
+    assert other.p == pytest.approx(1 - (45 + 10 + 1) / 1024 + math.comb(10, 8) / 1024)
+
+
+def test_mcnemar_chi_square_with_continuity_correction():
+    res = stats.mcnemar(*paired(30, 15))
+    assert res.method == "chi2_cc"
+    stat = (15 - 1) ** 2 / 45
+    assert res.statistic == pytest.approx(stat)
+    assert res.p == pytest.approx(math.erfc(math.sqrt(stat / 2)))   # chi2(1) survival function
+    assert res.p == pytest.approx(sps.chi2.sf(stat, 1))
+    one = stats.mcnemar(*paired(30, 15), alternative="greater")
+    assert one.p == pytest.approx(phi_sf(14 / math.sqrt(45)))
+    assert one.p == pytest.approx(res.p / 2)
+
+
+def test_mcnemar_switch_and_forced_method():
+    assert stats.mcnemar(*paired(13, 12)).method == "chi2_cc"      # b + c = 25
+    assert stats.mcnemar(*paired(12, 12)).method == "exact"        # b + c = 24 < 25
+
+
+def test_mcnemar_edge_cases():
+    res = stats.mcnemar(*paired(0, 0))
+    assert (res.statistic, res.p) == (0.0, 1.0)
+    forced = stats.mcnemar(*paired(30, 15), exact=True)
+    assert forced.method == "exact" and forced.p == pytest.approx(sps.binomtest(30, 45).pvalue)
+    with pytest.raises(ConfigError, match="correct_b has 3"):
+        stats.mcnemar([True, False], [True, False, True])
+    with pytest.raises(ConfigError, match="correct_a"):
+        stats.mcnemar(np.array([0.5, 1.0]), np.array([1, 0]))
+
+
+# --------------------------------------------------------------------------- compare_cells
+
+def preds(correct, prefix="audio/c", devices=None):
+    n = len(correct)
+    return pd.DataFrame({"filename": [f"{prefix}{i:03d}.wav" for i in range(n)], "identifier": "x",
+                         "device": devices or ["a"] * n, "scene": "park", "pred_scene": "park",
+                         "correct": correct, "pred_device": ""})
+
+
+def test_compare_cells_aligns_on_filename():
+    a = preds([True, True, True, False, True, False])
+    b = preds([True, False, False, False, True, True]).iloc[::-1]       # other order
+    res = stats.compare_cells(a, b, "A", "B")
+    assert res["n"] == 6 and res["k_a"] == 4 and res["k_b"] == 3
+    assert res["acc_a"] == pytest.approx(400 / 6)
+    assert (res["mcnemar_b"], res["mcnemar_c"]) == (2, 1)
+    z, p = stats.two_proportion_ztest(4, 6, 3, 6)
+    assert (res["z"], res["p_z"]) == (pytest.approx(z), pytest.approx(p))
+    assert res["mcnemar_p"] == pytest.approx(sps.binomtest(2, 3, 0.5, alternative="greater").pvalue)
+
+
+def test_compare_cells_errors_on_mismatched_clip_sets():
+    a = preds([True] * 4)
+    b = preds([True] * 4, prefix="audio/other")
+    with pytest.raises(ResultsError, match=r"atrous-att-joint vs cnn_pool-max-joint.*clip sets differ"):
+        stats.compare_cells(a, b, "atrous-att-joint", "cnn_pool-max-joint")
+    with pytest.raises(ResultsError, match="correct"):
+        stats.compare_cells(a.drop(columns="correct"), a, "A", "B")
+    bad = preds(["yes", "no"])
+    with pytest.raises(ResultsError, match="row 0"):
+        stats.compare_cells(bad, preds([True, False]), "A", "B")
+
+
+def test_compare_cells_concatenates_single_device_cells():
+    full = preds([True, False, True, True, False, False], devices=list("aabbcc"))
+    parts = [full[full.device == d] for d in "abc"]
+    other = preds([True, True, True, False, False, True], devices=list("aabbcc"))
+    res = stats.compare_cells(other, parts, "multi", "single[a+b+c]")
+    assert res["n"] == 6 and res["k_b"] == 3
+    with pytest.raises(ResultsError, match="more than one"):
+        stats.compare_cells(other, [parts[0], parts[0], parts[1], parts[2]], "multi", "single")
+
+
+# --------------------------------------------------------------------------- the paper's comparisons
+
+PRESET = {
+    "tables": {"table1": {"dataset": "e18"}, "table2": {"dataset": "e18"}, "table3": {"dataset": "e19"}},
+    "seeds": [0], "seeds_by_pooling": {"att": [0, 1]},
+    "datasets": {"e18": {"devices": ["a", "b", "c"]}, "e19": {"devices": ["a", "b", "c"]}},
+}
+LAYERS = {row: 3 for row in grid.DEFAULT_ROWS}
+
+
+def test_paper_comparisons_enumerates_claims_and_row_tests():
+    comps = stats.paper_comparisons(PRESET, LAYERS)
+    assert len(comps) == 2 + 14 * 4 + 3 * 4
+    claim1, claim2 = comps[:2]
+    assert claim1.label_a == "atrous-att-multi_task-L3"
+    assert claim1.label_b == "atrous-att-single_device[a+b+c]" and "p < 0.01" in claim1.paper_claim
+    assert claim2.label_b == "cnn_nopool-roi-single_device[a+b+c]" and "p < 0.001" in claim2.paper_claim
+    assert claim1.seeds == (0, 1) and claim2.seeds == (0,)            # roi has only seed 0
+    assert {c.table for c in comps[2:]} == {"table2", "table3"}
+    assert {c.comparison for c in comps[2:]} == {"teacher_forcing vs single_device", "teacher_forcing vs joint",
+                                                  "multi_task vs single_device", "multi_task vs joint"}
+    assert all(c.dataset == "e19" for c in comps if c.table == "table3")
+
+
+def test_paper_comparisons_skip_what_the_grid_lacks():
+    preset = dict(PRESET, grid={"rows": [["atrous", "att"]], "strategies": ["joint", "multi_task"]})
+    comps = stats.paper_comparisons(preset, LAYERS)
+    assert [(c.table, c.comparison) for c in comps] == [("table2", "multi_task vs joint")] + [
+        ("table3", "multi_task vs joint")] * 3
+
+
+def write_preds(root, spec, df):
+    path = grid.cell_dir(root, spec) / "predictions.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False)
+
+
+def test_run_comparisons_from_files(tmp_path):
+    rng = np.random.default_rng(0)
+    devices = ["a"] * 40 + ["b"] * 10 + ["c"] * 10
+    comps = [c for c in stats.paper_comparisons(PRESET, LAYERS)[:1]]   # claim 1, seeds 0 and 1
+    mt = comps[0].model_a[0]
+    right_mt = rng.random(60) < 0.8
+    write_preds(tmp_path, mt, preds(list(right_mt), devices=devices))
+    single = preds(list(rng.random(60) < 0.5), devices=devices)
+    for spec in comps[0].model_b:
+        write_preds(tmp_path, spec, single[single.device == spec.device])
+    # seed 1: only the multi-task model exists -> no row
+    write_preds(tmp_path, CellSpec(**{**mt.to_dict(), "seed": 1}), preds(list(right_mt), devices=devices))
+    out = stats.run_comparisons(comps, stats.predictions_loader(tmp_path))
+    assert list(out.columns) == stats.COMPARISON_COLUMNS
+    assert len(out) == 1 and out["seed"].item() == 0 and out["n"].item() == 60
+    k_a, k_b = int(right_mt.sum()), int(single["correct"].sum())
+    z, p = stats.two_proportion_ztest(k_a, 60, k_b, 60)
+    assert out["acc_a"].item() == pytest.approx(100 * k_a / 60)
+    assert out["z"].item() == pytest.approx(z) and out["p_z"].item() == pytest.approx(p)
+    assert "p < 0.01" in out["paper_claim"].item()
+
+
+def test_load_predictions_names_the_file(tmp_path):
+    path = tmp_path / "predictions.csv"
+    pd.DataFrame({"filename": ["x.wav"], "scene": ["park"]}).to_csv(path, index=False)
+    with pytest.raises(ResultsError, match=r"predictions\.csv.*correct"):
+        stats.load_predictions(path)
