@@ -18,6 +18,7 @@ import io
 import re
 import socket
 import threading
+import time
 import zipfile
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -142,6 +143,8 @@ class Script:
     cut_after: int | None = None    # send only this many body bytes, then close the connection ...
     cut_times: int = 1              # ... on this many requests (after the failures)
     ignore_range: bool = False      # answer Range requests with 200 and the whole file
+    stall_after: int | None = None  # on the first request, send this many bytes, then go silent ...
+    stall_seconds: float = 1.0      # ... for this long before closing
     status: int | None = None       # always answer with this status (e.g. 404)
 
 
@@ -188,6 +191,12 @@ class _Handler(BaseHTTPRequestHandler):
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.end_headers()
+        if script.stall_after is not None and n == 1:
+            self.wfile.write(body[: script.stall_after])
+            self.wfile.flush()
+            time.sleep(script.stall_seconds)
+            self.close_connection = True
+            return
         cut = script.cut_after is not None and script.fail_first < n <= script.fail_first + script.cut_times
         if cut:
             self.wfile.write(body[: script.cut_after])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -117,6 +116,13 @@ def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
     assert [(r.range, r.status) for r in reqs] == [(None, 200), ("bytes=70000-", 200)]
 
 
+def test_stalled_connection_times_out_and_resumes(server, tmp_path):
+    remote = server.add("big.bin", BIG, stall_after=50_000, stall_seconds=1.0)
+    path = download_file(remote, tmp_path, **{**FAST, "timeout": 0.3})
+    assert path.read_bytes() == BIG
+    assert [r.range for r in server.requests("big.bin")] == [None, "bytes=50000-"]
+
+
 def test_5xx_once_then_success(server, tmp_path):
     remote = server.add("big.bin", BIG, fail_first=1)
     assert download_file(remote, tmp_path, **FAST).read_bytes() == BIG
@@ -163,6 +169,13 @@ def test_progress_logs_when_not_a_terminal(server, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="caanet.data.download"):
         download_file(remote, tmp_path, **{**FAST, "progress": True})
     assert any(f"{len(BIG)} of {len(BIG)} bytes" in r.getMessage() for r in caplog.records)
+
+
+def test_progress_bar_on_a_terminal(server, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(dl.sys.stderr, "isatty", lambda: True)
+    remote = server.add("big.bin", BIG, cut_after=70_000, ignore_range=True)
+    assert download_file(remote, tmp_path, **{**FAST, "progress": True}).read_bytes() == BIG
+    assert "big.bin" in capsys.readouterr().err  # tqdm's bar, labelled with the file name
 
 
 # --------------------------------------------------------------------------------------------

@@ -294,7 +294,7 @@ def _receive(remote: RemoteFile, part: Path, timeout: float, progress: _Progress
             fh.truncate()
             while True:
                 try:
-                    chunk = response.read(CHUNK_BYTES)
+                    chunk = response.read1(CHUNK_BYTES)  # what has arrived: a stall loses nothing
                 except (http.client.HTTPException, OSError) as exc:  # socket errors are OSErrors
                     raise _Transient(f"connection lost after {offset + received} bytes: "
                                      f"{type(exc).__name__}: {exc}") from exc
