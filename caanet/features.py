@@ -495,6 +495,8 @@ def cache_summary(path: str | os.PathLike) -> dict:
         "n_clips": int(len(dev)),
         "params": params.to_dict(),
         "params_hash": attrs["params_hash"],
+        "n_frames": params.n_frames,
+        "n_mels": params.n_mels,
         "scene_labels": scenes,
         "device_labels": devices,
         "by_device": _counts(dev, devices),
