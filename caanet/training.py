@@ -1,0 +1,779 @@
+"""The training job of one table cell (paper Sec. III-B, IV-B) and its evaluation per recording device.
+
+:func:`train_cell` trains the model a :class:`~caanet.spec.CellSpec` names on the cache's training
+split and writes the contract's outputs (``docs/design.md``, "Cell spec and training"):
+``model.pt``, ``metrics.csv``, ``evaluation.json``, ``predictions.csv`` and, for attention heads,
+``attention.npz``; ``checkpoints/last.pt`` exists only while it runs.
+
+Strategies (Fig. 2): ``single_device`` trains and tests on one device's clips; ``joint`` on all
+devices without device input; ``teacher_forcing`` feeds the true device in training *and* at test
+time (oracle information, recorded in ``evaluation.json``); ``multi_task`` adds CNN-d and the loss
+``loss_scene + lambda * loss_device`` (Eq. 2), lambda following :class:`LambdaRule`.
+
+Everything that differs between the paper's text and the authors' code is read from
+:class:`caanet.fidelity.Fidelity` (``lr_decay``, ``lambda_source``, ``lambda_sticky``).
+
+Robustness: batches are a pure function of ``(seed, iteration)``
+(:func:`caanet.data.loader.batch_indices`); checkpoints carry the model, optimiser, lambda rule, RNG
+states and metrics so far; a killed job resumes bit-identically on CPU; SIGTERM/SIGINT finishes the
+current iteration, checkpoints, and raises :class:`Preempted` (non-zero exit) so the scheduler
+retries. Unlike the authors' code there is no evaluation of the whole training and test sets every
+100 iterations: only what the lambda rule (CNN-d alone) and model selection need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+import caanet
+from caanet.data.loader import (
+    batch_indices,
+    cache_labels,
+    carve_validation,
+    chunks,
+    fit_normalisation,
+    load_features,
+    normalise_,
+)
+from caanet.errors import ConfigError, SpecError, TrainingError
+from caanet.evaluation import evaluate_predictions, select_attention_examples
+from caanet.fidelity import Fidelity, get_fidelity
+from caanet.io import atomic_path, write_csv_atomic, write_json_atomic
+from caanet.spec import CellSpec
+
+LOGGER = logging.getLogger("caanet.training")
+
+METRICS_COLUMNS = ("iteration", "loss", "loss_scene", "loss_device", "lr", "lambda", "device_acc", "elapsed_s")
+PREDICTION_COLUMNS = ("filename", "identifier", "device", "scene", "pred_scene", "correct", "pred_device")
+SELECTIONS = ("last", "best_val")
+CHECKPOINT_FORMAT = 1
+# TrainConfig fields that change nothing computed, so a checkpoint written under another value resumes.
+_RESUME_INDIFFERENT = ("checkpoint_every",)
+
+
+class Preempted(TrainingError):
+    """SIGTERM/SIGINT arrived: the checkpoint is written, the job should be resubmitted to resume."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Hyperparameters
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """Every training hyperparameter; defaults are the paper's (Sec. IV-B) and the authors' code's.
+
+    ``val_fraction`` is the fraction of training clips, taken as whole recording locations, held out
+    for validation where it is needed: the paper-mode lambda rule, or ``selection="best_val"``.
+    ``selection`` picks the evaluated weights: ``last`` (the paper and the authors) or ``best_val``
+    (best validation accuracy every ``val_every`` iterations; never the test set).
+    ``amp`` enables bf16 autocast on CUDA only. ``log_every`` sets the metrics.csv rows.
+    """
+
+    iterations: int = 15000
+    batch_size: int = 16
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    lr_decay: float = 0.9
+    lr_decay_every: int = 200
+    lambda_high: float = 1.0
+    lambda_low: float = 1e-4
+    lambda_switch_acc: float = 0.98
+    lambda_check_every: int = 100
+    val_fraction: float = 0.1
+    selection: str = "last"
+    val_every: int = 500
+    checkpoint_every: int = 500
+    log_every: int = 100
+    eval_batch_size: int = 64
+    channels: tuple[int, ...] = (64, 128, 256, 512)
+    device_channels: tuple[int, ...] = (64, 128)
+    amp: bool = True
+    attention_examples_per_class_device: int = 2
+    deterministic: bool = True
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self, where: str = "training") -> "TrainConfig":
+        """Check types and ranges; raise ConfigError naming ``{where}.{key}``."""
+
+        def bad(key, msg):
+            raise ConfigError(f"{where}.{key}: {msg}, got {getattr(self, key)!r}")
+
+        def is_int(v):
+            return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+        def is_num(v):
+            return (is_int(v) or isinstance(v, (float, np.floating))) and math.isfinite(float(v))
+
+        for key in ("iterations", "batch_size", "lr_decay_every", "lambda_check_every", "val_every",
+                    "checkpoint_every", "log_every", "eval_batch_size"):
+            if not is_int(getattr(self, key)) or getattr(self, key) < 1:
+                bad(key, "expected an integer >= 1")
+        if not is_int(self.attention_examples_per_class_device) or self.attention_examples_per_class_device < 0:
+            bad("attention_examples_per_class_device", "expected an integer >= 0")
+        for key in ("lr", "eps"):
+            if not is_num(getattr(self, key)) or not getattr(self, key) > 0:
+                bad(key, "expected a positive number")
+        for key in ("lambda_high", "lambda_low"):
+            if not is_num(getattr(self, key)) or getattr(self, key) < 0:
+                bad(key, "expected a number >= 0")
+        if not is_num(self.lr_decay) or not 0 < self.lr_decay <= 1:
+            bad("lr_decay", "expected a number in (0, 1]")
+        if not is_num(self.lambda_switch_acc) or not 0 <= self.lambda_switch_acc <= 1:
+            bad("lambda_switch_acc", "expected a number in [0, 1]")
+        if not is_num(self.val_fraction) or not 0 <= self.val_fraction < 1:
+            bad("val_fraction", "expected a number in [0, 1)")
+        if not (isinstance(self.betas, tuple) and len(self.betas) == 2 and all(is_num(b) and 0 <= b < 1 for b in self.betas)):
+            bad("betas", "expected two numbers in [0, 1)")
+        for key in ("channels", "device_channels"):
+            v = getattr(self, key)
+            if not (isinstance(v, tuple) and v and all(is_int(c) and c >= 1 for c in v)):
+                bad(key, "expected a non-empty list of positive integers")
+        if self.selection not in SELECTIONS:
+            bad("selection", f"expected one of {list(SELECTIONS)}")
+        for key in ("amp", "deterministic"):
+            if not isinstance(getattr(self, key), bool):
+                bad(key, "expected true or false")
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict | None, where: str = "training") -> "TrainConfig":
+        """Build from a config mapping (YAML/JSON): unknown keys and wrong types raise ConfigError."""
+        d = dict(d or {})
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown} (known: {sorted(known)})")
+        for key in ("betas", "channels", "device_channels"):
+            if key in d:
+                if not isinstance(d[key], (list, tuple)):
+                    raise ConfigError(f"{where}.{key}: expected a list, got {d[key]!r}")
+                d[key] = tuple(d[key])
+        for key, f in known.items():  # ints are acceptable where floats are expected (YAML writes 1 for 1.0)
+            if key in d and f.default.__class__ is float and isinstance(d[key], int) and not isinstance(d[key], bool):
+                d[key] = float(d[key])
+        obj = cls.__new__(cls)
+        for key, f in known.items():
+            setattr(obj, key, d.get(key, f.default))
+        return obj.validate(where)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for key in ("betas", "channels", "device_channels"):
+            d[key] = list(d[key])
+        return d
+
+
+def lr_at(iteration: int, cfg: TrainConfig, fidelity: Fidelity | str) -> float:
+    """Learning rate of the 0-based ``iteration``: ``lr * lr_decay ** (iteration // lr_decay_every)``
+    where the fidelity decays (the paper), else constant ``lr`` (the authors' code, reference item 2)."""
+    fid = get_fidelity(fidelity)
+    if iteration < 0:
+        raise ConfigError(f"lr_at: iteration={iteration!r} must be >= 0")
+    if not fid.lr_decay:
+        return float(cfg.lr)
+    return float(cfg.lr * cfg.lr_decay ** (iteration // cfg.lr_decay_every))
+
+
+class LambdaRule:
+    """Eq. 2's lambda: ``high`` until CNN-d's device accuracy reaches ``switch_acc``, then ``low``.
+
+    Checked after every ``check_every`` completed iterations on ``source`` ("validation": the
+    location-disjoint split carved from the training data, the paper; "test": the test fold, the
+    authors' code). ``sticky``: once switched it stays low and needs no more checks (the paper);
+    otherwise it is re-decided at each check and can switch back (the authors' code).
+    """
+
+    def __init__(self, *, high: float, low: float, switch_acc: float, check_every: int, sticky: bool, source: str):
+        if source not in ("validation", "test"):
+            raise ConfigError(f"lambda source {source!r} is not 'validation' or 'test'")
+        self.high, self.low, self.switch_acc = float(high), float(low), float(switch_acc)
+        self.check_every, self.sticky, self.source = int(check_every), bool(sticky), source
+        self.value = self.high
+        self.switched_at: int | None = None
+        self.history: list[tuple[int, float, float]] = []  # (iteration, device accuracy, lambda after)
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, fidelity: Fidelity | str) -> "LambdaRule":
+        fid = get_fidelity(fidelity)
+        return cls(high=cfg.lambda_high, low=cfg.lambda_low, switch_acc=cfg.lambda_switch_acc,
+                   check_every=cfg.lambda_check_every, sticky=fid.lambda_sticky, source=fid.lambda_source)
+
+    def due(self, iteration: int) -> bool:
+        """Whether a device-accuracy check is needed after ``iteration`` completed iterations."""
+        if iteration <= 0 or iteration % self.check_every:
+            return False
+        return not (self.sticky and self.switched_at is not None)
+
+    def update(self, iteration: int, device_acc: float) -> float:
+        """Record a check's device accuracy and return the lambda for the following iterations."""
+        reached = float(device_acc) >= self.switch_acc
+        if self.sticky:
+            if reached and self.switched_at is None:
+                self.value, self.switched_at = self.low, int(iteration)
+        else:
+            new = self.low if reached else self.high
+            if new != self.value and new == self.low:
+                self.switched_at = int(iteration)
+            self.value = new
+        self.history.append((int(iteration), float(device_acc), self.value))
+        return self.value
+
+    def state_dict(self) -> dict:
+        return {"value": self.value, "switched_at": self.switched_at, "history": [list(h) for h in self.history]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value = float(state["value"])
+        self.switched_at = state["switched_at"]
+        self.history = [tuple(h) for h in state["history"]]
+
+
+# --------------------------------------------------------------------------------------------------
+# Data of one cell
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Clips:
+    """The arrays of a loaded split that training uses (own, writable copies where needed)."""
+
+    x: np.ndarray  # (N, T, M) float32
+    scene: np.ndarray  # (N,) int64
+    device: np.ndarray  # (N,) int64
+    filename: np.ndarray  # (N,) str
+    identifier: np.ndarray  # (N,) str
+
+    @classmethod
+    def from_featureset(cls, fs) -> "Clips":
+        x = np.asarray(fs.x, dtype=np.float32)
+        if not x.flags.writeable or not x.flags.c_contiguous:
+            x = np.array(x, dtype=np.float32, order="C")
+        return cls(x=x, scene=np.asarray(fs.scene, dtype=np.int64), device=np.asarray(fs.device, dtype=np.int64),
+                   filename=np.asarray(fs.filename).astype(str), identifier=np.asarray(fs.identifier).astype(str))
+
+    def __len__(self) -> int:
+        return int(self.scene.shape[0])
+
+
+@dataclass
+class CellData:
+    """Normalised training/test clips of one cell and the positions used for training and validation."""
+
+    train: Clips  # split "train" (normalised in place)
+    test: Clips  # split "test" (normalised in place)
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    scene_labels: list
+    device_labels: list
+
+
+def needs_validation(cfg: TrainConfig, fidelity: Fidelity) -> bool:
+    """Whether the cell holds out a validation split: the paper's lambda source or best-on-validation."""
+    return cfg.selection == "best_val" or fidelity.lambda_source == "validation"
+
+
+def check_spec(features_path, spec: CellSpec, cfg: TrainConfig) -> tuple[list, list]:
+    """Reject a bad spec/config before anything runs; return the cache's ``(scene_labels, device_labels)``."""
+    if not isinstance(spec, CellSpec):
+        raise SpecError(f"train_cell needs a CellSpec, got {type(spec).__name__}")
+    if not isinstance(cfg, TrainConfig):
+        raise ConfigError(f"train_cell needs a TrainConfig, got {type(cfg).__name__}")
+    spec.validate()
+    cfg.validate()
+    fid = get_fidelity(spec.fidelity)
+    scene_labels, device_labels = cache_labels(features_path)
+    if spec.strategy == "single_device" and spec.device not in device_labels:
+        raise SpecError(f"cell {spec.cell_id}: device {spec.device!r} is not in the cache {features_path} "
+                        f"(devices: {device_labels})")
+    if spec.strategy == "multi_task" and fid.lambda_source == "validation" and cfg.val_fraction == 0:
+        raise ConfigError(f"training.val_fraction: 0 leaves no validation split for the lambda rule of {spec.cell_id}")
+    if cfg.selection == "best_val" and cfg.val_fraction == 0:
+        raise ConfigError("training.val_fraction: 0 leaves no validation split for selection='best_val'")
+    return scene_labels, device_labels
+
+
+def prepare_data(features_path, spec: CellSpec, cfg: TrainConfig) -> CellData:
+    """Load the cell's clips, carve the validation split, fit and apply the per-mel-bin normalisation."""
+    fid = get_fidelity(spec.fidelity)
+    devices = [spec.device] if spec.strategy == "single_device" else None
+    train_fs = load_features(features_path, split="train", devices=devices)
+    test_fs = load_features(features_path, split="test", devices=devices)
+    train, test = Clips.from_featureset(train_fs), Clips.from_featureset(test_fs)
+    for name, fs in (("train", train), ("test", test)):
+        if len(fs) == 0:
+            raise SpecError(f"cell {spec.cell_id}: the cache {features_path} has no {name} clips"
+                            + (f" of device {spec.device!r}" if devices else ""))
+    if needs_validation(cfg, fid):
+        train_idx, val_idx = carve_validation(train.identifier, train.scene, train.device, cfg.val_fraction, spec.seed)
+        if val_idx.size == 0 and cfg.val_fraction > 0:
+            raise TrainingError(f"cell {spec.cell_id}: the validation carve-out is empty (too few locations in "
+                                f"{features_path}); lower the data's needs or set training.selection/val_fraction")
+    else:
+        train_idx, val_idx = np.arange(len(train.scene), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    mean, std = fit_normalisation(train.x, train_idx)
+    normalise_(train.x, mean, std)
+    normalise_(test.x, mean, std)
+    return CellData(train, test, train_idx, val_idx, mean, std, list(train_fs.scene_labels), list(train_fs.device_labels))
+
+
+# --------------------------------------------------------------------------------------------------
+# Runtime helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_log(log) -> Callable[[str], None]:
+    if log is None:
+        return LOGGER.info
+    if isinstance(log, logging.Logger):
+        return log.info
+    if callable(log):
+        return log
+    raise ConfigError(f"log must be a logging.Logger or a callable, got {type(log).__name__}")
+
+
+def _resolve_device(device) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"device={device!r} is not a torch device ({e})") from None
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ConfigError(f"threads={threads!r} must be an integer >= 1")
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # only settable before the first inter-op parallel work
+        torch.set_num_interop_threads(1)
+
+
+@contextlib.contextmanager
+def _determinism(enabled: bool, seed: int):
+    """Seed torch/numpy and (if enabled) ask for deterministic kernels; restore the global flags after."""
+    prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.benchmark)
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        torch.backends.cudnn.benchmark = prev[2]
+
+
+class _StopFlag:
+    """Turns SIGTERM/SIGINT into a flag checked once per iteration (installed in the main thread only)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError):  # not the main thread: leave handlers alone
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def _autocast(dev: torch.device, amp: bool):
+    if dev.type == "cuda" and amp:
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _batch(fs, positions: np.ndarray, dev: torch.device):
+    x = torch.from_numpy(fs.x[positions]).to(dev, non_blocking=True)
+    y = torch.from_numpy(np.asarray(fs.scene[positions], dtype=np.int64)).to(dev)
+    d = torch.from_numpy(np.asarray(fs.device[positions], dtype=np.int64)).to(dev)
+    return x, y, d
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    was = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was)
+
+
+def predict(model, fs, positions: np.ndarray, *, dev: torch.device, batch_size: int, amp: bool,
+            oracle: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Scene (and CNN-d device, if any) predictions for ``fs`` clips at ``positions``, in eval mode."""
+    scene, device = [], []
+    with _eval_mode(model):
+        for sl in chunks(len(positions), batch_size):
+            x, _, d = _batch(fs, positions[sl], dev)
+            with _autocast(dev, amp):
+                out = model(x, d if oracle else None)
+            scene.append(out.scene.float().argmax(1).cpu().numpy())
+            if out.device is not None:
+                device.append(out.device.float().argmax(1).cpu().numpy())
+    cat = np.concatenate
+    return (cat(scene) if scene else np.zeros(0, np.int64)), (cat(device) if device else None)
+
+
+def device_accuracy(model, fs, positions: np.ndarray, *, dev: torch.device, batch_size: int, amp: bool) -> float:
+    """Plain accuracy of CNN-d alone (the scene network is not run) on ``fs`` clips at ``positions``."""
+    correct = 0
+    with _eval_mode(model):
+        for sl in chunks(len(positions), batch_size):
+            x, _, d = _batch(fs, positions[sl], dev)
+            with _autocast(dev, amp):
+                logp = model.device_net(x.unsqueeze(1))
+            correct += int((logp.float().argmax(1) == d).sum())
+    return correct / max(len(positions), 1)
+
+
+def validation_accuracy(model, data: CellData, *, dev, cfg: TrainConfig, oracle: bool) -> float:
+    """The paper's metric on the validation split, averaged over the devices present (for best_val)."""
+    pos = data.val_idx
+    pred, _ = predict(model, data.train, pos, dev=dev, batch_size=cfg.eval_batch_size, amp=cfg.amp, oracle=oracle)
+    df = pd.DataFrame({
+        "device": [data.device_labels[i] for i in data.train.device[pos]],
+        "scene": [data.scene_labels[i] for i in data.train.scene[pos]],
+        "pred_scene": [data.scene_labels[i] for i in pred],
+    })
+    return evaluate_predictions(df, data.scene_labels, data.device_labels)["mean_all"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------------
+
+
+def _fingerprint(spec: CellSpec, cfg: TrainConfig, data: CellData) -> dict:
+    """What a checkpoint must match to be resumed: spec, config (less indifferent keys) and the data."""
+    tc = cfg.to_dict()
+    for key in _RESUME_INDIFFERENT:
+        tc.pop(key)
+    return {"spec": spec.to_dict(), "train_config": tc, "n_train": int(data.train_idx.size),
+            "n_val": int(data.val_idx.size), "n_test": int(len(data.test)),
+            "scene_labels": data.scene_labels, "device_labels": data.device_labels}
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, *, fingerprint, model, optimizer, rule, iteration, metrics, pending, elapsed,
+                    best, val_history) -> None:
+    """Write ``checkpoints/last.pt`` atomically.
+
+    ``pending`` is ``(loss sums, count)`` of the iterations since the last metrics row, so a resumed
+    job writes the same averaged rows as an uninterrupted one.
+    """
+    obj = {
+        "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "iteration": int(iteration),
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "lambda_rule": rule.state_dict(),
+        "metrics": metrics, "pending": [[float(v) for v in pending[0]], int(pending[1])],
+        "elapsed_s": float(elapsed), "best": best, "val_history": val_history, "rng": _rng_state(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_checkpoint(path: Path, fingerprint: dict) -> dict:
+    """Read a checkpoint and refuse it (TrainingError naming the differing keys) if it is another job's."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise TrainingError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e}); delete it to start over") from None
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(f"{path}: not a caanet checkpoint of format {CHECKPOINT_FORMAT}")
+    old = ck["fingerprint"]
+    diffs = []
+    for group in fingerprint:
+        a, b = old.get(group), fingerprint[group]
+        if isinstance(b, dict) and isinstance(a, dict):
+            diffs += [f"{group}.{k}: checkpoint {a.get(k)!r} != now {b.get(k)!r}"
+                      for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            diffs.append(f"{group}: checkpoint {a!r} != now {b!r}")
+    if diffs:
+        raise TrainingError(f"{path} belongs to a different job; refusing to resume ({'; '.join(diffs)}). "
+                            "Delete it to start over.")
+    return ck
+
+
+# --------------------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------------------
+
+
+def _predictions_frame(data: CellData, scene_pred: np.ndarray, device_pred: np.ndarray | None) -> pd.DataFrame:
+    t = data.test
+    sl, dl = data.scene_labels, data.device_labels
+    return pd.DataFrame({
+        "filename": t.filename, "identifier": t.identifier,
+        "device": [dl[i] for i in t.device], "scene": [sl[i] for i in t.scene],
+        "pred_scene": [sl[i] for i in scene_pred],
+        "correct": (np.asarray(t.scene) == scene_pred).astype(int),
+        "pred_device": [dl[i] for i in device_pred] if device_pred is not None else [""] * len(scene_pred),
+    }, columns=list(PREDICTION_COLUMNS))
+
+
+def _attention_examples(model, data: CellData, *, dev, cfg: TrainConfig, oracle: bool) -> dict | None:
+    """Attention maps of the true class for a few test clips per class and device (None if no attention)."""
+    t = data.test
+    pos = select_attention_examples(t.filename, t.scene, t.device, data.device_labels,
+                                    cfg.attention_examples_per_class_device)
+    maps, preds = [], []
+    with _eval_mode(model):
+        for sl in chunks(len(pos), cfg.eval_batch_size):
+            x, y, d = _batch(t, pos[sl], dev)
+            with _autocast(dev, cfg.amp):
+                out = model(x, d if oracle else None)
+            if out.attention is None:
+                return None
+            att = out.attention.float()
+            maps.append(att[torch.arange(len(y), device=att.device), y].cpu().numpy().astype(np.float16))
+            preds.append(out.scene.float().argmax(1).cpu().numpy())
+    if not maps:
+        return None
+    return {
+        "maps": np.concatenate(maps),
+        "filename": np.asarray(t.filename[pos]).astype(str),
+        "scene": np.array([data.scene_labels[i] for i in t.scene[pos]]),
+        "device": np.array([data.device_labels[i] for i in t.device[pos]]),
+        "pred_scene": np.array([data.scene_labels[i] for i in np.concatenate(preds)]),
+    }
+
+
+def _write_outputs(out_dir: Path, *, spec, cfg, model, model_cfg, data: CellData, metrics, evaluation, preds_df,
+                   attention) -> None:
+    with atomic_path(out_dir / "model.pt") as tmp:
+        torch.save({
+            "state_dict": model.state_dict(), "spec": spec.to_dict(), "model_config": model_cfg.to_dict(),
+            "train_config": cfg.to_dict(), "norm_mean": torch.from_numpy(data.mean.copy()),
+            "norm_std": torch.from_numpy(data.std.copy()), "scene_labels": data.scene_labels,
+            "device_labels": data.device_labels, "caanet_version": caanet.__version__,
+        }, tmp)
+    write_csv_atomic(out_dir / "metrics.csv", pd.DataFrame(metrics, columns=list(METRICS_COLUMNS)))
+    write_csv_atomic(out_dir / "predictions.csv", preds_df)
+    if attention is not None:
+        with atomic_path(out_dir / "attention.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **attention)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            (out_dir / "attention.npz").unlink()
+    write_json_atomic(out_dir / "evaluation.json", evaluation)
+
+
+# --------------------------------------------------------------------------------------------------
+# The job
+# --------------------------------------------------------------------------------------------------
+
+
+def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, threads: int | None = None,
+               device="auto", log=None, callback: Callable[[int], None] | None = None) -> dict:
+    """Train and evaluate one table cell; write the contract's outputs into ``out_dir``; return evaluation.json.
+
+    ``threads`` sets torch's intra-op threads (inter-op 1) so a job uses the cores its rule declares.
+    ``device``: "auto" (CUDA if available, else CPU) or a torch device. ``log``: a Logger or a
+    callable taking a line (plain log lines every ``log_every`` iterations; a tqdm bar when stderr is
+    a TTY). ``callback(iteration)`` is called after each completed iteration (a test hook; an
+    exception raised there aborts the job like a kill, leaving the last periodic checkpoint).
+    """
+    from caanet.models import ModelConfig, build_model
+
+    features_path, out_dir = Path(features_path), Path(out_dir)
+    say = _as_log(log)
+    check_spec(features_path, spec, cfg)
+    fid = get_fidelity(spec.fidelity)
+    dev = _resolve_device(device)
+    _set_threads(threads)
+    data = prepare_data(features_path, spec, cfg)
+    multi = spec.strategy == "multi_task"
+    oracle = spec.device_source == "oracle"
+    n_frames, n_mels = data.train.x.shape[1:]
+
+    with _determinism(cfg.deterministic, spec.seed), _StopFlag() as stop:
+        model_cfg = ModelConfig.from_spec(spec, n_classes=len(data.scene_labels), n_devices=len(data.device_labels),
+                                          channels=cfg.channels, device_channels=cfg.device_channels,
+                                          input_shape=(int(n_frames), int(n_mels)))
+        model = build_model(model_cfg).to(dev)
+        model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        rule = LambdaRule.from_config(cfg, fid)
+        fingerprint = _fingerprint(spec, cfg, data)
+        ck_path = out_dir / "checkpoints" / "last.pt"
+        start, metrics, elapsed0, best, val_history = 0, [], 0.0, None, []
+        sums, n_sum = np.zeros(3), 0  # losses of the iterations since the last metrics row
+        if ck_path.exists():
+            ck = load_checkpoint(ck_path, fingerprint)
+            model.load_state_dict(ck["model"])
+            optimizer.load_state_dict(ck["optimizer"])
+            rule.load_state_dict(ck["lambda_rule"])
+            start, metrics, elapsed0 = ck["iteration"], list(ck["metrics"]), ck["elapsed_s"]
+            best, val_history = ck["best"], list(ck["val_history"])
+            sums, n_sum = np.array(ck["pending"][0], dtype=np.float64), int(ck["pending"][1])
+            _set_rng_state(ck["rng"])
+            say(f"{spec.cell_id} seed {spec.seed}: resuming from {ck_path} at iteration {start}")
+        say(f"{spec.cell_id} seed {spec.seed} ({fid.name}): {data.train_idx.size} training clips, "
+            f"{data.val_idx.size} validation, {len(data.test)} test; {cfg.iterations} iterations on {dev}")
+
+        def checkpoint(iteration):
+            save_checkpoint(ck_path, fingerprint=fingerprint, model=model, optimizer=optimizer, rule=rule,
+                            iteration=iteration, metrics=metrics, pending=(sums, n_sum),
+                            elapsed=elapsed0 + time.monotonic() - t0,
+                            best=best, val_history=val_history)
+
+        lambda_x = data.test if rule.source == "test" else data.train
+        lambda_pos = np.arange(len(data.test)) if rule.source == "test" else data.val_idx
+        t0 = time.monotonic()
+        bar = None
+        if sys.stderr.isatty() and start < cfg.iterations:
+            from tqdm import tqdm
+            bar = tqdm(total=cfg.iterations, initial=start, desc=spec.cell_id, unit="it", leave=False)
+        try:
+            for it in range(start, cfg.iterations):
+                lr = lr_at(it, cfg, fid)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x, y, d = _batch(data.train, data.train_idx[batch_indices(data.train_idx.size, cfg.batch_size,
+                                                                          spec.seed, it)], dev)
+                lam = rule.value if multi else None
+                with _autocast(dev, cfg.amp):
+                    out = model(x, d if oracle else None)
+                loss_scene = F.nll_loss(out.scene.float(), y)
+                loss = loss_scene
+                loss_device = None
+                if multi:
+                    loss_device = F.nll_loss(out.device.float(), d)
+                    loss = loss_scene + lam * loss_device
+                values = [loss.item(), loss_scene.item(), loss_device.item() if multi else 0.0]
+                for name, v in zip(("loss", "loss_scene", "loss_device"), values):
+                    if not math.isfinite(v):
+                        raise TrainingError(f"{spec.cell_id} seed {spec.seed}: {name} is {v} at iteration {it + 1}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                done = it + 1
+                sums += values
+                n_sum += 1
+                dev_acc = None
+                if multi and rule.due(done):
+                    dev_acc = device_accuracy(model, lambda_x, lambda_pos, dev=dev, batch_size=cfg.eval_batch_size,
+                                              amp=cfg.amp)
+                    before = rule.value
+                    rule.update(done, dev_acc)
+                    if rule.value != before:
+                        say(f"iteration {done}: CNN-d {rule.source} accuracy {dev_acc:.4f}; lambda -> {rule.value:g}")
+                if cfg.selection == "best_val" and (done % cfg.val_every == 0 or done == cfg.iterations):
+                    acc = validation_accuracy(model, data, dev=dev, cfg=cfg, oracle=oracle)
+                    val_history.append([done, acc])
+                    if best is None or acc > best["accuracy"]:
+                        best = {"iteration": done, "accuracy": acc,
+                                "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+                if done % cfg.log_every == 0 or dev_acc is not None or done == cfg.iterations:
+                    mean = sums / n_sum
+                    metrics.append({
+                        "iteration": done, "loss": float(mean[0]), "loss_scene": float(mean[1]),
+                        "loss_device": float(mean[2]) if multi else None, "lr": lr,
+                        "lambda": lam, "device_acc": dev_acc,
+                        "elapsed_s": round(elapsed0 + time.monotonic() - t0, 3),
+                    })
+                    sums, n_sum = np.zeros(3), 0
+                    if bar is None and done % cfg.log_every == 0:
+                        say(f"{spec.cell_id} seed {spec.seed}: iteration {done}/{cfg.iterations} "
+                            f"loss {metrics[-1]['loss']:.4f} lr {lr:.3g}"
+                            + (f" lambda {lam:g}" if multi else ""))
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{values[0]:.3f}")
+                if done % cfg.checkpoint_every == 0 or stop.signum is not None:
+                    checkpoint(done)
+                if stop.signum is not None:
+                    raise Preempted(f"{spec.cell_id} seed {spec.seed}: signal {stop.signum} at iteration {done}; "
+                                    f"checkpoint written to {ck_path}, resubmit to resume")
+                if callback is not None:
+                    callback(done)
+        finally:
+            if bar is not None:
+                bar.close()
+        if start < cfg.iterations:
+            checkpoint(cfg.iterations)  # a kill while writing the outputs resumes straight to evaluation
+        train_seconds = elapsed0 + time.monotonic() - t0
+
+        selected = cfg.iterations
+        if cfg.selection == "best_val" and best is not None:
+            model.load_state_dict(best["state_dict"])
+            selected = best["iteration"]
+        scene_pred, device_pred = predict(model, data.test, np.arange(len(data.test)), dev=dev,
+                                          batch_size=cfg.eval_batch_size, amp=cfg.amp, oracle=oracle)
+        preds_df = _predictions_frame(data, scene_pred, device_pred)
+        scores = evaluate_predictions(preds_df, data.scene_labels, data.device_labels)
+        evaluation = {
+            "cell_id": spec.cell_id, "spec": spec.to_dict(),
+            "scene_labels": data.scene_labels, "device_labels": data.device_labels,
+            **scores,
+            "iterations": cfg.iterations, "train_seconds": round(train_seconds, 3),
+            "device_accuracy": (float(np.mean(device_pred == data.test.device)) if device_pred is not None else None),
+            "fidelity": fid.name, "selection": cfg.selection, "selected_iteration": selected,
+            "test_device_labels_used": oracle,
+            "lambda_source": rule.source if multi else None,
+            "lambda_switched_at": rule.switched_at if multi else None,
+            "n_train": int(data.train_idx.size), "n_val": int(data.val_idx.size), "n_test": int(len(data.test)),
+            "validation_history": val_history,
+        }
+        if oracle:
+            evaluation["note"] = ("teacher forcing: the true device label of each test clip is fed to the model "
+                                  "(oracle information)")
+        attention = _attention_examples(model, data, dev=dev, cfg=cfg, oracle=oracle)
+        _write_outputs(out_dir, spec=spec, cfg=cfg, model=model, model_cfg=model_cfg, data=data, metrics=metrics,
+                       evaluation=evaluation, preds_df=preds_df, attention=attention)
+    with contextlib.suppress(FileNotFoundError):
+        ck_path.unlink()
+    with contextlib.suppress(OSError):
+        ck_path.parent.rmdir()
+    say(f"{spec.cell_id} seed {spec.seed}: mean_all {evaluation['mean_all']:.4f} in {train_seconds:.1f} s")
+    return evaluation

@@ -1,0 +1,327 @@
+"""The training job of one cell: hyperparameters, schedules, lambda rule, data splits, outputs,
+determinism, resume, preemption and bad inputs. Tiny models on the tiny cache (tests/conftest.py)."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import caanet.training as training
+from caanet.data.loader import batch_indices, carve_validation, epoch_permutation, fit_normalisation, load_features
+from caanet.errors import CacheError, ConfigError, SpecError, TrainingError
+from caanet.fidelity import PAPER, REFERENCE
+from caanet.spec import CellSpec
+from caanet.training import LambdaRule, Preempted, TrainConfig, lr_at, train_cell
+
+TINY = dict(batch_size=8, channels=(4, 8, 8, 16), device_channels=(4, 8), lr_decay_every=10,
+            lambda_check_every=10, checkpoint_every=10, log_every=5, val_fraction=0.2, eval_batch_size=16)
+
+
+def tiny_cfg(**kw) -> TrainConfig:
+    return TrainConfig(**{"iterations": 20, **TINY, **kw})
+
+
+def spec(cell_id: str, **kw) -> CellSpec:
+    return CellSpec.from_id(cell_id, dataset="tiny", **kw)
+
+
+def weights(out_dir):
+    return torch.load(out_dir / "model.pt", weights_only=True)["state_dict"]
+
+
+def assert_same_run(a, b):
+    ma = pd.read_csv(a / "metrics.csv").drop(columns="elapsed_s")
+    mb = pd.read_csv(b / "metrics.csv").drop(columns="elapsed_s")
+    pd.testing.assert_frame_equal(ma, mb)
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    ea, eb = (json.loads((d / "evaluation.json").read_text()) for d in (a, b))
+    for e in (ea, eb):
+        e.pop("train_seconds")
+    assert ea == eb
+    assert (a / "predictions.csv").read_text() == (b / "predictions.csv").read_text()
+
+
+# ---------------------------------------------------------------- hyperparameters and schedules
+
+
+def test_train_config_defaults_are_the_papers():
+    c = TrainConfig()
+    assert (c.iterations, c.batch_size, c.lr, c.betas, c.eps) == (15000, 16, 1e-3, (0.9, 0.999), 1e-8)
+    assert (c.lr_decay, c.lr_decay_every, c.lambda_high, c.lambda_low, c.lambda_switch_acc) == (0.9, 200, 1.0, 1e-4, 0.98)
+    assert (c.lambda_check_every, c.selection, c.channels, c.device_channels) == (100, "last", (64, 128, 256, 512), (64, 128))
+
+
+def test_train_config_from_dict_checks_keys_and_types():
+    c = TrainConfig.from_dict({"iterations": 200, "channels": [8, 16, 16, 32], "lr": 1, "amp": False})
+    assert c.channels == (8, 16, 16, 32) and c.lr == 1.0 and isinstance(c.lr, float) and c.amp is False
+    assert TrainConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(ConfigError, match=r"presets.tiny.training: unknown key\(s\) \['iteratons'\]"):
+        TrainConfig.from_dict({"iteratons": 5}, where="presets.tiny.training")
+    for key, value in [("iterations", "ten"), ("iterations", 1.5), ("iterations", True), ("amp", "yes"),
+                       ("channels", [4, "x"]), ("channels", 8), ("selection", "best_test"), ("lr", -1.0),
+                       ("val_fraction", 1.0), ("betas", [0.9])]:
+        with pytest.raises(ConfigError, match=rf"training\.{key}"):
+            TrainConfig.from_dict({key: value})
+
+
+def test_lr_schedule_decays_in_paper_mode_only():
+    c = TrainConfig()
+    assert lr_at(0, c, PAPER) == pytest.approx(1e-3)
+    assert lr_at(199, c, PAPER) == pytest.approx(1e-3)
+    assert lr_at(200, c, PAPER) == pytest.approx(9e-4)
+    assert lr_at(14999, c, PAPER) == pytest.approx(1e-3 * 0.9 ** 74)
+    assert {lr_at(i, c, REFERENCE) for i in (0, 200, 14999)} == {1e-3}
+    assert lr_at(400, c, "paper") == pytest.approx(1e-3 * 0.81)
+
+
+def test_lambda_rule_paper_is_sticky_on_validation():
+    r = LambdaRule.from_config(TrainConfig(), PAPER)
+    assert (r.source, r.sticky, r.value) == ("validation", True, 1.0)
+    assert not r.due(0) and not r.due(50) and r.due(100)
+    assert r.update(100, 0.97) == 1.0
+    assert r.update(200, 0.98) == 1e-4 and r.switched_at == 200
+    assert not r.due(300)  # switched for good: no more checks needed
+    assert r.update(300, 0.10) == 1e-4
+
+
+def test_lambda_rule_reference_is_reversible_on_test():
+    r = LambdaRule.from_config(TrainConfig(), REFERENCE)
+    assert (r.source, r.sticky) == ("test", False)
+    assert [r.update(i, a) for i, a in [(100, 0.99), (200, 0.5), (300, 0.981)]] == [1e-4, 1.0, 1e-4]
+    assert r.due(400)
+    r2 = LambdaRule.from_config(TrainConfig(), REFERENCE)
+    r2.load_state_dict(r.state_dict())
+    assert (r2.value, r2.switched_at, r2.history) == (r.value, r.switched_at, r.history)
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_batches_are_a_pure_function_of_seed_and_iteration():
+    n, bs = 10, 4
+    first_epoch = np.concatenate([batch_indices(n, bs, 3, i) for i in range(5)])  # 20 = two epochs
+    assert sorted(first_epoch[:10]) == list(range(10)) and sorted(first_epoch[10:]) == list(range(10))
+    assert np.array_equal(first_epoch[:10], epoch_permutation(n, 3, 0))
+    assert np.array_equal(batch_indices(n, bs, 3, 2), batch_indices(n, bs, 3, 2))  # straddles epochs 0/1
+    assert not np.array_equal(batch_indices(n, bs, 3, 0), batch_indices(n, bs, 4, 0))
+
+
+def test_validation_is_location_disjoint_stratified_and_train_only(tiny_cache):
+    fs = load_features(tiny_cache, split="train")
+    tr, va = carve_validation(fs.identifier, fs.scene, fs.device, 0.2, seed=0)
+    assert sorted(np.concatenate([tr, va]).tolist()) == list(range(len(fs.scene)))
+    assert not set(fs.identifier[tr]) & set(fs.identifier[va])
+    for part in (tr, va):  # every scene/device pair on both sides
+        assert {(s, d) for s, d in zip(fs.scene[part], fs.device[part])} == {(s, d) for s in range(3) for d in range(3)}
+    test_ids = set(load_features(tiny_cache, split="test").identifier)
+    assert not test_ids & set(fs.identifier[va])
+    tr0, va0 = carve_validation(fs.identifier, fs.scene, fs.device, 0.0, seed=0)
+    assert va0.size == 0 and tr0.size == len(fs.scene)
+    tr1, va1 = carve_validation(fs.identifier, fs.scene, fs.device, 0.2, seed=1)
+    assert np.array_equal(np.sort(va), np.sort(carve_validation(fs.identifier, fs.scene, fs.device, 0.2, 0)[1]))
+    assert va1.size > 0
+
+
+def test_lambda_source_is_validation_in_paper_mode_and_test_in_reference(tiny_cache, tmp_path, monkeypatch):
+    seen = []
+
+    def fake_device_accuracy(model, clips, positions, **kw):
+        seen.append((set(clips.identifier[positions]), len(positions)))
+        return 0.99
+
+    monkeypatch.setattr(training, "device_accuracy", fake_device_accuracy)
+    train_ids = set(load_features(tiny_cache, split="train").identifier)
+    test_fs = load_features(tiny_cache, split="test")
+    ev = train_cell(tiny_cache, spec("cnn_pool-max-multi_task-L1"), tiny_cfg(), tmp_path / "p")
+    assert len(seen) == 1  # sticky: switched at 10, no check at 20
+    assert seen[0][0] <= train_ids and ev["lambda_switched_at"] == 10 and ev["lambda_source"] == "validation"
+    assert seen[0][1] == ev["n_val"] > 0
+    metrics = pd.read_csv(tmp_path / "p" / "metrics.csv")
+    assert metrics.set_index("iteration").loc[[10, 15, 20], "lambda"].tolist() == [1.0, 1e-4, 1e-4]
+    seen.clear()
+    ev = train_cell(tiny_cache, spec("cnn_pool-max-multi_task-L1", fidelity="reference"), tiny_cfg(), tmp_path / "r")
+    assert len(seen) == 2 and all(s == (set(test_fs.identifier), len(test_fs.scene)) for s in seen)
+    assert ev["n_val"] == 0 and ev["lambda_source"] == "test"
+    lrs = pd.read_csv(tmp_path / "r" / "metrics.csv")["lr"]
+    assert (lrs == 1e-3).all()
+
+
+def test_normalisation_uses_the_training_clips_actually_used(tiny_cache, tmp_path):
+    train_cell(tiny_cache, spec("cnn_pool-avg-joint"), tiny_cfg(iterations=2), tmp_path)
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)
+    fs = load_features(tiny_cache, split="train")
+    tr, _ = carve_validation(fs.identifier, fs.scene, fs.device, 0.2, seed=0)
+    x = fs.x[tr].astype(np.float64).reshape(-1, fs.x.shape[2])
+    np.testing.assert_allclose(saved["norm_mean"].numpy(), x.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(saved["norm_std"].numpy(), x.std(0), rtol=1e-5)
+    mean_all, _ = fit_normalisation(fs.x)
+    assert not np.allclose(saved["norm_mean"].numpy(), mean_all)  # the validation clips are left out
+
+
+# ---------------------------------------------------------------- end to end
+
+
+@pytest.mark.parametrize("cell_id", [
+    "cnn_pool-max-single_device-b", "cnn_pool-avg-joint", "atrous-att-teacher_forcing-L2",
+    "cnn_nopool-roi_att-multi_task-L3",
+])
+def test_each_strategy_writes_every_output(tiny_cache, tmp_path, cell_id):
+    s = spec(cell_id)
+    ev = train_cell(tiny_cache, s, tiny_cfg(), tmp_path)
+    assert json.loads((tmp_path / "evaluation.json").read_text()) == ev
+    for key in ("cell_id", "spec", "scene_labels", "device_labels", "per_device", "mean_all", "mean_bc",
+                "iterations", "train_seconds", "device_accuracy"):
+        assert key in ev
+    assert ev["cell_id"] == cell_id and ev["spec"] == s.to_dict() and ev["iterations"] == 20
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(metrics.columns) == list(training.METRICS_COLUMNS)
+    assert metrics["iteration"].tolist() == [5, 10, 15, 20]
+    preds = pd.read_csv(tmp_path / "predictions.csv", keep_default_na=False)
+    assert list(preds.columns) == list(training.PREDICTION_COLUMNS)
+    assert (preds["correct"] == (preds["scene"] == preds["pred_scene"]).astype(int)).all()
+    model = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert set(model) == {"state_dict", "spec", "model_config", "train_config", "norm_mean", "norm_std",
+                          "scene_labels", "device_labels", "caanet_version"}
+    assert not (tmp_path / "checkpoints").exists()
+    has_attention = s.pooling in ("att", "roi_att")
+    assert (tmp_path / "attention.npz").exists() == has_attention
+    if s.strategy == "single_device":
+        assert list(ev["per_device"]) == ["b"] and set(preds["device"]) == {"b"} and ev["mean_bc"] is not None
+        assert ev["per_device"]["b"]["n"] == 6
+    else:
+        assert list(ev["per_device"]) == ["a", "b", "c"] and len(preds) == 30
+    if s.strategy == "multi_task":
+        assert metrics["loss_device"].notna().all() and ev["device_accuracy"] is not None
+        assert set(preds["pred_device"]) <= {"a", "b", "c"}
+        assert metrics["loss"].iloc[0] > metrics["loss_scene"].iloc[0]
+    else:
+        assert metrics["loss_device"].isna().all() and metrics["lambda"].isna().all()
+        assert ev["device_accuracy"] is None and (preds["pred_device"] == "").all()
+    assert ev["test_device_labels_used"] == (s.strategy == "teacher_forcing")
+    if has_attention:
+        z = np.load(tmp_path / "attention.npz")
+        assert z["maps"].dtype == np.float16 and z["maps"].ndim == 3
+        assert len(z["filename"]) == len(z["scene"]) == len(z["device"]) == len(z["pred_scene"]) == z["maps"].shape[0]
+        # 2 per (class, device), the same parallel clip through the three devices
+        assert z["maps"].shape[0] == 3 * 3 * 2
+        stems = {f.rsplit("-", 1)[0] for f in z["filename"]}
+        assert len(stems) == 3 * 2
+
+
+def test_learns_the_tiny_task(tiny_cache, tmp_path):
+    ev = train_cell(tiny_cache, spec("cnn_pool-max-joint"), tiny_cfg(iterations=40), tmp_path)
+    assert ev["mean_all"] > 0.6  # chance is 1/3
+    loss = pd.read_csv(tmp_path / "metrics.csv")["loss"]
+    assert loss.iloc[-1] < loss.iloc[0]
+
+
+def test_best_val_selection_uses_validation(tiny_cache, tmp_path):
+    ev = train_cell(tiny_cache, spec("cnn_pool-max-joint"), tiny_cfg(selection="best_val", val_every=5), tmp_path)
+    its = [h[0] for h in ev["validation_history"]]
+    assert its == [5, 10, 15, 20] and ev["selected_iteration"] in its
+    best = max(ev["validation_history"], key=lambda h: h[1])
+    assert ev["selected_iteration"] == best[0]
+
+
+def test_two_runs_are_identical(tiny_cache, tmp_path):
+    s = spec("atrous-att-multi_task-L1")
+    train_cell(tiny_cache, s, tiny_cfg(), tmp_path / "a")
+    train_cell(tiny_cache, s, tiny_cfg(), tmp_path / "b")
+    assert_same_run(tmp_path / "a", tmp_path / "b")
+    train_cell(tiny_cache, spec("atrous-att-multi_task-L1", seed=1), tiny_cfg(), tmp_path / "c")
+    wa, wc = weights(tmp_path / "a"), weights(tmp_path / "c")
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa if wa[k].is_floating_point())
+
+
+class Killed(Exception):
+    pass
+
+
+def _kill_at(k):
+    def callback(iteration):
+        if iteration == k:
+            raise Killed(iteration)
+    return callback
+
+
+def test_killed_job_resumes_to_the_same_result(tiny_cache, tmp_path):
+    s = spec("cnn_nopool-att-multi_task-L2")
+    cfg = tiny_cfg(iterations=30)
+    train_cell(tiny_cache, s, cfg, tmp_path / "whole")
+    with pytest.raises(Killed):
+        train_cell(tiny_cache, s, cfg, tmp_path / "resumed", callback=_kill_at(17))
+    ck = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)
+    assert ck["iteration"] == 10 and not (tmp_path / "resumed" / "model.pt").exists()
+    lines = []
+    train_cell(tiny_cache, s, cfg, tmp_path / "resumed", log=lines.append)
+    assert any("resuming" in line and "iteration 10" in line for line in lines)
+    assert_same_run(tmp_path / "whole", tmp_path / "resumed")
+
+
+def test_sigterm_checkpoints_and_exits_then_resumes(tiny_cache, tmp_path):
+    s = spec("cnn_pool-max-joint")
+    cfg = tiny_cfg(checkpoint_every=100)
+    train_cell(tiny_cache, s, cfg, tmp_path / "whole")
+
+    def send_term(iteration):
+        if iteration == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Preempted, match="iteration 8"):
+        train_cell(tiny_cache, s, cfg, tmp_path / "pre", callback=send_term)
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert torch.load(tmp_path / "pre" / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 8
+    train_cell(tiny_cache, s, cfg, tmp_path / "pre")
+    assert_same_run(tmp_path / "whole", tmp_path / "pre")
+
+
+def test_checkpoint_of_another_job_is_refused(tiny_cache, tmp_path):
+    s = spec("cnn_pool-max-joint")
+    with pytest.raises(Killed):
+        train_cell(tiny_cache, s, tiny_cfg(), tmp_path, callback=_kill_at(12))
+    with pytest.raises(TrainingError, match=r"different job.*train_config\.lr"):
+        train_cell(tiny_cache, s, tiny_cfg(lr=2e-3), tmp_path)
+    with pytest.raises(TrainingError, match=r"different job.*spec\.seed"):
+        train_cell(tiny_cache, spec("cnn_pool-max-joint", seed=3), tiny_cfg(), tmp_path)
+    train_cell(tiny_cache, s, tiny_cfg(checkpoint_every=7), tmp_path)  # indifferent key: resumes
+
+
+# ---------------------------------------------------------------- bad inputs
+
+
+def test_non_finite_loss_names_the_iteration(make_tiny_cache, tiny_cache, tmp_path):
+    fs = load_features(tiny_cache, split="train")
+    used, _ = carve_validation(fs.identifier, fs.scene, fs.device, 0.2, seed=0)
+    cache = make_tiny_cache(tmp_path / "nan.h5", nan_clip=fs.filename[used[-1]])
+    with pytest.raises(TrainingError, match=r"loss\w* is nan at iteration 1\b"):
+        train_cell(cache, spec("cnn_pool-max-joint"), tiny_cfg(), tmp_path / "out")
+    assert not (tmp_path / "out" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (CellSpec("tiny", "resnet", "max", "joint"), SpecError, "topology='resnet'"),
+    (CellSpec("tiny", "cnn_pool", "max", "multi_task"), SpecError, "cond_layer=None"),
+    (CellSpec("tiny", "cnn_pool", "max", "single_device", device="z"), SpecError, "device 'z' is not in the cache"),
+])
+def test_bad_spec_rejected_before_any_output(tiny_cache, tmp_path, bad, error, match):
+    with pytest.raises(error, match=match):
+        train_cell(tiny_cache, bad, tiny_cfg(), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_config_and_cache_rejected_before_any_output(tiny_cache, tmp_path):
+    with pytest.raises(ConfigError, match="val_fraction"):
+        train_cell(tiny_cache, spec("cnn_pool-max-multi_task-L1"), tiny_cfg(val_fraction=0.0), tmp_path / "out")
+    with pytest.raises(CacheError, match="missing.h5"):
+        train_cell(tmp_path / "missing.h5", spec("cnn_pool-max-joint"), tiny_cfg(), tmp_path / "out")
+    with pytest.raises(ConfigError, match="threads"):
+        train_cell(tiny_cache, spec("cnn_pool-max-joint"), tiny_cfg(), tmp_path / "out", threads=0)
+    assert not (tmp_path / "out").exists()
