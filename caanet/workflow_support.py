@@ -1,0 +1,197 @@
+"""Glue between the resolved preset (caanet.config.resolve) and the caanet objects the rules need.
+
+The Snakefile calls these at parse time, so they stay cheap: no torch import here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+from caanet.errors import ConfigError
+from caanet.spec import CellSpec
+
+DEFAULT_SCENES = (
+    "airport", "bus", "metro", "metro_station", "park",
+    "public_square", "shopping_mall", "street_pedestrian", "street_traffic", "tram",
+)
+
+
+def scene_labels(preset: dict, dataset: str) -> list[str]:
+    return list(preset["datasets"][dataset].get("scenes") or DEFAULT_SCENES)
+
+
+def feature_params(preset: dict, dataset: str, *, expect_hash: str | None = None):
+    """The dataset's FeatureParams: the preset's overrides plus the dataset's clip length."""
+    from caanet.features import FeatureParams
+
+    overrides = dict(preset.get("features") or {})
+    if "clip_seconds" in overrides:
+        raise ConfigError(
+            f"config key 'presets.{preset['name']}.features.clip_seconds': the clip length is set per "
+            f"dataset (datasets.{dataset}.clip_seconds)"
+        )
+    overrides["clip_seconds"] = float(preset["datasets"][dataset]["clip_seconds"])
+    params = FeatureParams.from_dict(overrides)
+    if expect_hash is not None and params.hash() != expect_hash:
+        raise ConfigError(
+            f"feature cache {dataset}-{expect_hash}.h5 was asked for, but the configured feature "
+            f"parameters of {dataset!r} hash to {params.hash()}"
+        )
+    return params
+
+
+def synth_settings(preset: dict, dataset: str) -> dict:
+    """The generator settings of an embedded dataset (its clip length and devices included)."""
+    d = preset["datasets"][dataset]
+    settings = dict(d["embedded"])
+    settings.setdefault("clip_seconds", float(d["clip_seconds"]))
+    return settings
+
+
+def synth_config(settings: dict, dataset: str):
+    from caanet.data.synth import SynthConfig
+
+    return SynthConfig.from_dict(settings, where=f"datasets.{dataset}.embedded")
+
+
+def train_settings(preset: dict) -> dict:
+    """TrainConfig fields of the preset, with the fidelity mode (checked by TrainConfig)."""
+    return dict(preset.get("training") or {})
+
+
+def train_config(settings: dict, preset_name: str = "?"):
+    from caanet.training import TrainConfig
+
+    return TrainConfig.from_dict(settings, where=f"presets.{preset_name}.training")
+
+
+def cell_spec(preset: dict, dataset: str, cell: str, seed) -> CellSpec:
+    spec = CellSpec.from_id(cell, dataset=dataset, seed=int(seed), fidelity=preset.get("fidelity", "paper"))
+    devices = preset["datasets"][dataset]["devices"]
+    if spec.device is not None and spec.device not in devices:
+        raise ConfigError(f"cell {cell!r}: device {spec.device!r} is not one of datasets.{dataset}.devices {devices}")
+    return spec
+
+
+def check_preset(preset: dict) -> None:
+    """Check every part of the preset that a JSON schema cannot, before any job runs."""
+    for name, d in preset["datasets"].items():
+        feature_params(preset, name)
+        if d["source"] == "embedded":
+            synth_config(synth_settings(preset, name), name)
+    train_config(train_settings(preset), preset["name"])
+    from caanet import grid
+
+    grid.table1_cells(preset)
+
+
+# --- the grid (caanet.grid), as the rules need it ---------------------------------------------------
+
+def table1_cells(preset: dict) -> list[CellSpec]:
+    from caanet import grid
+
+    return grid.table1_cells(preset)
+
+
+def table2_cells(preset: dict, layers: dict) -> list[CellSpec]:
+    from caanet import grid
+
+    return grid.table2_cells(preset, layers)
+
+
+def table3_cells(preset: dict, layers: dict) -> list[CellSpec]:
+    from caanet import grid
+
+    return grid.table3_cells(preset, layers)
+
+
+def read_layers(path: str | Path) -> dict:
+    """``results/tables/layers.csv`` -> {(topology, pooling): layer}."""
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    return {(r.topology, r.pooling): int(r.cond_layer) for r in df.itertuples()}
+
+
+def figure_cells(preset: dict, table2_csv: str | Path, layers: dict, results: str = "results") -> dict:
+    """Evaluation files of the models in Figs. 6 and 7.
+
+    Fig. 6: the multi-task model with the best A/B/C average in Table II. Fig. 7: the multi-task
+    model with attention pooling (the CAA-Net itself: atrous + attention when that row exists,
+    else the best attention row).
+    """
+    import pandas as pd
+
+    df = pd.read_csv(table2_csv)
+    mt = df[(df.strategy == "multi_task") & (df.device == "avg")]
+    if mt.empty:
+        raise ConfigError("Table II has no multi_task rows: Figs. 6 and 7 need the multi-task strategy")
+    dataset = preset["tables"]["table2"]["dataset"]
+
+    def spec_for(row) -> CellSpec:
+        from caanet import grid
+
+        seed = grid.seeds_for(preset, row.pooling)[0]
+        return CellSpec(dataset, row.topology, row.pooling, "multi_task",
+                        cond_layer=int(layers[(row.topology, row.pooling)]), seed=seed,
+                        fidelity=preset.get("fidelity", "paper"))
+
+    best = mt.sort_values("acc_mean", ascending=False, kind="stable").iloc[0]
+    att = mt[mt.pooling.isin(["att", "roi_att"])]
+    caa = att[(att.topology == "atrous") & (att.pooling == "att")]
+    fig7 = caa.iloc[0] if not caa.empty else (att.sort_values("acc_mean", ascending=False).iloc[0] if not att.empty else best)
+    out = {}
+    for key, row in (("fig6", best), ("fig7", fig7)):
+        s = spec_for(row)
+        out[key] = f"{results}/cells/{s.dataset}/{s.cell_id}/seed{s.seed}/evaluation.json"
+    return out
+
+
+# --- script-side helpers -----------------------------------------------------------------------------
+
+def dataset_root_of(path: str | Path) -> Path:
+    """The folder holding meta.csv, from a dataset folder or a download rule's ``dataset.json``."""
+    import json
+
+    from caanet.errors import DatasetError
+
+    path = Path(path)
+    if path.is_file() and path.suffix == ".json":
+        path = Path(json.loads(path.read_text())["root"])
+    if (path / "meta.csv").is_file():
+        return path
+    candidates = sorted(p.parent for p in path.glob("*/meta.csv"))
+    if len(candidates) == 1:
+        return candidates[0]
+    raise DatasetError(
+        f"{path}: no meta.csv in this folder" + (f" (several below it: {candidates})" if candidates else "")
+        + "; point the dataset at the folder holding audio/, meta.csv and evaluation_setup/"
+    )
+
+
+def script_logger(log_path: str | Path, name: str = "caanet") -> logging.Logger:
+    """A logger writing to the rule's log file (and stderr), for workflow scripts."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.INFO)
+    logger.handlers.clear()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    for handler in (logging.FileHandler(log_path, mode="a"), logging.StreamHandler(sys.stderr)):
+        handler.setFormatter(fmt)
+        logger.addHandler(handler)
+    return logger
+
+
+@contextlib.contextmanager
+def logged(log_path: str | Path, name: str = "caanet"):
+    """Run a workflow script's body with a logger; an error is written to the log, then re-raised."""
+    logger = script_logger(log_path, name)
+    try:
+        yield logger
+    except Exception:
+        logger.exception("failed")
+        raise

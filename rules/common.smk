@@ -1,0 +1,91 @@
+# Shared helpers of the workflow: the resolved preset, paths, and code hashes.
+# Rules stay declarative; everything computed here is a small call into caanet.
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+# Import caanet from this checkout (not from wherever it was installed), here and in every
+# script job, so that a copy of the repository runs its own code.
+sys.path.insert(0, workflow.basedir)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [workflow.basedir] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+)
+
+from caanet.config import resolve
+from caanet.provenance import source_hash
+from caanet import workflow_support as ws
+
+P = resolve(config)
+RESULTS = "results"
+REPORTS = "reports"
+LOGS = f"{RESULTS}/logs"
+BENCH = f"{RESULTS}/benchmarks"
+
+# Checked once, key by key, before any job runs (unknown keys or wrong types name the key).
+ws.check_preset(P)
+
+# Code each stage depends on: a change reruns that stage and what follows, nothing before it.
+CODE = {
+    "data": source_hash("data"),
+    "features": source_hash("audio.py", "features.py"),
+    "train": source_hash("models", "training.py", "evaluation.py", "fidelity.py", "spec.py"),
+    "stats": source_hash("grid.py", "stats.py", "paper"),
+    "render": source_hash("render"),
+}
+
+
+def _names_regex(names):
+    names = sorted(names)
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+DATASETS = P["datasets"]
+DATASETS_BY_SOURCE = {
+    s: [n for n, d in DATASETS.items() if d["source"] == s] for s in ("embedded", "zenodo", "local")
+}
+
+
+wildcard_constraints:
+    dataset=_names_regex(DATASETS),
+    seed=r"\d+",
+    cell=r"[a-z_]+-[a-z_]+-[a-z_]+(-L\d)?(-[A-Za-z0-9]+)?",
+
+
+def dataset_root(wildcards):
+    """The folder holding the dataset in the real layout (a local dataset is used in place)."""
+    d = DATASETS[wildcards.dataset]
+    if d["source"] == "local":
+        return d["path"]
+    if d["source"] == "zenodo":
+        return f"{RESULTS}/zenodo/{wildcards.dataset}/dataset.json"
+    return f"{RESULTS}/data/{wildcards.dataset}"
+
+
+def cache_path(dataset):
+    return f"{RESULTS}/features/{dataset}-{ws.feature_params(P, dataset).hash()}.h5"
+
+
+def cache_input(wildcards):
+    return cache_path(wildcards.dataset)
+
+
+def cell_dir(spec):
+    return f"{RESULTS}/cells/{spec.dataset}/{spec.cell_id}/seed{spec.seed}"
+
+
+def cell_files(specs, name):
+    return [f"{cell_dir(s)}/{name}" for s in specs]
+
+
+def resource(kind, key):
+    """A resource of the preset (`resources.<kind>.<key>`), growing with the attempt for retries."""
+    value = P["resources"][kind][key]
+    if key in ("mem_mb", "runtime"):
+        return lambda wildcards, attempt: value * attempt
+    return value
+
+
+def latex_available():
+    return bool(shutil.which("latexmk") or shutil.which("pdflatex"))

@@ -1,0 +1,149 @@
+# Stage 5: rendering only (caanet.render). Nothing here trains or aggregates, so restyling a
+# table, a figure or a template reruns these rules and nothing upstream.
+
+
+def best_multitask(wildcards):
+    """Cell folders of the multi-task models shown in Figs. 6 and 7 (chosen from Table II)."""
+    table2 = checkpoints.aggregate_tables.get().output.table2
+    return ws.figure_cells(P, table2, selected_layers())
+
+
+def all_metrics(wildcards):
+    checkpoints.aggregate_tables.get()
+    return cell_files(ws.table1_cells(P) + table23_specs(), "metrics.csv")
+
+
+def all_benchmarks(wildcards):
+    checkpoints.aggregate_tables.get()
+    return [f"{BENCH}/train_cell/{s.dataset}/{s.cell_id}/seed{s.seed}.tsv" for s in ws.table1_cells(P) + table23_specs()]
+
+
+rule render_tables:
+    input:
+        table1=f"{RESULTS}/tables/table1.csv",
+        table2=f"{RESULTS}/tables/table2.csv",
+        table3=f"{RESULTS}/tables/table3.csv",
+    output:
+        tex=expand(f"{REPORTS}/tables/table{{n}}.tex", n=(1, 2, 3)),
+        html=report(
+            expand(f"{REPORTS}/tables/table{{n}}.html", n=(1, 2, 3)),
+            caption="report/tables.rst",
+            category="Tables",
+        ),
+    params:
+        code=CODE["render"],
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        f"{LOGS}/render_tables.log",
+    benchmark:
+        f"{BENCH}/render_tables.tsv"
+    group:
+        "postprocess"
+    localrule: True
+    conda:
+        "../envs/caanet.yaml"
+    script:
+        "../workflow_scripts/render_tables.py"
+
+
+rule render_figures:
+    input:
+        cells=f"{RESULTS}/tables/cells.csv",
+        figure_cells=best_multitask,
+        metrics=all_metrics,
+    output:
+        png=report(
+            expand(f"{REPORTS}/figures/{{fig}}.png", fig=("fig5_layers", "fig6_confusion", "fig7_attention", "training_curves")),
+            caption="report/figures.rst",
+            category="Figures",
+        ),
+        pdf=expand(f"{REPORTS}/figures/{{fig}}.pdf", fig=("fig5_layers", "fig6_confusion", "fig7_attention", "training_curves")),
+    params:
+        out_dir=f"{REPORTS}/figures",
+        code=CODE["render"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    log:
+        f"{LOGS}/render_figures.log",
+    benchmark:
+        f"{BENCH}/render_figures.tsv"
+    group:
+        "postprocess"
+    localrule: True
+    conda:
+        "../envs/caanet.yaml"
+    script:
+        "../workflow_scripts/render_figures.py"
+
+
+rule render_report:
+    input:
+        tables=rules.render_tables.output,
+        figures=rules.render_figures.output,
+        summaries=[f"{RESULTS}/tables/table{n}.csv" for n in (1, 2, 3)],
+        stats=f"{RESULTS}/stats/comparisons.csv",
+        benchmarks=all_benchmarks,
+    output:
+        html=report(f"{REPORTS}/paper.html", caption="report/paper.rst", category="Report"),
+        tex=f"{REPORTS}/paper.tex",
+    params:
+        preset=P,
+        results=RESULTS,
+        code=CODE["render"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        f"{LOGS}/render_report.log",
+    benchmark:
+        f"{BENCH}/render_report.tsv"
+    group:
+        "postprocess"
+    localrule: True
+    conda:
+        "../envs/caanet.yaml"
+    script:
+        "../workflow_scripts/render_report.py"
+
+
+rule build_pdf:
+    input:
+        tex=f"{REPORTS}/paper.tex",
+        figures=rules.render_figures.output.pdf,
+    output:
+        f"{REPORTS}/paper.pdf",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        f"{LOGS}/build_pdf.log",
+    benchmark:
+        f"{BENCH}/build_pdf.tsv"
+    group:
+        "postprocess"
+    localrule: True
+    conda:
+        "../envs/caanet.yaml"
+    script:
+        "../workflow_scripts/build_pdf.py"
+
+
+def all_targets():
+    targets = [f"{REPORTS}/data/{d}.html" for d in DATASETS]
+    targets += [f"{REPORTS}/paper.html"]
+    if latex_available():
+        targets.append(f"{REPORTS}/paper.pdf")
+    else:
+        print(
+            "caanet: no LaTeX found (latexmk/pdflatex): reports/paper.pdf is skipped, "
+            "reports/paper.html is built. Install texlive-latex-base texlive-latex-recommended latexmk for the PDF.",
+            file=sys.stderr,
+        )
+    return targets

@@ -1,0 +1,91 @@
+# Stage 4: aggregate the cells into Tables I-III (mean, std and 95% CI over seeds) and run the
+# paper's statistics. Table I is a checkpoint: the layer it selects per row decides which
+# conditional cells Tables II and III train, so `snakemake -n` plans them once Table I exists.
+
+
+checkpoint aggregate_table1:
+    input:
+        evaluations=cell_files(ws.table1_cells(P), "evaluation.json"),
+    output:
+        table=f"{RESULTS}/tables/table1.csv",
+        layers=f"{RESULTS}/tables/layers.csv",
+    params:
+        code=CODE["stats"],
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        f"{LOGS}/aggregate_table1.log",
+    benchmark:
+        f"{BENCH}/aggregate_table1.tsv"
+    group:
+        "postprocess"
+    localrule: True
+    conda:
+        "../envs/caanet.yaml"
+    script:
+        "../workflow_scripts/aggregate_table1.py"
+
+
+def selected_layers(wildcards=None):
+    """Table I's best conditioning layer per (topology, pooling): known once Table I is done."""
+    return ws.read_layers(checkpoints.aggregate_table1.get().output.layers)
+
+
+def table23_specs():
+    layers = selected_layers()
+    return ws.table2_cells(P, layers) + ws.table3_cells(P, layers)
+
+
+checkpoint aggregate_tables:
+    input:
+        table1=f"{RESULTS}/tables/table1.csv",
+        evaluations=lambda wildcards: cell_files(ws.table1_cells(P) + table23_specs(), "evaluation.json"),
+    output:
+        table2=f"{RESULTS}/tables/table2.csv",
+        table3=f"{RESULTS}/tables/table3.csv",
+        cells=f"{RESULTS}/tables/cells.csv",
+    params:
+        code=CODE["stats"],
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        f"{LOGS}/aggregate_tables.log",
+    benchmark:
+        f"{BENCH}/aggregate_tables.tsv"
+    group:
+        "postprocess"
+    localrule: True
+    conda:
+        "../envs/caanet.yaml"
+    script:
+        "../workflow_scripts/aggregate_tables.py"
+
+
+rule run_stats:
+    input:
+        layers=f"{RESULTS}/tables/layers.csv",
+        predictions=lambda wildcards: cell_files(table23_specs(), "predictions.csv"),
+    output:
+        f"{RESULTS}/stats/comparisons.csv",
+    params:
+        results=RESULTS,
+        code=CODE["stats"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        f"{LOGS}/run_stats.log",
+    benchmark:
+        f"{BENCH}/run_stats.tsv"
+    group:
+        "postprocess"
+    localrule: True
+    conda:
+        "../envs/caanet.yaml"
+    script:
+        "../workflow_scripts/run_stats.py"

@@ -1,0 +1,30 @@
+# Stage 3: one training job per table cell and seed (caanet.training.train_cell). The cell id in
+# the path is parsed back into a CellSpec (caanet.spec), so any cell of the grid, or one a user
+# names by hand, is a valid target.
+
+
+rule train_cell:
+    input:
+        cache=cache_input,
+    output:
+        evaluation=f"{RESULTS}/cells/{{dataset}}/{{cell}}/seed{{seed}}/evaluation.json",
+        predictions=f"{RESULTS}/cells/{{dataset}}/{{cell}}/seed{{seed}}/predictions.csv",
+        metrics=f"{RESULTS}/cells/{{dataset}}/{{cell}}/seed{{seed}}/metrics.csv",
+        model=f"{RESULTS}/cells/{{dataset}}/{{cell}}/seed{{seed}}/model.pt",
+    params:
+        spec=lambda wildcards: ws.cell_spec(P, wildcards.dataset, wildcards.cell, wildcards.seed).to_dict(),
+        training=ws.train_settings(P),
+        code=CODE["train"],
+    threads: P["resources"]["train"]["threads"]
+    resources:
+        mem_mb=resource("train", "mem_mb"),
+        runtime=resource("train", "runtime"),
+        gpu=P["resources"]["train"]["gpu"],
+    log:
+        f"{LOGS}/train_cell/{{dataset}}/{{cell}}/seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/train_cell/{{dataset}}/{{cell}}/seed{{seed}}.tsv"
+    conda:
+        "../envs/caanet.yaml"
+    script:
+        "../workflow_scripts/train_cell.py"

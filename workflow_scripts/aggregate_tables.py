@@ -1,0 +1,11 @@
+"""Aggregate Tables II and III over seeds, and every cell's per-device accuracy (caanet.grid)."""
+from caanet import grid
+from caanet.io import write_csv_atomic
+from caanet.workflow_support import logged
+
+with logged(snakemake.log[0], "aggregate_tables") as log:
+    cells = grid.collect_cells(snakemake.input.evaluations)
+    write_csv_atomic(snakemake.output.cells, cells)
+    for table in ("table2", "table3"):
+        write_csv_atomic(snakemake.output[table], grid.summarise_table(cells, table, preset=None))
+    log.info("aggregated %d cell results", len(cells))

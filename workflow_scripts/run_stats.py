@@ -1,0 +1,11 @@
+"""The paper's one-tailed z-tests and paired McNemar tests (caanet.stats)."""
+from caanet import stats
+from caanet.io import write_csv_atomic
+from caanet.workflow_support import logged, read_layers
+
+with logged(snakemake.log[0], "run_stats") as log:
+    preset = snakemake.config_preset if hasattr(snakemake, "config_preset") else None
+    comparisons = stats.paper_comparisons(snakemake.params.preset, read_layers(snakemake.input.layers))
+    df = stats.run_comparisons(comparisons, stats.predictions_loader(snakemake.params.results))
+    write_csv_atomic(snakemake.output[0], df)
+    log.info("%d comparisons", len(df))
