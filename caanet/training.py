@@ -504,7 +504,7 @@ def _set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: Path, *, fingerprint, model, optimizer, rule, iteration, metrics, pending, elapsed,
-                    best, val_history) -> None:
+                    best, val_history, code_version=None) -> None:
     """Write ``checkpoints/last.pt`` atomically.
 
     ``pending`` is ``(loss sums, count)`` of the iterations since the last metrics row, so a resumed
@@ -515,9 +515,18 @@ def save_checkpoint(path: Path, *, fingerprint, model, optimizer, rule, iteratio
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "lambda_rule": rule.state_dict(),
         "metrics": metrics, "pending": [[float(v) for v in pending[0]], int(pending[1])],
         "elapsed_s": float(elapsed), "best": best, "val_history": val_history, "rng": _rng_state(),
+        "code_version": code_version,
     }
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def _checkpoint_code_version(path: Path):
+    """The ``code_version`` a checkpoint was written with (None if unreadable or not recorded)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True).get("code_version")
+    except Exception:  # noqa: BLE001 - load_checkpoint reports unreadable files
+        return None
 
 
 def load_checkpoint(path: Path, fingerprint: dict) -> dict:
@@ -614,13 +623,16 @@ def _write_outputs(out_dir: Path, *, spec, cfg, model, model_cfg, data: CellData
 
 
 def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, threads: int | None = None,
-               device="auto", log=None, callback: Callable[[int], None] | None = None) -> dict:
+               device="auto", log=None, code_version: str | None = None,
+               callback: Callable[[int], None] | None = None) -> dict:
     """Train and evaluate one table cell; write the contract's outputs into ``out_dir``; return evaluation.json.
 
     ``threads`` sets torch's intra-op threads (inter-op 1) so a job uses the cores its rule declares.
     ``device``: "auto" (CUDA if available, else CPU) or a torch device. ``log``: a Logger or a
     callable taking a line (plain log lines every ``log_every`` iterations; a tqdm bar when stderr is
-    a TTY). ``callback(iteration)`` is called after each completed iteration (a test hook; an
+    a TTY). ``code_version`` (the workflow's hash of the training code) is recorded in
+    ``evaluation.json``; a checkpoint written by other code is discarded (logged) rather than
+    resumed, while one of another spec or config is refused. ``callback(iteration)`` is called after each completed iteration (a test hook; an
     exception raised there aborts the job like a kill, leaving the last periodic checkpoint).
     """
     from caanet.models import ModelConfig, build_model
@@ -648,6 +660,11 @@ def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, thre
         ck_path = out_dir / "checkpoints" / "last.pt"
         start, metrics, elapsed0, best, val_history = 0, [], 0.0, None, []
         sums, n_sum = np.zeros(3), 0  # losses of the iterations since the last metrics row
+        if ck_path.exists() and code_version is not None:
+            stale = _checkpoint_code_version(ck_path)
+            if stale != code_version:
+                say(f"{ck_path}: written by code {stale!r}, this is {code_version!r}: starting over")
+                ck_path.unlink()
         if ck_path.exists():
             ck = load_checkpoint(ck_path, fingerprint)
             model.load_state_dict(ck["model"])
@@ -665,7 +682,7 @@ def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, thre
             save_checkpoint(ck_path, fingerprint=fingerprint, model=model, optimizer=optimizer, rule=rule,
                             iteration=iteration, metrics=metrics, pending=(sums, n_sum),
                             elapsed=elapsed0 + time.monotonic() - t0,
-                            best=best, val_history=val_history)
+                            best=best, val_history=val_history, code_version=code_version)
 
         lambda_x = data.test if rule.source == "test" else data.train
         lambda_pos = np.arange(len(data.test)) if rule.source == "test" else data.val_idx
@@ -764,6 +781,7 @@ def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, thre
             "lambda_switched_at": rule.switched_at if multi else None,
             "n_train": int(data.train_idx.size), "n_val": int(data.val_idx.size), "n_test": int(len(data.test)),
             "validation_history": val_history,
+            "code_version": code_version,
         }
         if oracle:
             evaluation["note"] = ("teacher forcing: the true device label of each test clip is fed to the model "

@@ -291,7 +291,21 @@ def test_checkpoint_of_another_job_is_refused(tiny_cache, tmp_path):
         train_cell(tiny_cache, s, tiny_cfg(lr=2e-3), tmp_path)
     with pytest.raises(TrainingError, match=r"different job.*spec\.seed"):
         train_cell(tiny_cache, spec("cnn_pool-max-joint", seed=3), tiny_cfg(), tmp_path)
-    train_cell(tiny_cache, s, tiny_cfg(checkpoint_every=7), tmp_path)  # indifferent key: resumes
+    lines = []
+    train_cell(tiny_cache, s, tiny_cfg(checkpoint_every=7), tmp_path, log=lines.append)  # indifferent key
+    assert any("resuming" in line for line in lines)
+
+
+def test_checkpoint_of_other_code_is_discarded(tiny_cache, tmp_path):
+    s = spec("cnn_pool-max-joint")
+    train_cell(tiny_cache, s, tiny_cfg(), tmp_path / "whole", code_version="v2")
+    with pytest.raises(Killed):
+        train_cell(tiny_cache, s, tiny_cfg(), tmp_path / "run", code_version="v1", callback=_kill_at(12))
+    lines = []
+    ev = train_cell(tiny_cache, s, tiny_cfg(), tmp_path / "run", code_version="v2", log=lines.append)
+    assert any("starting over" in line for line in lines) and not any("resuming" in line for line in lines)
+    assert ev["code_version"] == "v2"
+    assert_same_run(tmp_path / "whole", tmp_path / "run")
 
 
 # ---------------------------------------------------------------- bad inputs
