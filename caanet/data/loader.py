@@ -1,7 +1,7 @@
 """Data for one training job: reading the feature cache, the validation carve-out, normalisation, batches.
 
-* :func:`load_features` reads the HDF5 cache through ``caanet.features.load_cache`` (the contract's
-  reader) and falls back to a small private reader of the same layout while that module is absent.
+* :func:`cache_labels` reads only the label lists of a cache (a cheap check before a job starts);
+  :func:`load_features` reads clips through ``caanet.features.load_cache`` (the contract's reader).
 * :func:`carve_validation` holds out whole recording locations (``identifier``) of the training data
   for validation, stratified so each scene and device appears on both sides where possible.
 * :func:`fit_normalisation` / :func:`normalise_` standardise each mel bin with the statistics of the
@@ -14,34 +14,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from caanet.errors import CacheError, ConfigError
-
-_STRING_KEYS = ("filename", "scene", "device", "identifier", "split")
-
-
-@dataclass
-class FeatureSet:
-    """The clips of a cache (or a subset): what ``caanet.features.load_cache`` returns, per contract."""
-
-    x: np.ndarray  # (N, T, M) float32
-    scene: np.ndarray  # (N,) int64 index into scene_labels
-    device: np.ndarray  # (N,) int64 index into device_labels
-    filename: np.ndarray  # (N,) str
-    identifier: np.ndarray  # (N,) str
-    scene_labels: list
-    device_labels: list
-    params: dict = field(default_factory=dict)
-
-
-def _decode(values) -> np.ndarray:
-    return np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values], dtype=object)
-
 
 def _json_attr(path, attrs, key):
     try:
@@ -53,7 +31,8 @@ def _json_attr(path, attrs, key):
 
 
 def cache_labels(path: str | Path) -> tuple[list, list]:
-    """``(scene_labels, device_labels)`` from a cache's attributes, without reading any features."""
+    """``(scene_labels, device_labels)`` from a cache's attributes, without reading any features
+    (a cheap check before a job starts; :func:`load_features` validates the whole layout)."""
     import h5py
 
     path = Path(path)
@@ -66,62 +45,10 @@ def cache_labels(path: str | Path) -> tuple[list, list]:
         raise CacheError(f"{path}: not a readable HDF5 file ({e})") from None
 
 
-def _read_cache(path: str | Path, *, split: str | None = None, devices: Sequence[str] | None = None) -> FeatureSet:
-    """Minimal reader of the contract's HDF5 layout (stand-in for ``caanet.features.load_cache``)."""
-    import h5py
-
-    path = Path(path)
-    scene_labels, device_labels = cache_labels(path)
-    with h5py.File(path, "r") as f:
-        for key in ("logmel",) + _STRING_KEYS:
-            if key not in f:
-                raise CacheError(f"{path}: dataset {key!r} is missing")
-        x = f["logmel"]
-        if x.ndim != 3 or x.dtype != np.float32:
-            raise CacheError(f"{path}: 'logmel' must be float32 (clips, frames, mels), got {x.dtype} {x.shape}")
-        n = x.shape[0]
-        cols = {}
-        for key in _STRING_KEYS:
-            if f[key].shape != (n,):
-                raise CacheError(f"{path}: {key!r} has shape {f[key].shape}, expected ({n},)")
-            cols[key] = _decode(f[key][()])
-        mask = np.ones(n, dtype=bool)
-        if split is not None:
-            mask &= cols["split"] == split
-        if devices is not None:
-            mask &= np.isin(cols["device"], list(devices))
-        idx = np.flatnonzero(mask)
-        data = x[()][idx] if idx.size < n else x[()]
-        params = _json_attr(path, f.attrs, "params") if "params" in f.attrs else {}
-
-    def to_index(key, labels):
-        lookup = {lab: i for i, lab in enumerate(labels)}
-        out = np.empty(idx.size, dtype=np.int64)
-        for j, i in enumerate(idx):
-            try:
-                out[j] = lookup[cols[key][i]]
-            except KeyError:
-                raise CacheError(f"{path}: {key}[{i}]={cols[key][i]!r} is not in the attribute {key}_labels") from None
-        return out
-
-    return FeatureSet(
-        x=np.ascontiguousarray(data, dtype=np.float32),
-        scene=to_index("scene", scene_labels),
-        device=to_index("device", device_labels),
-        filename=cols["filename"][idx],
-        identifier=cols["identifier"][idx],
-        scene_labels=scene_labels,
-        device_labels=device_labels,
-        params=params,
-    )
-
-
 def load_features(path: str | Path, *, split: str | None = None, devices: Sequence[str] | None = None):
-    """Load a split of the cache: ``caanet.features.load_cache`` where it exists, else :func:`_read_cache`."""
-    try:
-        from caanet.features import load_cache
-    except ImportError:
-        return _read_cache(path, split=split, devices=devices)
+    """A split (and some devices) of the cache as a ``caanet.features.FeatureSet`` (the contract's reader)."""
+    from caanet.features import load_cache
+
     return load_cache(path, split=split, devices=list(devices) if devices is not None else None)
 
 
