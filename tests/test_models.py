@@ -272,3 +272,42 @@ def test_build_model_rejects_non_config():
     with pytest.raises(ConfigError):
         build_model({"topology": "atrous"})
     assert isinstance(build_model(small()), CAANet)
+
+
+def _randomise_batchnorm(model):
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+            torch.nn.init.normal_(module.weight)
+            torch.nn.init.normal_(module.bias)
+
+
+@pytest.mark.parametrize("source,layer", [("predicted", 2), ("oracle", 4), ("none", None)])
+def test_inference_copy_folds_batchnorm_without_changing_outputs(source, layer):
+    torch.manual_seed(3)
+    model = build_model(small("cnn_pool", "att", device_source=source, cond_layer=layer))
+    _randomise_batchnorm(model)
+    model.eval()
+    x, d = torch.randn(3, 64, 32), torch.tensor([0, 2, 1])
+    with torch.no_grad():
+        expected = model(x, d)
+    fused = model.inference_copy()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    with torch.inference_mode():
+        got = fused(x, d)
+    assert torch.allclose(got.scene, expected.scene, atol=1e-5)
+    assert torch.allclose(got.attention, expected.attention, atol=1e-6)
+    if source == "predicted":
+        assert torch.allclose(got.device, expected.device, atol=1e-5)
+
+
+def test_state_dict_loads_into_a_fresh_model_whatever_the_memory_format():
+    torch.manual_seed(0)
+    model = build_model(small("atrous", "max")).eval()
+    contiguous = {k: v.contiguous() for k, v in model.state_dict().items()}
+    other = build_model(small("atrous", "max")).eval()
+    other.load_state_dict(contiguous)
+    x = torch.randn(2, 64, 32)
+    assert torch.equal(model(x).scene, other(x).scene)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+import torch.nn.utils.fusion
 from torch import nn
 
 from caanet.errors import ConfigError
@@ -43,6 +44,7 @@ class ConvBlock(nn.Module):
         )
         self.bn = nn.BatchNorm2d(out_ch)
         self.pool = pool
+        self.cond_scale: torch.Tensor | None = None  # set by fuse_bn_()
         init_he_uniform(self.conv)
 
     @property
@@ -52,11 +54,29 @@ class ConvBlock(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         y = self.conv(x)
         if cond is not None:
+            if self.cond_scale is not None:
+                cond = cond * self.cond_scale
             y = y + cond.to(y.dtype)[:, :, None, None]
         y = F.relu(self.bn(y))
         if self.pool:
             y = F.max_pool2d(y, kernel_size=2)
         return y
+
+    @torch.no_grad()
+    def fuse_bn_(self) -> "ConvBlock":
+        """Fold the (eval-mode) BatchNorm into the conv, in place; for inference copies only.
+
+        ``bn(conv(x) + c) = s * conv(x) + (beta - s * mean) + s * c`` with ``s = gamma / sqrt(var + eps)``:
+        the conv gets scaled weights and a bias, the conditioning term is scaled by ``s``.
+        """
+        if isinstance(self.bn, nn.Identity):
+            return self
+        scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+        fused = torch.nn.utils.fusion.fuse_conv_bn_eval(self.conv.eval(), self.bn.eval())
+        self.conv = fused.to(memory_format=torch.channels_last)
+        self.cond_scale = scale.detach().clone()
+        self.bn = nn.Identity()
+        return self
 
     def extra_repr(self) -> str:
         return f"pool={self.pool}"

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -15,6 +16,7 @@ from torch import nn
 from caanet.errors import ConfigError, SpecError
 from caanet.fidelity import get_fidelity
 from caanet.models.backbones import TOPOLOGY_TABLE, Backbone, feature_map_shape
+from caanet.models.blocks import ConvBlock
 from caanet.models.conditioning import DeviceConditioning, device_one_hot
 from caanet.models.device_cnn import DeviceCNN
 from caanet.models.heads import POOLINGS, build_head, roi_output_shape
@@ -199,6 +201,9 @@ class CAANet(nn.Module):
         self.device_net = (
             DeviceCNN(cfg.n_devices, cfg.device_channels, cfg.kernel_size) if cfg.device_source == "predicted" else None
         )
+        # channels-last (NHWC) convolutions are about twice as fast with oneDNN on CPU and use
+        # tensor cores on CUDA; parameters keep their logical shapes, so checkpoints are unaffected
+        self.to(memory_format=torch.channels_last)
 
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.dim() != 3:
@@ -206,7 +211,7 @@ class CAANet(nn.Module):
             raise ConfigError(f"CAANet input must be (batch, time, mel), got {shape}")
         if not x.is_floating_point():
             raise ConfigError(f"CAANet input must be a float tensor, got dtype {x.dtype}")
-        return x.unsqueeze(1)
+        return x.unsqueeze(1).contiguous(memory_format=torch.channels_last)
 
     def device_one_hot(self, x4: torch.Tensor, device: torch.Tensor | None):
         """``(one_hot or None, CNN-d log-probabilities or None)`` for the configured device source."""
@@ -245,6 +250,17 @@ class CAANet(nn.Module):
         finally:
             self.train(was_training)
         return out.scene, out.device
+
+    def inference_copy(self) -> "CAANet":
+        """A copy in eval mode with every BatchNorm folded into its conv: same outputs, faster.
+
+        Use it under ``torch.inference_mode()`` for evaluation; it cannot be trained (no BatchNorm).
+        """
+        model = copy.deepcopy(self).eval()
+        for module in model.modules():
+            if isinstance(module, ConvBlock):
+                module.fuse_bn_()
+        return model.requires_grad_(False)
 
 
 def build_model(cfg: ModelConfig) -> CAANet:
