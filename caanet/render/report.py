@@ -1,0 +1,535 @@
+"""The regenerated paper: one self-contained HTML page, a LaTeX article, and its PDF.
+
+:func:`build_context` gathers everything from result FILES (table summaries, the statistics CSV,
+rendered tables, figure PNG/PDFs, Snakemake benchmark TSVs) plus provenance (preset, datasets and
+whether they are synthetic, seeds, fidelity, software versions, git commit, date) into one plain
+dict. :func:`render_report_html` and :func:`render_report_tex` fill the Jinja2 templates in
+``caanet/render/templates``; :func:`build_pdf` compiles the LaTeX with ``latexmk`` (or ``pdflatex``
+twice) and returns a message instead of raising when LaTeX is absent, so the HTML still builds.
+
+The "do the paper's claims hold here?" paragraph is computed, never written by hand: for each
+conditional strategy against each baseline, the rows of Tables II/III where ours is higher on
+device B, device C and the average, next to the same count from the paper's own numbers, and how
+many of the per-row one-tailed z-tests of ``comparisons.csv`` are significant.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import pandas as pd
+
+from caanet.errors import ResultsError
+from caanet.io import atomic_path, write_text_atomic
+from caanet.render import tables as T
+from caanet.spec import CellSpec
+
+TABLE_TITLES = {
+    "table1": "Table I: teacher-forcing conditioning at each layer (average over devices A, B, C)",
+    "table2": "Table II: the four training strategies (DCASE 2018 in the paper)",
+    "table3": "Table III: the four training strategies (DCASE 2019 in the paper)",
+}
+FIGURES = (
+    ("fig5_layers", "Fig. 5: accuracy per device and conditioning layer",
+     "Teacher-forcing cells of Table I; one panel per topology and pooling; bars are devices A, B, C."),
+    ("fig6_confusion", "Fig. 6: confusion matrices of the best multi-task model",
+     "Rows are the true scenes (normalised per row), columns the predicted ones; numbers are clip counts."),
+    ("fig7_attention", "Fig. 7: attention heat maps per class and device",
+     "Attention of the true class of the multi-task CAA-Net; the same clip recorded by each device where "
+     "the dataset has parallel recordings. Time runs left to right, mel bands bottom to top."),
+    ("training_curves", "Training curves",
+     "Loss, learning rate, λ of Eq. (2) and the device accuracy of CNN-d against the iteration, per cell."),
+)
+ZTEST_FORMULA = "z = (p̂_a − p̂_b) / √( p̂ (1 − p̂) (1/n_a + 1/n_b) ),  p̂ = (k_a + k_b) / (n_a + n_b),  p = 1 − Φ(z)"
+ZTEST_FORMULA_TEX = (r"z = \frac{\hat p_a - \hat p_b}{\sqrt{\hat p(1-\hat p)(1/n_a + 1/n_b)}},\quad"
+                     r"\hat p = \frac{k_a + k_b}{n_a + n_b},\quad p = 1 - \Phi(z)")
+N_EXPLAINED = (
+    "k is the number of test clips a model classifies correctly and n the number of test clips it is evaluated "
+    "on (all devices together; a single-device model is its three per-device cells together, so both models "
+    "see the same clips). The proportions k/n are clip-level accuracies, not the paper's class-wise mean. The test "
+    "is one-tailed (H1: model a is better). It treats the two models' clips as independent although they are "
+    "the same clips, so McNemar's paired test is given beside it (b: clips only model a got right, c: clips "
+    "only model b got right)."
+)
+ORACLE_NOTE = (
+    "Teacher-forcing conditional training feeds the TRUE device label to the network at test time as well "
+    "(as the paper and the authors' code do): it uses oracle information a deployed system does not have. "
+    "Only multi-task conditional training (device predicted by CNN-d) is a fair comparison with the baselines."
+)
+CLAIM_TESTS = (("teacher_forcing", "single_device"), ("teacher_forcing", "joint"),
+               ("multi_task", "single_device"), ("multi_task", "joint"))
+SIGNIFICANCE = 0.05
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+# --------------------------------------------------------------------------------------------- provenance
+
+def dataset_entries(preset: dict) -> list[dict]:
+    """One entry per dataset the tables use: name, source, synthetic (source ``embedded``), devices, tables."""
+    datasets = preset.get("datasets") or {}
+    tables = preset.get("tables") or {}
+    out = []
+    for name in sorted(datasets):
+        d = datasets[name] or {}
+        source = d.get("source", "unknown")
+        out.append({
+            "name": name,
+            "source": source,
+            "synthetic": source == "embedded",
+            "devices": ", ".join(map(str, d.get("devices") or [])),
+            "clip_seconds": d.get("clip_seconds"),
+            "tables": ", ".join(t for t in sorted(tables) if (tables[t] or {}).get("dataset") == name),
+        })
+    return out
+
+
+def synthetic_statement(datasets: list[dict]) -> str:
+    """A plain sentence naming the synthetic datasets ('' when every dataset is real)."""
+    synth = [d["name"] for d in datasets if d["synthetic"]]
+    if not synth:
+        return ""
+    names = ", ".join(synth)
+    return (
+        f"The dataset(s) {names} are SYNTHETIC: generated by caanet's embedded generator (procedural scene "
+        "textures through simulated devices), not the DCASE recordings. The numbers below show that the "
+        "pipeline runs and what it measures on that data; they do not test the paper's claims about real "
+        "devices, and their agreement or disagreement with the paper's values means little."
+    )
+
+
+def provenance(preset: dict, *, versions: dict | None = None, commit: str | None = None,
+               date: str | None = None, repo_dir=None) -> dict:
+    """Preset, datasets, seeds, fidelity, software versions, git commit and date."""
+    from caanet import provenance as prov
+
+    datasets = dataset_entries(preset)
+    seeds_by = preset.get("seeds_by_pooling") or {}
+    return {
+        "preset": preset.get("name", "unknown"),
+        "fidelity": preset.get("fidelity", "paper"),
+        "seeds": ", ".join(map(str, preset.get("seeds") or [0])),
+        "seeds_by_pooling": "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in sorted(seeds_by.items())),
+        "datasets": datasets,
+        "synthetic": any(d["synthetic"] for d in datasets),
+        "synthetic_statement": synthetic_statement(datasets),
+        "versions": versions if versions is not None else prov.software_versions(),
+        "git_commit": commit if commit is not None else prov.git_commit(repo_dir),
+        "date": date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+# --------------------------------------------------------------------------------------------- statistics
+
+def _fmt(x, spec: str = ".1f") -> str:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return "—"
+    return "—" if math.isnan(x) else format(x, spec)
+
+
+def _fmt_p(p) -> str:
+    try:
+        p = float(p)
+    except (TypeError, ValueError):
+        return "—"
+    if math.isnan(p):
+        return "—"
+    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def read_comparisons(path) -> pd.DataFrame:
+    """Read ``results/stats/comparisons.csv`` and check its columns."""
+    try:
+        df = pd.read_csv(path, keep_default_na=True)
+    except (OSError, pd.errors.ParserError) as exc:
+        raise ResultsError(f"{path}: cannot read the comparisons: {exc}") from exc
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=["table", "comparison", "row", "model_a", "model_b", "seed", "n",
+                                     "acc_a", "acc_b", "z", "p_z", "mcnemar_b", "mcnemar_c", "mcnemar_p",
+                                     "method", "paper_claim"])
+    required = ["table", "comparison", "row", "model_a", "model_b", "n", "acc_a", "acc_b", "z", "p_z"]
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ResultsError(f"{path}: missing column(s) {missing} (has {list(df.columns)})")
+    df["paper_claim"] = df.get("paper_claim", pd.Series([""] * len(df))).fillna("").astype(str)
+    return df
+
+
+def claim_threshold(text: str) -> float | None:
+    """The significance level a claim text states (``... p < 0.01`` -> 0.01), or None."""
+    m = re.search(r"p\s*<\s*([0-9]*\.?[0-9]+)", text or "")
+    return float(m.group(1)) if m else None
+
+
+def _comparison_record(r: dict) -> dict:
+    threshold = claim_threshold(r.get("paper_claim", ""))
+    level = threshold if threshold is not None else SIGNIFICANCE
+    better = float(r["acc_a"]) > float(r["acc_b"])
+    p = float(r["p_z"]) if not pd.isna(r["p_z"]) else math.nan
+    holds = bool(better and not math.isnan(p) and p < level)
+    return {
+        "table": r["table"], "comparison": r["comparison"], "row": r["row"], "model_a": r["model_a"],
+        "model_b": r["model_b"], "seed": "" if pd.isna(r.get("seed")) else int(r["seed"]),
+        "n": "" if pd.isna(r["n"]) else int(r["n"]), "acc_a": _fmt(r["acc_a"]), "acc_b": _fmt(r["acc_b"]),
+        "z": _fmt(r["z"], ".2f"), "p_z": _fmt_p(r["p_z"]),
+        "mcnemar": "—" if pd.isna(r.get("mcnemar_p", np.nan)) else
+        f"b={int(r['mcnemar_b'])}, c={int(r['mcnemar_c'])}, p={_fmt_p(r['mcnemar_p'])}",
+        "method": r.get("method", "") if not pd.isna(r.get("method", "")) else "",
+        "paper_claim": r.get("paper_claim", ""), "level": level, "holds": holds,
+        "verdict": ("holds" if holds else "does not hold") + f" at p < {level:g}",
+    }
+
+
+def statistics_section(comparisons: pd.DataFrame | None) -> dict:
+    """The paper's two claims and the per-row tests, formatted for the templates."""
+    out = {"formula": ZTEST_FORMULA, "formula_tex": ZTEST_FORMULA_TEX, "n_explained": N_EXPLAINED,
+           "present": comparisons is not None and len(comparisons) > 0, "claims": [], "rows": []}
+    if not out["present"]:
+        return out
+    records = [_comparison_record(r) for r in comparisons.to_dict("records")]
+    out["claims"] = [r for r in records if r["paper_claim"]]
+    out["rows"] = [r for r in records if not r["paper_claim"]]
+    return out
+
+
+# --------------------------------------------------------------------------------------------- claims
+
+def _avg_and_devices(df: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Wide (topology, pooling) x (strategy, device) frame of ``value`` from a long frame."""
+    return df.pivot_table(index=["topology", "pooling"], columns=["strategy", "device"], values=value, aggfunc="first")
+
+
+def count_wins(wide: pd.DataFrame, strategy_a: str, strategy_b: str, device: str) -> tuple[int, int]:
+    """Rows where ``strategy_a`` beats ``strategy_b`` on ``device``; returns (wins, rows compared)."""
+    if (strategy_a, device) not in wide.columns or (strategy_b, device) not in wide.columns:
+        return 0, 0
+    a, b = wide[(strategy_a, device)], wide[(strategy_b, device)]
+    ok = a.notna() & b.notna()
+    return int((a[ok].round(1) > b[ok].round(1)).sum()), int(ok.sum())
+
+
+def _significant(comparisons: pd.DataFrame | None, table: str, strategy_a: str, strategy_b: str) -> tuple[int, int]:
+    if comparisons is None or comparisons.empty:
+        return 0, 0
+    sel = comparisons[(comparisons["table"].astype(str) == table)
+                      & (comparisons["comparison"] == f"{strategy_a} vs {strategy_b}")
+                      & (comparisons["paper_claim"] == "")]
+    if sel.empty:
+        return 0, 0
+    sig = (pd.to_numeric(sel["p_z"], errors="coerce") < SIGNIFICANCE) & (sel["acc_a"] > sel["acc_b"])
+    return int(sig.sum()), len(sel)
+
+
+def qualitative_claims(summaries: dict[str, pd.DataFrame], comparisons: pd.DataFrame | None) -> list[dict]:
+    """For Tables II/III: conditional vs single-device and joint training on B, C and the average.
+
+    Each entry counts the rows where ours holds and where the paper's numbers hold, plus the
+    significant per-row z-tests (p < 0.05, ours better) of ``comparisons.csv``.
+    """
+    out = []
+    for table in ("table2", "table3"):
+        if table not in summaries:
+            continue
+        ours = _avg_and_devices(summaries[table], "acc_mean")
+        rows = ours.index
+        paper = T.paper_values(table)
+        paper_wide = _avg_and_devices(paper, "paper_acc").reindex(rows)
+        for a, b in CLAIM_TESTS:
+            if (a, "avg") not in ours.columns or (b, "avg") not in ours.columns:
+                continue
+            entry = {"table": table, "table_name": TABLE_TITLES[table].split(":")[0],
+                     "strategy_a": T.STRATEGY_NAMES[a], "strategy_b": T.STRATEGY_NAMES[b], "devices": []}
+            for dev in ("b", "c", "avg"):
+                wins, total = count_wins(ours, a, b, dev)
+                pw, pt = count_wins(paper_wide, a, b, dev)
+                entry["devices"].append({"device": T.DEVICE_NAMES[dev], "wins": wins, "total": total,
+                                         "paper_wins": pw, "paper_total": pt})
+            sig, tests = _significant(comparisons, table, a, b)
+            entry["significant"], entry["tests"] = sig, tests
+            out.append(entry)
+    return out
+
+
+def claims_sentences(claims: list[dict]) -> list[str]:
+    """One plain sentence per entry of :func:`qualitative_claims`."""
+    sentences = []
+    for c in claims:
+        parts = [f"{d['device']}: {d['wins']}/{d['total']} rows (paper {d['paper_wins']}/{d['paper_total']})"
+                 for d in c["devices"]]
+        sig = (f"; {c['significant']} of {c['tests']} per-row z-tests significant (p < {SIGNIFICANCE:g})"
+               if c["tests"] else "; no per-row tests available")
+        sentences.append(f"{c['table_name']}, {c['strategy_a']} better than {c['strategy_b']}: " + ", ".join(parts) + sig + ".")
+    return sentences
+
+
+def best_strategy_sentence(summary: pd.DataFrame, table: str) -> str:
+    """Which row and strategy has the best Avg in ``table``, ours and the paper's."""
+    def best(df, value):
+        avg = df[df["device"] == "avg"].dropna(subset=[value])
+        if avg.empty:
+            return None
+        r = avg.sort_values(value, ascending=False, kind="stable").iloc[0]
+        return (f"{T.TOPOLOGY_NAMES[r['topology']]} + {T.POOLING_NAMES[r['pooling']]}, "
+                f"{T.STRATEGY_NAMES[r['strategy']].lower()} ({r[value]:.1f}%)")
+    ours = best(summary, "acc_mean")
+    paper = best(T.paper_values(table), "paper_acc")
+    if ours is None:
+        return ""
+    return f"{TABLE_TITLES[table].split(':')[0]}: our best average is {ours}; the paper's is {paper}."
+
+
+# --------------------------------------------------------------------------------------------- compute
+
+def read_benchmark(path) -> dict:
+    """Sum a Snakemake benchmark TSV (several rows when a job was repeated): wall ``s`` and ``cpu_time``."""
+    try:
+        df = pd.read_csv(path, sep="\t")
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ResultsError(f"{path}: cannot read the benchmark file: {exc}") from exc
+    missing = [c for c in ("s", "cpu_time") if c not in df.columns]
+    if missing:
+        raise ResultsError(f"{path}: benchmark file lacks column(s) {missing} (has {list(df.columns)})")
+    return {"s": float(pd.to_numeric(df["s"], errors="coerce").fillna(0).sum()),
+            "cpu_time": float(pd.to_numeric(df["cpu_time"], errors="coerce").fillna(0).sum())}
+
+
+def table_cell_ids(summary: pd.DataFrame) -> set[str]:
+    """The cell ids a table summary was aggregated from (single-device rows: one cell per device)."""
+    ids = set()
+    devices = sorted(set(summary["device"]) - {"avg", "bc"})
+    for r in summary.drop_duplicates(["topology", "pooling", "strategy", "cond_layer"]).to_dict("records"):
+        layer = None if pd.isna(r["cond_layer"]) else int(r["cond_layer"])
+        common = dict(dataset="x", topology=r["topology"], pooling=r["pooling"], strategy=r["strategy"], cond_layer=layer)
+        if r["strategy"] == "single_device":
+            ids.update(CellSpec(**common, device=d).cell_id for d in devices)
+        else:
+            ids.add(CellSpec(**common).cell_id)
+    return ids
+
+
+def _benchmark_tokens(path: Path) -> set[str]:
+    tokens = set(path.parts)
+    stem = path.name.split(".")[0]
+    tokens.add(stem)
+    tokens.add(re.sub(r"[._-]?seed\d+$", "", stem))
+    return tokens
+
+
+def compute_cost(summaries: dict[str, pd.DataFrame], benchmark_paths) -> list[dict]:
+    """Wall and CPU time summed from benchmark files, per table and for the other jobs.
+
+    A benchmark file belongs to a table when one of its path components (or its file name without a
+    ``seedN`` suffix) is a cell id of the table and the table's dataset appears in its path (as
+    ``benchmarks/train_cell/{dataset}/{cell_id}/seed{n}.tsv``). Cells shared by tables (Table I's
+    teacher-forcing cells reused in Table II) count in each.
+    """
+    paths = [Path(p) for p in benchmark_paths]
+    costs = {p: read_benchmark(p) for p in paths}
+    assigned: set[Path] = set()
+    rows = []
+    for table in ("table1", "table2", "table3"):
+        if table not in summaries:
+            continue
+        summary = summaries[table]
+        ids = table_cell_ids(summary)
+        datasets = set(summary["dataset"].astype(str)) if "dataset" in summary.columns else set()
+        mine = [p for p in paths if _benchmark_tokens(p) & ids and (not datasets or datasets & set(p.parts))]
+        assigned.update(mine)
+        rows.append(_cost_row(TABLE_TITLES[table].split(":")[0], mine, costs))
+    other = [p for p in paths if p not in assigned]
+    if other:
+        rows.append(_cost_row("Other jobs (data, features, aggregation, rendering)", other, costs))
+    return rows
+
+
+def _cost_row(label: str, paths: list[Path], costs: dict) -> dict:
+    wall = sum(costs[p]["s"] for p in paths)
+    cpu = sum(costs[p]["cpu_time"] for p in paths)
+    return {"label": label, "jobs": len(paths), "wall_s": wall, "cpu_s": cpu,
+            "wall": _hms(wall), "cpu": _hms(cpu)}
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+# --------------------------------------------------------------------------------------------- context
+
+def _as_paths(obj) -> list[Path]:
+    if obj is None:
+        return []
+    if isinstance(obj, (str, os.PathLike)):
+        p = Path(obj)
+        return sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+    return [Path(p) for p in obj]
+
+
+def _find(paths: list[Path], name: str) -> Path | None:
+    hits = [p for p in paths if p.name == name]
+    return hits[0] if hits else None
+
+
+def figure_entries(figure_paths) -> list[dict]:
+    """The figures of :data:`FIGURES` found among ``figure_paths``: base64 PNG and the PDF's path."""
+    paths = _as_paths(figure_paths)
+    out = []
+    for stem, title, caption in FIGURES:
+        png, pdf = _find(paths, stem + ".png"), _find(paths, stem + ".pdf")
+        if png is None or not png.exists():
+            continue
+        out.append({"key": stem, "title": title, "caption": caption,
+                    "png_b64": base64.b64encode(png.read_bytes()).decode("ascii"),
+                    "pdf": str(pdf.resolve()) if pdf is not None and pdf.exists() else None})
+    return out
+
+
+def build_context(*, preset: dict, results_dir="results", tables_dir=None, figures=None, stats_csv=None,
+                  benchmarks=None, versions: dict | None = None, commit: str | None = None,
+                  date: str | None = None, repo_dir=None) -> dict:
+    """Collect everything the report shows, from files.
+
+    ``preset``: the resolved preset (``caanet.config.resolve``). ``results_dir``: the results tree
+    (``tables/table{1,2,3}.csv``, ``tables/layers.csv``, ``stats/comparisons.csv``, ``benchmarks/``).
+    ``tables_dir``: a folder or list of rendered ``table{n}.html``/``.tex`` files (re-rendered from the
+    summaries where absent). ``figures``: a folder or list of figure PNG/PDFs. ``stats_csv`` and
+    ``benchmarks`` (a folder or list of TSVs) default to their places under ``results_dir``.
+    ``versions``/``commit``/``date`` override the gathered provenance (tests, reproducible builds).
+    """
+    results = Path(results_dir)
+    warnings = []
+    summaries: dict[str, pd.DataFrame] = {}
+    for n in (1, 2, 3):
+        path = results / "tables" / f"table{n}.csv"
+        if path.exists():
+            summaries[f"table{n}"] = T.read_summary(path)
+        else:
+            warnings.append(f"{path} is missing: Table {n} is not shown")
+    rendered = _as_paths(tables_dir)
+    table_entries = []
+    for key, summary in summaries.items():
+        html_file, tex_file = _find(rendered, f"{key}.html"), _find(rendered, f"{key}.tex")
+        ds = summary["dataset"].iloc[0] if "dataset" in summary.columns and len(summary) else "?"
+        table_entries.append({
+            "key": key, "title": TABLE_TITLES[key], "dataset": ds,
+            "html": html_file.read_text(encoding="utf-8") if html_file and html_file.exists() else T.render_html(summary, key),
+            "latex": tex_file.read_text(encoding="utf-8") if tex_file and tex_file.exists() else T.render_latex(summary, key),
+            "wide": key != "table1",
+        })
+    layers_csv = results / "tables" / "layers.csv"
+    layers = pd.read_csv(layers_csv).to_dict("records") if layers_csv.exists() else []
+    stats_path = Path(stats_csv) if stats_csv else results / "stats" / "comparisons.csv"
+    comparisons = read_comparisons(stats_path) if stats_path.exists() else None
+    if comparisons is None:
+        warnings.append(f"{stats_path} is missing: no significance tests")
+    claims = qualitative_claims(summaries, comparisons)
+    bench = _as_paths(benchmarks if benchmarks is not None else results / "benchmarks")
+    bench = [p for p in bench if p.suffix == ".tsv" and p.exists()]
+    return {
+        "title": "CAA-Net: Conditional Atrous CNNs with Attention for Explainable Device-robust Acoustic "
+                 "Scene Classification, regenerated",
+        "paper": "Z. Ren, Q. Kong, J. Han, M. D. Plumbley, B. W. Schuller, IEEE Transactions on Multimedia, 2020",
+        "provenance": provenance(preset, versions=versions, commit=commit, date=date, repo_dir=repo_dir),
+        "tables": table_entries,
+        "layers": [{"row": f"{T.TOPOLOGY_NAMES.get(r['topology'], r['topology'])} + "
+                           f"{T.POOLING_NAMES.get(r['pooling'], r['pooling'])}",
+                    "layer": int(r["cond_layer"]), "acc": _fmt(r.get("acc_mean"))} for r in layers],
+        "stats": statistics_section(comparisons),
+        "claims": claims,
+        "claims_sentences": claims_sentences(claims),
+        "best_sentences": [s for s in (best_strategy_sentence(summaries[t], t) for t in ("table2", "table3")
+                                       if t in summaries) if s],
+        "oracle_note": ORACLE_NOTE,
+        "figures": figure_entries(figures),
+        "compute": compute_cost(summaries, bench),
+        "warnings": warnings,
+    }
+
+
+# --------------------------------------------------------------------------------------------- rendering
+
+def _html_env() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def _tex_env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=False, undefined=jinja2.StrictUndefined,
+        block_start_string=r"\BLOCK{", block_end_string="}", variable_start_string=r"\VAR{",
+        variable_end_string="}", comment_start_string=r"\#{", comment_end_string="}",
+        trim_blocks=True, lstrip_blocks=True,
+    )
+    env.filters["e"] = T.latex_escape
+    return env
+
+
+def render_report_html(context: dict, out_html) -> None:
+    """Write the self-contained HTML report (figures embedded as base64 PNG, inline CSS)."""
+    text = _html_env().get_template("report.html.j2").render(**context)
+    write_text_atomic(out_html, text)
+
+
+def render_report_tex(context: dict, out_tex) -> None:
+    """Write the LaTeX article; figures are included from their PDFs, relative to ``out_tex``."""
+    out_tex = Path(out_tex)
+    figures = []
+    for f in context["figures"]:
+        if f.get("pdf"):
+            rel = os.path.relpath(f["pdf"], out_tex.parent.resolve()).replace(os.sep, "/")
+            figures.append(dict(f, pdf_rel=rel))
+    text = _tex_env().get_template("report.tex.j2").render(**dict(context, figures=figures))
+    write_text_atomic(out_tex, text)
+
+
+def latex_command() -> list[str] | None:
+    """``latexmk -pdf`` if available, else ``pdflatex``; None when neither is on PATH."""
+    if shutil.which("latexmk"):
+        return ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error"]
+    if shutil.which("pdflatex"):
+        return ["pdflatex", "-interaction=nonstopmode", "-halt-on-error"]
+    return None
+
+
+def build_pdf(tex_path, out_pdf, *, timeout: int = 300) -> str | None:
+    """Compile ``tex_path`` to ``out_pdf``; return None on success, else a message saying why not.
+
+    Runs in the .tex file's folder (so relative figure paths resolve) with the auxiliary files in a
+    temporary folder; ``pdflatex`` runs twice when ``latexmk`` is absent. No LaTeX on PATH, a failed
+    compile or a timeout return a message (with the log's tail) instead of raising.
+    """
+    tex_path = Path(tex_path).resolve()
+    cmd = latex_command()
+    if cmd is None:
+        return ("LaTeX is not installed (neither latexmk nor pdflatex is on PATH): the PDF report was not "
+                "built; the HTML report is complete. Install texlive-latex-base, texlive-latex-recommended "
+                "and latexmk for the PDF.")
+    with tempfile.TemporaryDirectory(prefix="caanet-latex-") as tmp:
+        runs = 1 if cmd[0] == "latexmk" else 2
+        for _ in range(runs):
+            try:
+                proc = subprocess.run(cmd + [f"-output-directory={tmp}", tex_path.name], cwd=tex_path.parent,
+                                      capture_output=True, text=True, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return f"LaTeX ({cmd[0]}) did not finish within {timeout} s on {tex_path}: the PDF was not built."
+            if proc.returncode != 0:
+                log = Path(tmp) / (tex_path.stem + ".log")
+                tail = log.read_text(errors="replace")[-3000:] if log.exists() else proc.stdout[-3000:]
+                return f"LaTeX ({cmd[0]}) failed on {tex_path} (exit {proc.returncode}); log tail:\n{tail}"
+        built = Path(tmp) / (tex_path.stem + ".pdf")
+        if not built.exists():
+            return f"LaTeX ({cmd[0]}) ran on {tex_path} but wrote no PDF."
+        with atomic_path(out_pdf) as target:
+            shutil.copyfile(built, target)
+    return None

@@ -1,0 +1,597 @@
+"""Tables I-III of the paper as wide frames, LaTeX (booktabs) and HTML, and parsers back.
+
+Input is the long-format summary ``results/tables/table{1,2,3}.csv`` (columns ``table, dataset,
+topology, pooling, strategy, cond_layer, device, acc_mean, acc_std, acc_ci_low, acc_ci_high,
+n_seeds``; accuracies in percent; device ``a``/``b``/``c``, ``avg`` = the paper's Avg over A/B/C,
+``bc`` = DCASE's official B/C mean). The column names of docs/design.md (``accuracy_mean``,
+``accuracy_std``, ``ci95_low``, ``ci95_high``) are accepted as synonyms.
+
+Layout (the paper's): rows are Network x Pooling in the paper's order (CNN w/ pool, CNN w/o pool,
+Atrous CNN; flatten, max, avg, roi, att, roi+att). Table I has one column per conditioning layer
+(the A/B/C average of teacher forcing); Tables II/III have A, B, C, Avg and B/C per strategy.
+
+Every rendered cell reads ``OURS[±STD] (PAPER, ±DIFF)``: our mean over seeds, the std over seeds
+when more than one seed ran, and the paper's value with our difference to it (ours - paper). The
+best cell of a row is bold, as in the paper (Table I: the best layer; Tables II/III: the best Avg
+among the strategies). :func:`parse_latex_table` and :func:`parse_html_table` read a rendered table
+back into a long frame, so tests can prove that what is printed is what was computed.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from caanet.errors import ResultsError
+from caanet.io import write_text_atomic
+from caanet.spec import POOLINGS, STRATEGIES, TOPOLOGIES
+
+TOPOLOGY_NAMES = {"cnn_pool": "CNN w/ pool", "cnn_nopool": "CNN w/o pool", "atrous": "Atrous CNN"}
+POOLING_NAMES = {"flatten": "flatten", "max": "max", "avg": "avg", "roi": "roi", "att": "att", "roi_att": "roi+att"}
+STRATEGY_NAMES = {
+    "single_device": "Single-device",
+    "joint": "Joint",
+    "teacher_forcing": "Teacher forcing",
+    "multi_task": "Multi-task",
+}
+DEVICE_COLUMNS = ("a", "b", "c", "avg", "bc")
+DEVICE_NAMES = {"a": "A", "b": "B", "c": "C", "avg": "Avg", "bc": "B/C"}
+PAPER_FILES = {
+    "table1": "table1_teacher_forcing_by_layer.csv",
+    "table2": "table2_strategies_dcase2018.csv",
+    "table3": "table3_strategies_dcase2019.csv",
+}
+SUMMARY_COLUMNS = (
+    "table", "dataset", "topology", "pooling", "strategy", "cond_layer", "device",
+    "acc_mean", "acc_std", "acc_ci_low", "acc_ci_high", "n_seeds",
+)
+_SYNONYMS = {"accuracy_mean": "acc_mean", "accuracy_std": "acc_std", "ci95_low": "acc_ci_low", "ci95_high": "acc_ci_high"}
+ROW_KEYS = ["topology", "pooling"]
+
+
+# --------------------------------------------------------------------------------------------- input
+
+def normalise_table_name(table) -> str:
+    """``1``, ``"1"``, ``"I"``, ``"table1"`` -> ``"table1"`` (and so on for II, III)."""
+    key = str(table).strip().lower().removeprefix("table").strip()
+    key = {"i": "1", "ii": "2", "iii": "3"}.get(key, key)
+    if key not in ("1", "2", "3"):
+        raise ResultsError(f"table {table!r} is not one of table1, table2, table3")
+    return f"table{key}"
+
+
+def check_summary(df: pd.DataFrame, source: str = "summary") -> pd.DataFrame:
+    """Validate a long-format summary frame and return a normalised copy.
+
+    Renames the design.md synonyms, checks the required columns and vocabulary, and coerces
+    ``cond_layer`` to a nullable integer. Raises ResultsError naming ``source``, the column and row.
+    """
+    df = df.rename(columns=_SYNONYMS).copy()
+    required = ["topology", "pooling", "strategy", "device", "acc_mean"]
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ResultsError(f"{source}: missing column(s) {missing} (has {list(df.columns)})")
+    for col, allowed in (("topology", TOPOLOGIES), ("pooling", POOLINGS), ("strategy", STRATEGIES)):
+        bad = ~df[col].isin(allowed)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ResultsError(
+                f"{source}: row {row + 2}: {col}={df[col].iloc[row]!r} is not one of {list(allowed)}"
+            )
+    df["device"] = df["device"].astype(str)
+    for col in ("acc_mean", "acc_std", "acc_ci_low", "acc_ci_high", "n_seeds"):
+        if col not in df.columns:
+            df[col] = 1 if col == "n_seeds" else np.nan
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() & df[col].notna() & (df[col].astype(str).str.strip() != "")
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ResultsError(f"{source}: row {row + 2}: {col}={df[col].iloc[row]!r} is not a number")
+        df[col] = values
+    if "cond_layer" not in df.columns:
+        df["cond_layer"] = pd.NA
+    df["cond_layer"] = pd.to_numeric(df["cond_layer"], errors="coerce").astype("Int64")
+    if "dataset" in df.columns and df["dataset"].nunique() > 1:
+        raise ResultsError(f"{source}: one table holds one dataset, found {sorted(df['dataset'].unique())}")
+    keys = ["topology", "pooling", "strategy", "cond_layer", "device"]
+    dup = df.duplicated(keys)
+    if dup.any():
+        row = int(np.flatnonzero(dup.to_numpy())[0])
+        raise ResultsError(f"{source}: row {row + 2}: duplicate entry {df.loc[df.index[row], keys].to_dict()}")
+    return df
+
+
+def read_summary(path) -> pd.DataFrame:
+    """Read ``results/tables/table{n}.csv`` and validate it (:func:`check_summary`)."""
+    try:
+        df = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ResultsError(f"{path}: cannot read the table summary: {exc}") from exc
+    return check_summary(df, source=str(path))
+
+
+def paper_values(table) -> pd.DataFrame:
+    """The paper's numbers for ``table`` as a long frame in the summary's vocabulary.
+
+    Columns ``topology, pooling, strategy, cond_layer, device, paper_acc``; the B/C mean (``bc``,
+    not printed in the paper) is derived as the mean of its B and C values.
+    """
+    table = normalise_table_name(table)
+    with resources.files("caanet.paper").joinpath(PAPER_FILES[table]).open("r", encoding="utf-8") as fh:
+        df = pd.read_csv(fh)
+    df = df.rename(columns={"network": "topology", "accuracy_percent": "paper_acc"})
+    if "cond_layer" not in df.columns:
+        df["cond_layer"] = pd.NA
+    df["cond_layer"] = pd.to_numeric(df["cond_layer"], errors="coerce").astype("Int64")
+    keys = ["topology", "pooling", "strategy", "cond_layer"]
+    bc = df[df["device"].isin(["b", "c"])].groupby(keys, dropna=False)["paper_acc"]
+    bc = bc.agg(["mean", "count"]).reset_index()
+    bc = bc[bc["count"] == 2].drop(columns="count").rename(columns={"mean": "paper_acc"})
+    bc["device"] = "bc"
+    out = pd.concat([df[keys + ["device", "paper_acc"]], bc[keys + ["device", "paper_acc"]]], ignore_index=True)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- wide frames
+
+def _row_order(df: pd.DataFrame) -> list[tuple[str, str]]:
+    rows = set(map(tuple, df[ROW_KEYS].drop_duplicates().to_numpy().tolist()))
+    return [(t, p) for t in TOPOLOGIES for p in POOLINGS if (t, p) in rows]
+
+
+def table1_frame(summary_df: pd.DataFrame, value: str = "acc_mean", device: str = "avg") -> pd.DataFrame:
+    """Table I wide: rows (topology, pooling) in the paper's order, columns conditioning layers.
+
+    ``value`` picks the summary column shown (default the mean over seeds), ``device`` the device
+    (default ``avg``, the paper's A/B/C average). Teacher-forcing rows only.
+    """
+    df = check_summary(summary_df)
+    df = df[(df["strategy"] == "teacher_forcing") & (df["device"] == device) & df["cond_layer"].notna()]
+    if df.empty:
+        raise ResultsError(f"Table I: no teacher_forcing rows with a cond_layer for device {device!r}")
+    wide = df.pivot(index=ROW_KEYS, columns="cond_layer", values=value)
+    wide = wide.reindex(pd.MultiIndex.from_tuples(_row_order(df), names=ROW_KEYS))
+    wide = wide.reindex(columns=sorted(int(c) for c in wide.columns))
+    wide.columns = pd.Index([int(c) for c in wide.columns], name="cond_layer")
+    return wide
+
+
+def strategies_frame(summary_df: pd.DataFrame, value: str = "acc_mean") -> pd.DataFrame:
+    """Tables II/III wide: rows (topology, pooling), columns (strategy, device) with A, B, C, Avg, B/C.
+
+    Strategies appear in the paper's order (single-device, joint, teacher forcing, multi-task),
+    only those present; devices ``a, b, c, avg, bc``, then any other device labels, sorted.
+    """
+    df = check_summary(summary_df)
+    wide = df.pivot_table(index=ROW_KEYS, columns=["strategy", "device"], values=value, aggfunc="first", dropna=False)
+    strategies = [s for s in STRATEGIES if s in set(df["strategy"])]
+    extra = sorted(set(df["device"]) - set(DEVICE_COLUMNS))
+    devices = [d for d in DEVICE_COLUMNS if d in set(df["device"])] + extra
+    cols = pd.MultiIndex.from_product([strategies, devices], names=["strategy", "device"])
+    return wide.reindex(index=pd.MultiIndex.from_tuples(_row_order(df), names=ROW_KEYS), columns=cols)
+
+
+def selected_layers(summary_df: pd.DataFrame) -> dict[tuple[str, str], int]:
+    """The conditioning layer of each row's conditional strategies in a Table II/III summary."""
+    df = check_summary(summary_df)
+    df = df[df["cond_layer"].notna()]
+    return {(t, p): int(g["cond_layer"].iloc[0]) for (t, p), g in df.groupby(ROW_KEYS)}
+
+
+# --------------------------------------------------------------------------------------------- cells
+
+@dataclass(frozen=True)
+class Cell:
+    """One printed number: ours (mean, std over seeds), the paper's, and whether it is the row best."""
+
+    mean: float
+    std: float = math.nan
+    n_seeds: int = 1
+    paper: float = math.nan
+    best: bool = False
+
+    @property
+    def diff(self) -> float:
+        return round(round(self.mean, 1) - round(self.paper, 1), 1) + 0.0  # + 0.0: no '-0.0'
+
+    def parts(self) -> tuple[str, str, str]:
+        """(ours, ``±std`` or '', ``(paper, +diff)`` or '') as plain text."""
+        if _missing(self.mean):
+            ours = "—"
+        else:
+            ours = f"{self.mean:.1f}"
+        std = f"±{self.std:.1f}" if self.n_seeds > 1 and not _missing(self.std) and not _missing(self.mean) else ""
+        if _missing(self.paper):
+            ref = ""
+        elif _missing(self.mean):
+            ref = f"({self.paper:.1f})"
+        else:
+            ref = f"({self.paper:.1f}, {self.diff:+.1f})"
+        return ours, std, ref
+
+    def text(self) -> str:
+        ours, std, ref = self.parts()
+        return ours + std + (" " + ref if ref else "")
+
+
+def _missing(x) -> bool:
+    return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))
+
+
+_CELL_RE = re.compile(
+    r"^(?P<ours>—|-?\d+\.\d)(?:±(?P<std>\d+\.\d))?"
+    r"(?:\s*\((?P<paper>-?\d+\.\d)(?:,\s*(?P<diff>[+-]\d+\.\d))?\))?$"
+)
+
+
+def parse_cell_text(text: str) -> dict:
+    """Inverse of :meth:`Cell.text`: ``{"mean", "std", "paper", "diff"}`` (NaN where absent)."""
+    m = _CELL_RE.match(text.strip())
+    if not m:
+        raise ResultsError(f"table cell {text!r} is not of the form OURS[±STD] [(PAPER, ±DIFF)]")
+
+    def num(key):
+        v = m.group(key)
+        return math.nan if v in (None, "—") else float(v)
+
+    return {"mean": num("ours"), "std": num("std"), "paper": num("paper"), "diff": num("diff")}
+
+
+@dataclass
+class TableGrid:
+    """A table ready to print: header groups, row labels and :class:`Cell` s (the paper's layout)."""
+
+    table: str
+    groups: list[tuple[str, list[str]]]  # (group label or "", column labels)
+    rows: list[tuple[str, str, str]]     # (topology, pooling, extra label e.g. the cond layer)
+    cells: list[list[Cell]]
+    extra_label: str = ""                # header of the extra row-label column ("" = none)
+
+
+def _lookup(df: pd.DataFrame, keys: list[str]) -> dict:
+    return {tuple(k): r for k, r in zip(df[keys].itertuples(index=False, name=None), df.to_dict("records"))}
+
+
+def build_grid(summary_df: pd.DataFrame, table, paper_df: pd.DataFrame | None = None) -> TableGrid:
+    """Combine our summary with the paper's values into a :class:`TableGrid` for ``table``.
+
+    ``paper_df`` defaults to :func:`paper_values` of the table; pass an empty frame to print our
+    numbers alone. Paper values are matched on topology, pooling, strategy, device (and the layer
+    for Table I); for Tables II/III the paper's conditional numbers are at the paper's own layer.
+    """
+    table = normalise_table_name(table)
+    df = check_summary(summary_df)
+    paper = paper_values(table) if paper_df is None else paper_df
+    if table == "table1":
+        return _grid_table1(df, paper)
+    return _grid_strategies(df, paper, table)
+
+
+def _grid_table1(df: pd.DataFrame, paper: pd.DataFrame) -> TableGrid:
+    means = table1_frame(df)
+    ours = _lookup(df[df["device"] == "avg"], ["topology", "pooling", "cond_layer"])
+    ref = {}
+    if len(paper):
+        p = paper[(paper["strategy"] == "teacher_forcing") & (paper["device"] == "avg")]
+        ref = {(t, pl, int(l)): v for t, pl, l, v in p[["topology", "pooling", "cond_layer", "paper_acc"]].itertuples(index=False)}
+    layers = list(means.columns)
+    cells, rows = [], []
+    for (t, pl), series in means.iterrows():
+        best = _best_index(series.to_numpy(dtype=float))
+        row = []
+        for j, layer in enumerate(layers):
+            r = ours.get((t, pl, layer), {})
+            row.append(Cell(
+                mean=float(series[layer]), std=float(r.get("acc_std", math.nan)),
+                n_seeds=int(r.get("n_seeds", 1) if not _missing(r.get("n_seeds", 1)) else 1),
+                paper=float(ref.get((t, pl, layer), math.nan)), best=(j == best),
+            ))
+        cells.append(row)
+        rows.append((t, pl, ""))
+    return TableGrid("table1", [("", [f"Layer {l}" for l in layers])], rows, cells)
+
+
+def _grid_strategies(df: pd.DataFrame, paper: pd.DataFrame, table: str) -> TableGrid:
+    means = strategies_frame(df)
+    ours = _lookup(df, ["topology", "pooling", "strategy", "device"])
+    ref = {}
+    if len(paper):
+        ref = {(t, pl, s, d): v for t, pl, s, d, v in
+               paper[["topology", "pooling", "strategy", "device", "paper_acc"]].itertuples(index=False)}
+    layers = selected_layers(df)
+    strategies = list(dict.fromkeys(means.columns.get_level_values(0)))
+    devices = list(dict.fromkeys(means.columns.get_level_values(1)))
+    groups = [(STRATEGY_NAMES[s], [DEVICE_NAMES.get(d, d.upper()) for d in devices]) for s in strategies]
+    cells, rows = [], []
+    for (t, pl), series in means.iterrows():
+        avgs = np.array([series.get((s, "avg"), np.nan) for s in strategies], dtype=float)
+        best = _best_index(avgs)
+        row = []
+        for si, s in enumerate(strategies):
+            for d in devices:
+                r = ours.get((t, pl, s, d), {})
+                n = r.get("n_seeds", 1)
+                row.append(Cell(
+                    mean=float(series[(s, d)]), std=float(r.get("acc_std", math.nan)),
+                    n_seeds=1 if _missing(n) else int(n),
+                    paper=float(ref.get((t, pl, s, d), math.nan)),
+                    best=(si == best and d == "avg"),
+                ))
+        cells.append(row)
+        layer = layers.get((t, pl))
+        rows.append((t, pl, "" if layer is None else str(layer)))
+    extra = "Layer" if layers else ""
+    return TableGrid(table, groups, rows, cells, extra_label=extra)
+
+
+def _best_index(values: np.ndarray) -> int:
+    """Index of the largest finite value (ties: the first, i.e. the lowest layer); -1 if none."""
+    finite = np.where(np.isfinite(values), values, -np.inf)
+    if not np.isfinite(finite).any():
+        return -1
+    return int(np.argmax(np.round(finite, 6)))
+
+
+# --------------------------------------------------------------------------------------------- LaTeX
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX special characters in plain text."""
+    repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    return "".join(repl.get(ch, ch) for ch in str(text))
+
+
+def _latex_cell(cell: Cell) -> str:
+    ours, std, ref = cell.parts()
+    ours = "--" if ours == "—" else ours
+    body = ours + (r"$\pm$" + std[1:] if std else "")
+    if cell.best:
+        body = r"\textbf{" + body + "}"
+    if ref:
+        body += r" {\scriptsize " + ref + "}"
+    return body
+
+
+def render_latex(summary_df: pd.DataFrame, table, *, paper_df: pd.DataFrame | None = None,
+                 caption: str | None = None, label: str | None = None) -> str:
+    """The table as a LaTeX ``table`` float (booktabs; needs packages booktabs and graphicx).
+
+    Strategy headers are ``\\multicolumn`` groups with ``\\cmidrule`` s; the network name is printed
+    on the first row of its group; the row best is ``\\textbf``; the table is scaled to the line
+    width. ``caption`` is plain text (escaped).
+    """
+    grid = build_grid(summary_df, table, paper_df)
+    n_label = 3 if grid.extra_label else 2
+    n_values = sum(len(cols) for _, cols in grid.groups)
+    lines = [r"\begin{table}[htbp]", r"\centering"]
+    if caption:
+        lines.append(r"\caption{" + latex_escape(caption) + "}")
+    if label:
+        lines.append(r"\label{" + label + "}")
+    lines.append(r"\resizebox{\linewidth}{!}{%")
+    lines.append(r"\begin{tabular}{" + "l" * n_label + "r" * n_values + "}")
+    lines.append(r"\toprule")
+    label_head = ["Network", "Pooling"] + ([latex_escape(grid.extra_label)] if grid.extra_label else [])
+    if any(g for g, _ in grid.groups):
+        head, rules, col = [""] * n_label, [], n_label + 1
+        for g, cols in grid.groups:
+            head.append(r"\multicolumn{" + str(len(cols)) + "}{c}{" + latex_escape(g) + "}")
+            rules.append(r"\cmidrule(lr){" + f"{col}-{col + len(cols) - 1}" + "}")
+            col += len(cols)
+        lines.append(" & ".join(head) + r" \\")
+        lines.append(" ".join(rules))
+    sub = [latex_escape(c) for _, cols in grid.groups for c in cols]
+    lines.append(" & ".join(label_head + sub) + r" \\")
+    lines.append(r"\midrule")
+    previous = None
+    for (t, pl, extra), row in zip(grid.rows, grid.cells):
+        if previous is not None and t != previous:
+            lines.append(r"\midrule")
+        name = TOPOLOGY_NAMES[t] if t != previous else ""
+        labels = [latex_escape(name), latex_escape(POOLING_NAMES[pl])] + ([extra] if grid.extra_label else [])
+        lines.append(" & ".join(labels + [_latex_cell(c) for c in row]) + r" \\")
+        previous = t
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+_TEX_STRIP = [
+    (re.compile(r"\\textbf\{([^{}]*)\}"), r"\1"),
+    (re.compile(r"\{\\scriptsize ([^{}]*)\}"), r"\1"),
+    (re.compile(r"\$\\pm\$"), "±"),
+]
+
+
+def _tex_cell_text(cell: str) -> tuple[str, bool]:
+    best = r"\textbf{" in cell
+    for pattern, repl in _TEX_STRIP:
+        cell = pattern.sub(repl, cell)
+    cell = cell.strip()
+    return ("—" if cell.startswith("--") else "") + cell.removeprefix("--"), best
+
+
+def parse_latex_table(tex: str) -> pd.DataFrame:
+    """Read a table written by :func:`render_latex` back into a long frame.
+
+    Columns: ``topology, pooling, column`` (``Layer n`` or ``Strategy/Device``), ``mean, std,
+    paper, diff, best``.
+    """
+    body = tex.split(r"\toprule", 1)[1].split(r"\bottomrule", 1)[0]
+    head, rows = body.split(r"\midrule", 1)
+    head_lines = [re.sub(r"\\cmidrule\(lr\)\{[^}]*\}", "", l).strip() for l in head.split(r"\\")]
+    head_lines = [l for l in head_lines if l]
+    columns = [c.strip().replace(r"\_", "_") for c in head_lines[-1].split("&")]
+    n_label = 3 if len(columns) > 2 and columns[2] == "Layer" else 2
+    value_cols = columns[n_label:]
+    if len(head_lines) > 1:
+        groups = []
+        for part in head_lines[0].split("&")[n_label:]:
+            m = re.match(r"\s*\\multicolumn\{(\d+)\}\{c\}\{(.*)\}\s*$", part)
+            if not m:
+                raise ResultsError(f"LaTeX table header cell {part!r} is not a \\multicolumn")
+            groups += [m.group(2)] * int(m.group(1))
+        value_cols = [f"{g}/{c}" for g, c in zip(groups, value_cols)]
+    topo_by_name = {v: k for k, v in TOPOLOGY_NAMES.items()}
+    pool_by_name = {v: k for k, v in POOLING_NAMES.items()}
+    records, topology = [], None
+    for line in rows.split(r"\\"):
+        line = line.replace(r"\midrule", "").strip()
+        if not line:
+            continue
+        parts = [p.strip() for p in line.split("&")]
+        topology = topo_by_name[parts[0]] if parts[0] else topology
+        for col, raw in zip(value_cols, parts[n_label:]):
+            text, best = _tex_cell_text(raw)
+            records.append({"topology": topology, "pooling": pool_by_name[parts[1]], "column": col,
+                            **parse_cell_text(text), "best": best})
+    return pd.DataFrame.from_records(records)
+
+
+# --------------------------------------------------------------------------------------------- HTML
+
+def _html_cell(cell: Cell) -> str:
+    ours, std, ref = cell.parts()
+    cls = "num best" if cell.best else "num"
+    inner = f'<span class="ours">{html.escape(ours)}</span>'
+    if std:
+        inner += f'<span class="std">{html.escape(std)}</span>'
+    if ref:
+        inner += f' <span class="paper">{html.escape(ref)}</span>'
+    return f'<td class="{cls}">{inner}</td>'
+
+
+def render_html(summary_df: pd.DataFrame, table, *, paper_df: pd.DataFrame | None = None,
+                caption: str | None = None) -> str:
+    """The table as an HTML ``<table class="caanet-table">``; the row best has class ``best``."""
+    grid = build_grid(summary_df, table, paper_df)
+    out = [f'<table class="caanet-table" data-table="{grid.table}">']
+    if caption:
+        out.append(f"<caption>{html.escape(caption)}</caption>")
+    n_label = 3 if grid.extra_label else 2
+    out.append("<thead>")
+    if any(g for g, _ in grid.groups):
+        cells = "".join(f'<th colspan="{len(cols)}" class="group">{html.escape(g)}</th>' for g, cols in grid.groups)
+        out.append(f'<tr><th colspan="{n_label}"></th>{cells}</tr>')
+    labels = ["Network", "Pooling"] + ([grid.extra_label] if grid.extra_label else [])
+    sub = [c for _, cols in grid.groups for c in cols]
+    out.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in labels + sub) + "</tr>")
+    out.append("</thead>")
+    out.append("<tbody>")
+    previous = None
+    for (t, pl, extra), row in zip(grid.rows, grid.cells):
+        cls = ' class="group-start"' if previous is not None and t != previous else ""
+        label_cells = [TOPOLOGY_NAMES[t] if t != previous else "", POOLING_NAMES[pl]]
+        label_cells += [extra] if grid.extra_label else []
+        tr = "".join(f'<th scope="row">{html.escape(c)}</th>' for c in label_cells)
+        out.append(f"<tr{cls}>{tr}{''.join(_html_cell(c) for c in row)}</tr>")
+        previous = t
+    out.append("</tbody></table>")
+    return "\n".join(out) + "\n"
+
+
+class _TableReader(HTMLParser):
+    """Collects the rows of the first ``<table>``: lists of (tag, text, classes, colspan)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[list[tuple[str, str, str, int]]] = []
+        self._cell = None
+        self._depth = 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "table":
+            self._depth += 1
+        elif tag == "tr" and self._depth == 1:
+            self.rows.append([])
+        elif tag in ("td", "th") and self._depth == 1:
+            self._cell = [tag, "", a.get("class") or "", int(a.get("colspan") or 1)]
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._depth -= 1
+        elif tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append(tuple(self._cell))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell[1] += data
+
+
+def parse_html_table(text: str) -> pd.DataFrame:
+    """Read a table written by :func:`render_html` back into a long frame (as :func:`parse_latex_table`)."""
+    reader = _TableReader()
+    reader.feed(text)
+    header = [r for r in reader.rows if r and all(c[0] == "th" for c in r)]
+    body = [r for r in reader.rows if any(c[0] == "td" for c in r)]
+    columns = [c[1] for c in header[-1]]
+    n_label = 3 if len(columns) > 2 and columns[2] == "Layer" else 2
+    value_cols = columns[n_label:]
+    if len(header) > 1:
+        groups = [c[1] for c in header[0][1:] for _ in range(c[3])]
+        value_cols = [f"{g}/{c}" for g, c in zip(groups, value_cols)]
+    topo_by_name = {v: k for k, v in TOPOLOGY_NAMES.items()}
+    pool_by_name = {v: k for k, v in POOLING_NAMES.items()}
+    records, topology = [], None
+    for row in body:
+        labels = [c[1] for c in row[:n_label]]
+        topology = topo_by_name[labels[0]] if labels[0] else topology
+        for col, cell in zip(value_cols, row[n_label:]):
+            records.append({"topology": topology, "pooling": pool_by_name[labels[1]], "column": col,
+                            **parse_cell_text(cell[1]), "best": "best" in cell[2].split()})
+    return pd.DataFrame.from_records(records)
+
+
+def column_key(table, column: str) -> tuple:
+    """Map a parsed ``column`` label back to the summary's keys: ``(cond_layer,)`` or ``(strategy, device)``."""
+    if normalise_table_name(table) == "table1":
+        return (int(column.removeprefix("Layer ").strip()),)
+    group, dev = column.split("/", 1)
+    strategy = {v: k for k, v in STRATEGY_NAMES.items()}[group]
+    device = {v: k for k, v in DEVICE_NAMES.items()}.get(dev, dev.lower())
+    return strategy, device
+
+
+# --------------------------------------------------------------------------------------------- files
+
+def table_name_from_path(path, default: str) -> str:
+    """``.../table2.csv`` -> ``table2``; else ``default``."""
+    m = re.search(r"table\s*([123])", Path(path).stem)
+    return f"table{m.group(1)}" if m else default
+
+
+def render_all(summary_csvs, *, tex_paths, html_paths) -> None:
+    """Render each summary CSV to its LaTeX and HTML file (atomic writes).
+
+    The table of each CSV is read from its name (``table{n}.csv``), else from its position (1, 2, 3).
+    """
+    summary_csvs, tex_paths, html_paths = list(summary_csvs), list(tex_paths), list(html_paths)
+    if not len(summary_csvs) == len(tex_paths) == len(html_paths):
+        raise ResultsError(
+            f"render_all: {len(summary_csvs)} summaries, {len(tex_paths)} .tex and {len(html_paths)} .html paths"
+        )
+    for i, (csv, tex, htm) in enumerate(zip(summary_csvs, tex_paths, html_paths)):
+        table = table_name_from_path(csv, f"table{i + 1}")
+        summary = read_summary(csv)
+        dataset = summary["dataset"].iloc[0] if "dataset" in summary.columns and len(summary) else "?"
+        caption = f"{TABLE_CAPTIONS[table]} Dataset: {dataset}."
+        write_text_atomic(tex, render_latex(summary, table, caption=caption, label=f"tab:{table}"))
+        write_text_atomic(htm, render_html(summary, table, caption=caption))
+
+
+TABLE_CAPTIONS = {
+    "table1": "Table I: average accuracy [%] over devices A, B, C with teacher-forcing conditioning at each "
+              "convolutional layer; best layer per row in bold.",
+    "table2": "Table II: accuracy [%] of the four training strategies on devices A, B, C; best average per row in bold.",
+    "table3": "Table III: accuracy [%] of the four training strategies on devices A, B, C (attention pooling); "
+              "best average per row in bold.",
+}

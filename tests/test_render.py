@@ -1,0 +1,537 @@
+"""caanet.render: paper-layout tables (LaTeX/HTML round trips), Figs. 5-7, curves, the report, the PDF."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from caanet.errors import ResultsError
+from caanet.render import figures as F
+from caanet.render import report as R
+from caanet.render import tables as T
+
+SCENES = ["airport", "bus", "metro", "metro_station", "park", "public_square", "shopping_mall",
+          "street_pedestrian", "street_traffic", "tram"]
+# deliberately not in the paper's order: the renderer must sort them
+ROWS = [("atrous", "att"), ("cnn_pool", "max"), ("cnn_nopool", "roi")]
+PAPER_ORDER = [("cnn_pool", "max"), ("cnn_nopool", "roi"), ("atrous", "att")]
+STRATEGIES = ["single_device", "joint", "teacher_forcing", "multi_task"]
+SELECTED = {("atrous", "att"): 2, ("cnn_pool", "max"): 1, ("cnn_nopool", "roi"): 2}
+PRESET = {
+    "name": "tinytest", "fidelity": "paper", "seeds": [0], "seeds_by_pooling": {"att": [0, 1, 2]},
+    "tables": {"table1": {"dataset": "embedded2018"}, "table2": {"dataset": "embedded2018"},
+               "table3": {"dataset": "embedded2019"}},
+    "datasets": {"embedded2018": {"source": "embedded", "devices": ["a", "b", "c"], "clip_seconds": 2.0},
+                 "embedded2019": {"source": "embedded", "devices": ["a", "b", "c"], "clip_seconds": 2.0}},
+}
+VERSIONS = {"python": "3.11.2", "torch": "2.13.0", "numpy": "2.0", "snakemake": "9.27", "librosa": "0.11"}
+
+
+# --------------------------------------------------------------------------------------------- fixtures
+
+def _rows_for(rng, table, dataset, topology, pooling, strategy, layer):
+    seeds = 3 if pooling == "att" else 1
+    acc = {d: float(np.round(rng.uniform(35, 80), 2)) for d in "abc"}
+    acc["avg"] = float(np.mean([acc[d] for d in "abc"]))
+    acc["bc"] = float(np.mean([acc["b"], acc["c"]]))
+    out = []
+    for dev, mean in acc.items():
+        std = float(np.round(rng.uniform(0.2, 3), 2)) if seeds > 1 else np.nan
+        out.append({"table": table, "dataset": dataset, "topology": topology, "pooling": pooling,
+                    "strategy": strategy, "cond_layer": layer, "device": dev, "acc_mean": mean, "acc_std": std,
+                    "acc_ci_low": mean - 2 if seeds > 1 else np.nan, "acc_ci_high": mean + 2 if seeds > 1 else np.nan,
+                    "n_seeds": seeds})
+    return out
+
+
+def make_summary(table: str, seed: int = 0) -> pd.DataFrame:
+    """A long-format summary in the upstream format (table{n}.csv)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    if table == "table1":
+        for t, p in ROWS:
+            for layer in (1, 2):
+                rows += _rows_for(rng, table, "embedded2018", t, p, "teacher_forcing", layer)
+    else:
+        dataset = "embedded2018" if table == "table2" else "embedded2019"
+        for t, p in (ROWS if table == "table2" else [("atrous", "att")]):
+            for s in STRATEGIES:
+                layer = SELECTED[(t, p)] if s in ("teacher_forcing", "multi_task") else None
+                rows += _rows_for(rng, table, dataset, t, p, s, layer)
+    return pd.DataFrame(rows)
+
+
+def make_cells(summary1: pd.DataFrame, summary2: pd.DataFrame) -> pd.DataFrame:
+    """cells.csv: one row per (cell, seed, device)."""
+    rows = []
+    for summary in (summary1, summary2):
+        for r in summary[summary.device.isin(list("abc"))].to_dict("records"):
+            layer = None if pd.isna(r["cond_layer"]) else int(r["cond_layer"])
+            cid = f"{r['topology']}-{r['pooling']}-{r['strategy']}" + (f"-L{layer}" if layer else "")
+            if r["strategy"] == "single_device":
+                cid += f"-{r['device']}"
+            for seed in range(int(r["n_seeds"])):
+                rows.append({"dataset": r["dataset"], "cell_id": cid, "topology": r["topology"],
+                             "pooling": r["pooling"], "strategy": r["strategy"], "cond_layer": layer,
+                             "device": r["device"], "seed": seed, "accuracy": r["acc_mean"] + seed - 1,
+                             "n": 30, "n_correct": 15})
+    return pd.DataFrame(rows).drop_duplicates(["dataset", "cell_id", "device", "seed"])
+
+
+def make_evaluation(cell_id="atrous-att-multi_task-L2", n_scenes=10, rng=None):
+    rng = rng or np.random.default_rng(1)
+    per = {}
+    for dev in "abc":
+        conf = rng.integers(0, 6, (n_scenes, n_scenes))
+        conf[np.diag_indices(n_scenes)] += 10
+        per[dev] = {"accuracy": 0.6, "n": int(conf.sum()), "n_correct": int(np.trace(conf)),
+                    "class_accuracy": {s: 0.6 for s in SCENES[:n_scenes]}, "confusion": conf.tolist()}
+    return {"cell_id": cell_id, "spec": {}, "scene_labels": SCENES[:n_scenes], "device_labels": list("abc"),
+            "per_device": per, "mean_all": 0.6, "mean_bc": 0.55, "iterations": 20, "train_seconds": 1.0,
+            "device_accuracy": 0.99}
+
+
+def write_attention(path, *, parallel: bool, scenes=SCENES[:4], rng=None):
+    """attention.npz: two clips per (scene, device); parallel = the same stems across devices."""
+    rng = rng or np.random.default_rng(2)
+    fn, sc, dv = [], [], []
+    for i, s in enumerate(scenes):
+        for d in "abc":
+            for seg in range(2):
+                loc = i if parallel else f"{i}{d}"  # non-parallel: every device at its own location
+                fn.append(f"audio/{s}-lisbon-{loc}-{seg}-{d}.wav")
+                sc.append(s)
+                dv.append(d)
+    maps = rng.random((len(fn), 12, 6)).astype(np.float16)
+    np.savez(path, maps=maps, filename=np.array(fn), scene=np.array(sc), device=np.array(dv),
+             pred_scene=np.array(sc))
+    return path
+
+
+def write_metrics(path, with_device=True):
+    df = pd.DataFrame({"iteration": [0, 10, 20], "loss": [2.3, 1.4, 0.9], "loss_scene": [2.2, 1.3, 0.8],
+                       "loss_device": [1.1, 0.4, 0.1] if with_device else [np.nan] * 3,
+                       "lr": [1e-3, 9e-4, 8.1e-4], "lambda": [1.0, 1.0, 1e-4] if with_device else [np.nan] * 3,
+                       "device_acc": [np.nan, 0.7, 0.99] if with_device else [np.nan] * 3,
+                       "elapsed_s": [0.0, 1.0, 2.0]})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False)
+    return path
+
+
+BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def write_bench(path, s, cpu):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(BENCH_HEADER + f"{s}\t0:00:{int(s):02d}\t100\t100\t100\t100\t0\t0\t50\t{cpu}\n")
+
+
+@pytest.fixture
+def results(tmp_path):
+    """A tiny results tree in the upstream formats; returns its root."""
+    return make_results(tmp_path / "results")
+
+
+def make_results(root):
+    (root / "tables").mkdir(parents=True)
+    (root / "stats").mkdir()
+    s = {t: make_summary(t, i) for i, t in enumerate(("table1", "table2", "table3"))}
+    for t, df in s.items():
+        df.to_csv(root / "tables" / f"{t}.csv", index=False)
+    make_cells(s["table1"], s["table2"]).to_csv(root / "tables" / "cells.csv", index=False)
+    pd.DataFrame([{"topology": t, "pooling": p, "cond_layer": l, "acc_mean": 60.0} for (t, p), l in SELECTED.items()]
+                 ).to_csv(root / "tables" / "layers.csv", index=False)
+    comps = [
+        {"table": "table2", "dataset": "embedded2018", "comparison": "multi_task vs single_device",
+         "row": "atrous-att", "model_a": "atrous-att-multi_task-L2", "model_b": "atrous-att-single_device[a+b+c]",
+         "seed": 0, "n": 300, "acc_a": 68.0, "acc_b": 60.0, "z": 2.04, "p_z": 0.0207, "mcnemar_b": 30,
+         "mcnemar_c": 12, "mcnemar_p": 0.004, "method": "chi2",
+         "paper_claim": "Sec. IV-C: multi-task atrous CNN + attention 68.0% > single-device 65.0%, one-tailed z-test p < 0.01"},
+    ]
+    for row in ("atrous-att", "cnn_pool-max", "cnn_nopool-roi"):
+        for a, b in R.CLAIM_TESTS:
+            comps.append({"table": "table2", "dataset": "embedded2018", "comparison": f"{a} vs {b}", "row": row,
+                          "model_a": f"{row}-{a}", "model_b": f"{row}-{b}", "seed": 0, "n": 300, "acc_a": 61.0,
+                          "acc_b": 55.0, "z": 1.5, "p_z": 0.03 if row == "atrous-att" else 0.2, "mcnemar_b": 10,
+                          "mcnemar_c": 5, "mcnemar_p": 0.15, "method": "exact", "paper_claim": ""})
+    pd.DataFrame(comps).to_csv(root / "stats" / "comparisons.csv", index=False)
+    cell = root / "cells" / "embedded2018" / "atrous-att-multi_task-L2" / "seed0"
+    cell.mkdir(parents=True)
+    (cell / "evaluation.json").write_text(json.dumps(make_evaluation()))
+    write_attention(cell / "attention.npz", parallel=True)
+    write_metrics(cell / "metrics.csv")
+    write_metrics(root / "cells" / "embedded2018" / "cnn_pool-max-joint" / "seed0" / "metrics.csv", with_device=False)
+    bench = root / "benchmarks"
+    write_bench(bench / "train_cell" / "embedded2018" / "atrous-att-teacher_forcing-L1" / "seed0.tsv", 10, 8)
+    write_bench(bench / "train_cell" / "embedded2018" / "atrous-att-multi_task-L2" / "seed0.tsv", 20, 15)
+    write_bench(bench / "train_cell" / "embedded2019" / "atrous-att-multi_task-L2" / "seed0.tsv", 40, 30)
+    write_bench(bench / "render_tables.tsv", 3, 2)
+    return root
+
+
+# --------------------------------------------------------------------------------------------- wide frames
+
+def test_table1_frame_has_paper_row_order_and_layer_columns():
+    s = make_summary("table1")
+    wide = T.table1_frame(s)
+    assert list(wide.index) == PAPER_ORDER
+    assert list(wide.columns) == [1, 2]
+    avg = s[(s.device == "avg") & (s.topology == "cnn_nopool") & (s.cond_layer == 2)].acc_mean.item()
+    assert wide.loc[("cnn_nopool", "roi"), 2] == pytest.approx(avg)
+
+
+def test_strategies_frame_columns_are_strategy_by_device():
+    s = make_summary("table2")
+    wide = T.strategies_frame(s)
+    assert list(wide.index) == PAPER_ORDER
+    assert list(wide.columns.get_level_values(0).unique()) == STRATEGIES
+    assert list(wide.columns.get_level_values(1)[:5]) == ["a", "b", "c", "avg", "bc"]
+    want = s[(s.topology == "atrous") & (s.strategy == "joint") & (s.device == "bc")].acc_mean.item()
+    assert wide.loc[("atrous", "att"), ("joint", "bc")] == pytest.approx(want)
+
+
+def test_design_md_column_names_are_accepted():
+    s = make_summary("table2").rename(columns={"acc_mean": "accuracy_mean", "acc_std": "accuracy_std",
+                                               "acc_ci_low": "ci95_low", "acc_ci_high": "ci95_high"})
+    pd.testing.assert_frame_equal(T.strategies_frame(s), T.strategies_frame(make_summary("table2")))
+
+
+def test_bad_summaries_raise_naming_file_row_and_value(tmp_path):
+    s = make_summary("table2")
+    s.loc[5, "pooling"] = "median"
+    path = tmp_path / "table2.csv"
+    s.to_csv(path, index=False)
+    with pytest.raises(ResultsError, match=r"table2\.csv: row 7: pooling='median'"):
+        T.read_summary(path)
+    with pytest.raises(ResultsError, match="missing column"):
+        T.check_summary(make_summary("table2").drop(columns="acc_mean"))
+    dup = pd.concat([make_summary("table2").iloc[:2], make_summary("table2").iloc[:1]])
+    with pytest.raises(ResultsError, match="duplicate"):
+        T.check_summary(dup)
+    with pytest.raises(ResultsError, match="table4"):
+        T.normalise_table_name("table4")
+
+
+def test_paper_values_derive_bc_from_b_and_c():
+    p = T.paper_values("II")
+    row = p[(p.topology == "atrous") & (p.pooling == "att") & (p.strategy == "multi_task")].set_index("device").paper_acc
+    assert row["avg"] == pytest.approx(68.0)
+    assert row["bc"] == pytest.approx((68.9 + 62.8) / 2)
+
+
+# --------------------------------------------------------------------------------------------- LaTeX / HTML
+
+def _balanced(tex: str) -> None:
+    stripped = re.sub(r"\\[{}]", "", tex)
+    depth = 0
+    for ch in stripped:
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        assert depth >= 0, "a closing brace without its opening one"
+    assert depth == 0, "unbalanced braces"
+    stack = []
+    for kind, env in re.findall(r"\\(begin|end)\{([^}]*)\}", tex):
+        if kind == "begin":
+            stack.append(env)
+        else:
+            assert stack and stack.pop() == env, f"\\end{{{env}}} does not close the open environment"
+    assert not stack, f"unclosed environments {stack}"
+
+
+def _expected_long(summary: pd.DataFrame, table: str) -> pd.DataFrame:
+    """What a parsed table must contain: our numbers rounded, the paper's, the row best."""
+    paper = T.paper_values(table)
+    rows = []
+    wide = T.table1_frame(summary) if table == "table1" else T.strategies_frame(summary)
+    for (t, p), series in wide.iterrows():
+        for col, mean in series.items():
+            if table == "table1":
+                sel = summary[(summary.topology == t) & (summary.pooling == p) & (summary.cond_layer == col)
+                              & (summary.device == "avg")]
+                ref = paper[(paper.topology == t) & (paper.pooling == p) & (paper.cond_layer == col) & (paper.device == "avg")]
+                key = (col,)
+            else:
+                s, d = col
+                sel = summary[(summary.topology == t) & (summary.pooling == p) & (summary.strategy == s) & (summary.device == d)]
+                ref = paper[(paper.topology == t) & (paper.pooling == p) & (paper.strategy == s) & (paper.device == d)]
+                key = col
+            n = int(sel.n_seeds.item())
+            rows.append({"topology": t, "pooling": p, "key": key, "mean": round(mean, 1),
+                         "std": round(sel.acc_std.item(), 1) if n > 1 else np.nan,
+                         "paper": round(ref.paper_acc.item(), 1) if len(ref) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def _check_roundtrip(parsed: pd.DataFrame, summary: pd.DataFrame, table: str) -> None:
+    parsed = parsed.assign(key=[T.column_key(table, c) for c in parsed.column])
+    want = _expected_long(summary, table)
+    merged = want.merge(parsed, on=["topology", "pooling", "key"], suffixes=("", "_got"), how="outer",
+                        indicator=True)
+    assert (merged["_merge"] == "both").all(), merged[merged["_merge"] != "both"]
+    np.testing.assert_allclose(merged["mean_got"], merged["mean"], atol=1e-9)
+    np.testing.assert_allclose(merged["std_got"], merged["std"], atol=1e-9)  # NaN == NaN here
+    np.testing.assert_allclose(merged["paper_got"], merged["paper"], atol=1e-9)
+    has_paper = merged["paper"].notna()
+    np.testing.assert_allclose(merged.loc[has_paper, "diff"], (merged["mean"] - merged["paper"])[has_paper], atol=1e-9)
+    # exactly one bold cell per row, on the row best
+    for (t, p), g in merged.groupby(["topology", "pooling"]):
+        assert g["best"].sum() == 1, (t, p)
+        if table == "table1":
+            assert g.loc[g["best"], "mean"].item() == g["mean"].max()
+        else:
+            avgs = g[[k[1] == "avg" for k in g["key"]]]
+            assert g.loc[g["best"], "key"].item() == avgs.loc[avgs["mean"].idxmax(), "key"]
+
+
+@pytest.mark.parametrize("table", ["table1", "table2", "table3"])
+def test_latex_is_balanced_booktabs_and_round_trips(table):
+    summary = make_summary(table)
+    tex = T.render_latex(summary, table, caption="ours vs the paper_s values, 100% honest", label=f"tab:{table}")
+    _balanced(tex)
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
+        assert rule in tex
+    assert r"paper\_s" in tex and r"100\%" in tex
+    if table != "table1":
+        assert tex.count(r"\multicolumn{5}{c}") == 4 and r"\cmidrule(lr)" in tex
+    _check_roundtrip(T.parse_latex_table(tex), summary, table)
+
+
+@pytest.mark.parametrize("table", ["table1", "table2", "table3"])
+def test_html_round_trips(table):
+    summary = make_summary(table)
+    text = T.render_html(summary, table, caption="a <caption> & more")
+    assert "a &lt;caption&gt; &amp; more" in text
+    assert text.count('class="num best"') == summary.groupby(["topology", "pooling"]).ngroups
+    _check_roundtrip(T.parse_html_table(text), summary, table)
+
+
+def test_round_trip_detects_a_changed_number():
+    summary = make_summary("table2")
+    tex = T.render_latex(summary, "table2")
+    first = re.search(r"\d+\.\d\$\\pm\$", tex)
+    corrupted = tex[: first.start()] + "99.9$\\pm$" + tex[first.end():]
+    with pytest.raises(AssertionError):
+        _check_roundtrip(T.parse_latex_table(corrupted), summary, "table2")
+
+
+def test_cells_without_paper_value_or_with_missing_numbers():
+    s = make_summary("table1")
+    s.loc[(s.topology == "cnn_pool") & (s.cond_layer == 2) & (s.device == "avg"), "acc_mean"] = np.nan
+    parsed = T.parse_html_table(T.render_html(s, "table1", paper_df=pd.DataFrame()))
+    assert parsed["paper"].isna().all()
+    missing = parsed[(parsed.topology == "cnn_pool") & (parsed.column == "Layer 2")]
+    assert missing["mean"].isna().all() and not missing["best"].any()
+
+
+def test_render_all_writes_tex_and_html(tmp_path):
+    csvs = []
+    for t in ("table1", "table2", "table3"):
+        csvs.append(tmp_path / f"{t}.csv")
+        make_summary(t).to_csv(csvs[-1], index=False)
+    tex = [tmp_path / "out" / f"{t}.tex" for t in ("table1", "table2", "table3")]
+    htm = [tmp_path / "out" / f"{t}.html" for t in ("table1", "table2", "table3")]
+    T.render_all(csvs, tex_paths=tex, html_paths=htm)
+    assert "Layer 1" in tex[0].read_text() and "Multi-task" in htm[1].read_text()
+    assert "embedded2019" in htm[2].read_text()
+    with pytest.raises(ResultsError, match="summaries"):
+        T.render_all(csvs, tex_paths=tex[:2], html_paths=htm)
+
+
+# --------------------------------------------------------------------------------------------- figures
+
+def _is_png_and_pdf(paths):
+    png, pdf = paths
+    assert png.suffix == ".png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pdf.suffix == ".pdf" and pdf.read_bytes()[:5] == b"%PDF-"
+
+
+def test_fig5_layers_writes_png_and_pdf(tmp_path, results):
+    _is_png_and_pdf(F.fig5_layers(results / "tables" / "cells.csv", tmp_path / "fig5"))
+    # no Table I cells at all: a placeholder, not a crash
+    cells = pd.read_csv(results / "tables" / "cells.csv")
+    _is_png_and_pdf(F.fig5_layers(cells[cells.strategy == "joint"], tmp_path / "fig5_empty"))
+    with pytest.raises(ResultsError, match="missing column"):
+        F.fig5_layers(cells.drop(columns="accuracy"), tmp_path / "bad")
+
+
+def test_best_cell_picks_the_best_multi_task_cell_and_seed(results):
+    cells = pd.read_csv(results / "tables" / "cells.csv")
+    ds, cid, seed = F.best_cell(cells)
+    mt = cells[cells.strategy == "multi_task"].groupby("cell_id").accuracy.mean()
+    assert cid == mt.idxmax() and ds == "embedded2018"
+    assert seed == cells[cells.cell_id == cid].groupby("seed").accuracy.mean().idxmax()
+    assert F.best_cell(cells, strategy="multi_task", dataset="nope") is None
+
+
+def test_fig6_confusion_and_its_validation(tmp_path):
+    ev = make_evaluation()
+    _is_png_and_pdf(F.fig6_confusion(ev, tmp_path / "fig6"))
+    path = tmp_path / "evaluation.json"
+    bad = make_evaluation()
+    bad["per_device"]["b"]["confusion"] = [[1, 2], [3, 4]]
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ResultsError, match=r"evaluation\.json: per_device\.b\.confusion has shape \(2, 2\)"):
+        F.fig6_confusion(path, tmp_path / "bad")
+
+
+def test_attention_clip_choice_prefers_parallel_recordings(tmp_path):
+    att = F.load_attention(write_attention(tmp_path / "p.npz", parallel=True))
+    scenes, devices, chosen, missing = F.choose_attention_clips(att, SCENES)
+    assert scenes == SCENES[:4] and devices == ["a", "b", "c"] and missing == []
+    for s in scenes:
+        stems = {F.clip_stem(att["filename"][chosen[(s, d)]], d) for d in devices}
+        assert len(stems) == 1  # the same recording on every device
+    att = F.load_attention(write_attention(tmp_path / "n.npz", parallel=False))
+    _, _, chosen, missing = F.choose_attention_clips(att, SCENES)
+    assert missing == SCENES[:4] and len(chosen) == 12
+
+
+def test_fig7_attention_with_and_without_parallel_clips(tmp_path):
+    _is_png_and_pdf(F.fig7_attention(write_attention(tmp_path / "p.npz", parallel=True), tmp_path / "f7p"))
+    _is_png_and_pdf(F.fig7_attention(write_attention(tmp_path / "n.npz", parallel=False), tmp_path / "f7n"))
+    np.savez(tmp_path / "empty.npz", maps=np.zeros((0, 4, 4), np.float16), filename=np.array([], str),
+             scene=np.array([], str), device=np.array([], str))
+    _is_png_and_pdf(F.fig7_attention(tmp_path / "empty.npz", tmp_path / "f7e"))
+    np.savez(tmp_path / "bad.npz", maps=np.zeros((2, 4, 4)), filename=np.array(["x", "y"]))
+    with pytest.raises(ResultsError, match=r"bad\.npz: missing array 'scene'"):
+        F.fig7_attention(tmp_path / "bad.npz", tmp_path / "f7b")
+
+
+def test_clip_stem_strips_only_the_device_suffix():
+    assert F.clip_stem("audio/airport-lisbon-1000-40000-b.wav", "b") == "airport-lisbon-1000-40000"
+    assert F.clip_stem("audio/airport-lisbon-1000-40000-a.wav", "b") == "airport-lisbon-1000-40000-a"
+
+
+def test_training_curves_with_and_without_optional_columns(tmp_path, results):
+    paths = sorted((results / "cells").rglob("metrics.csv"))
+    _is_png_and_pdf(F.training_curves(paths, tmp_path / "curves"))
+    _is_png_and_pdf(F.training_curves([paths[0]], tmp_path / "curves_one"))  # no lambda/device_acc
+    many = {f"cnn_pool-max-{s}-L1/seed{i}": pd.read_csv(paths[-1]) for s in STRATEGIES for i in range(4)}
+    _is_png_and_pdf(F.training_curves(many, tmp_path / "curves_many"))
+    with pytest.raises(ResultsError, match="missing column"):
+        F.training_curves({"x": pd.DataFrame({"iteration": [1]})}, tmp_path / "bad")
+
+
+def test_render_all_figures(context):
+    assert [f["key"] for f in context["figures"]] == ["fig5_layers", "fig6_confusion", "fig7_attention", "training_curves"]
+    for f in context["figures"]:
+        assert f["png_b64"].startswith("iVBORw0KGgo")  # base64 of the PNG signature
+        assert open(f["pdf"], "rb").read(5) == b"%PDF-"
+
+
+# --------------------------------------------------------------------------------------------- report
+
+@pytest.fixture(scope="module")
+def context(tmp_path_factory):
+    """The report context of the tiny results tree, figures rendered once for the module."""
+    tmp_path = tmp_path_factory.mktemp("report")
+    results = make_results(tmp_path / "results")
+    ev = results / "cells" / "embedded2018" / "atrous-att-multi_task-L2" / "seed0" / "evaluation.json"
+    F.render_all(cells_csv=results / "tables" / "cells.csv", fig6_evaluation=ev, fig7_evaluation=ev,
+                 metrics_csvs=sorted((results / "cells").rglob("metrics.csv")), out_dir=tmp_path / "reports" / "figures")
+    return R.build_context(preset=PRESET, results_dir=results, figures=tmp_path / "reports" / "figures",
+                           versions=VERSIONS, commit="0123abc", date="2026-01-01 00:00 UTC")
+
+
+def test_report_html_is_self_contained_and_complete(tmp_path, context):
+    out = tmp_path / "paper.html"
+    R.render_report_html(context, out)
+    html = out.read_text()
+    for t in ("table1", "table2", "table3"):
+        assert f'data-table="{t}"' in html
+    assert "SYNTHETIC" in html and "embedded2018" in html
+    for field in ("tinytest", "0123abc", "2026-01-01", "fidelity mode", "att: 0, 1, 2", "torch 2.13.0",
+                  "snakemake 9.27", "librosa 0.11", "numpy 2.0", "python 3.11.2"):
+        assert field in html, field
+    assert html.count("data:image/png;base64,") == 4
+    assert not re.search(r'(src|href)="(https?:)?//', html) and "<link" not in html
+    assert "oracle information" in html and "p &lt; 0.01" in html
+    assert "<td>Table II</td><td>1</td><td>0:00:20</td><td>0:00:15</td>" in html
+
+
+def test_report_statistics_and_claims_are_computed(context):
+    claim = context["stats"]["claims"][0]
+    assert claim["level"] == 0.01 and not claim["holds"]  # p = 0.0207 is not < 0.01
+    assert len(context["stats"]["rows"]) == 12
+    s2 = make_summary("table2", 1)  # the fixture's Table II, recomputed by hand
+
+    wide = T.strategies_frame(s2)
+    wins_b = int((wide[("multi_task", "b")].round(1) > wide[("joint", "b")].round(1)).sum())
+    entry = next(c for c in context["claims"] if c["table"] == "table2" and c["strategy_a"] == "Multi-task"
+                 and c["strategy_b"] == "Joint")
+    assert entry["devices"][0] == {"device": "B", "wins": wins_b, "total": 3,
+                                   "paper_wins": entry["devices"][0]["paper_wins"], "paper_total": 3}
+    # the paper's own numbers for these three rows: multi-task beats joint on B in 2 of them
+    # (cnn_pool max 58.3 > 57.2, cnn_nopool roi 50.0 < 50.6, atrous att 68.9 > 64.4)
+    assert entry["devices"][0]["paper_wins"] == 2
+    assert (entry["significant"], entry["tests"]) == (1, 3)
+    assert any("Table II, Multi-task better than Joint: B:" in s for s in context["claims_sentences"])
+
+
+def test_compute_cost_attribution(context):
+    cost = {c["label"]: c for c in context["compute"]}
+    assert cost["Table I"]["jobs"] == 1 and cost["Table I"]["wall_s"] == 10
+    assert cost["Table II"]["jobs"] == 1 and cost["Table II"]["cpu_s"] == 15  # teacher forcing L1 is not Table II's layer
+    assert cost["Table III"]["wall_s"] == 40
+    other = next(c for c in context["compute"] if c["label"].startswith("Other"))
+    assert other["jobs"] == 1 and other["wall_s"] == 3
+
+
+def test_benchmark_file_validation(tmp_path):
+    bad = tmp_path / "b.tsv"
+    bad.write_text("x\ty\n1\t2\n")
+    with pytest.raises(ResultsError, match=r"b\.tsv: benchmark file lacks column\(s\) \['s', 'cpu_time'\]"):
+        R.read_benchmark(bad)
+
+
+def test_report_without_stats_or_figures_still_renders(tmp_path, results):
+    (results / "stats" / "comparisons.csv").unlink()
+    (results / "tables" / "table3.csv").unlink()
+    real = dict(PRESET, datasets={"dcase2018_task1b": {"source": "zenodo", "devices": ["a", "b", "c"]}},
+                tables={"table1": {"dataset": "dcase2018_task1b"}})
+    ctx = R.build_context(preset=real, results_dir=results, figures=[], versions=VERSIONS, commit="x", date="d")
+    assert any("table3.csv is missing" in w for w in ctx["warnings"])
+    out = tmp_path / "r.html"
+    R.render_report_html(ctx, out)
+    html = out.read_text()
+    assert "SYNTHETIC" not in html and "No statistics are available" in html and "No figures" in html
+
+
+def test_provenance_gathers_versions_and_commit():
+    prov = R.provenance(PRESET)
+    for pkg in ("python", "torch", "numpy", "snakemake", "librosa"):
+        assert prov["versions"][pkg]
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?|unknown", prov["git_commit"])
+
+
+def test_report_tex_is_balanced_and_includes_figure_pdfs(tmp_path, context):
+    out = Path(context["figures"][0]["pdf"]).parent.parent / "paper.tex"  # beside figures/
+    R.render_report_tex(context, out)
+    tex = out.read_text()
+    _balanced(tex)
+    assert tex.count(r"\includegraphics") == 4 and "{figures/fig7_attention.pdf}" in tex
+    assert r"\toprule" in tex and r"\begin{landscape}" in tex and "Synthetic data" in tex
+    assert r"\VAR{" not in tex and r"\BLOCK{" not in tex
+
+
+def test_build_pdf_without_latex_returns_a_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    tex = tmp_path / "paper.tex"
+    tex.write_text("\\documentclass{article}\\begin{document}x\\end{document}\n")
+    message = R.build_pdf(tex, tmp_path / "paper.pdf")
+    assert "LaTeX is not installed" in message and "HTML report is complete" in message
+    assert not (tmp_path / "paper.pdf").exists()
+
+
+@pytest.mark.skipif(not (shutil.which("pdflatex") or shutil.which("latexmk")), reason="LaTeX is not installed")
+def test_build_pdf_compiles_the_report(tmp_path, context):
+    tex = Path(context["figures"][0]["pdf"]).parent.parent / "paper.tex"
+    R.render_report_tex(context, tex)
+    assert R.build_pdf(tex, tmp_path / "paper.pdf") is None
+    assert (tmp_path / "paper.pdf").read_bytes()[:5] == b"%PDF-"
