@@ -301,3 +301,67 @@ def test_tiny_preset_runs_on_slurm_with_the_requested_resources(slurm_cluster, c
     reports = clone / "reports"
     for name in ("paper.html", "paper.tex", "tables/table1.html", "figures/fig5_layers.png"):
         assert (reports / name).is_file(), f"reports/{name} missing after the SLURM run"
+
+
+# --------------------------------------------------------------------------------------------
+# Preemption: a training job stopped with SIGTERM checkpoints, fails, and its retry resumes
+
+PREEMPT_CELL = ("tiny2018", "cnn_pool-max-joint", 0)
+# Long enough for the job to be caught running after its first checkpoint; checkpointed often.
+PREEMPT_TRAINING = {"iterations": 3000, "checkpoint_every": 10, "log_every": 10}
+
+
+def wait_until(predicate, timeout_s: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
+    """Poll `predicate` every 0.5 s; fail after `timeout_s` (or when `proc` ends first)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-4000:] if log else ""
+            pytest.fail(f"snakemake ended (exit {proc.returncode}) before {what}\n{tail}")
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+
+
+@pytest.mark.slurm
+def test_training_job_stopped_with_sigterm_resumes_from_its_checkpoint(slurm_cluster, clone, tmp_path):
+    dataset, cell, seed = PREEMPT_CELL
+    cell_dir = clone / "results" / "cells" / dataset / cell / f"seed{seed}"
+    extra = tmp_path / "preempt.yaml"
+    extra.write_text(yaml.safe_dump({"presets": {"tiny": {"training": PREEMPT_TRAINING}}}))
+    log = tmp_path / "snakemake.log"
+    cmd = ["timeout", "-s", "INT", "-k", "60", str(RUN_TIMEOUT_S),
+           sys.executable, "-m", "snakemake", str(cell_dir.relative_to(clone) / "evaluation.json"),
+           "--profile", f"profiles/{slurm_cluster}", "--set-resources", "train_cell:gpu=0",
+           "--slurm-init-seconds-before-status-checks", "5", "--retries", "1",
+           "--configfile", str(extra), "--config", "preset=tiny"]
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, cwd=clone, stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        run_uuid = wait_until(lambda: (m := re.search(r"SLURM run ID: (\S+)", log.read_text())) and m.group(1),
+                              120, "the SLURM run id", proc, log)
+        wait_until(lambda: (cell_dir / "checkpoints" / "last.pt").exists(), RUN_TIMEOUT_S / 2,
+                   "the training job's first checkpoint", proc, log)
+        running = [j for j in slurm_jobs(run_uuid) if j.rule == "train_cell" and j.state == "RUNNING"]
+        assert len(running) == 1, f"expected one running train_cell job: {slurm_jobs(run_uuid)}"
+        subprocess.run(["scancel", "--signal=TERM", running[0].job_id], check=True, timeout=30)
+        rc = proc.wait(timeout=RUN_TIMEOUT_S + 120)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(2)  # SIGINT: snakemake cancels its SLURM jobs
+            proc.wait(timeout=120)
+    text = log.read_text()
+    assert rc == 0, f"snakemake exited {rc}\n{text[-6000:]}"
+
+    train = [j for j in slurm_jobs(run_uuid) if j.rule == "train_cell"]
+    assert [j.state for j in train] == ["FAILED", "COMPLETED"], train
+    assert train[0].job_id == running[0].job_id
+    rule_log = (clone / "logs" / "train_cell" / dataset / cell / f"seed{seed}.log").read_text()
+    resumed = re.search(r"resuming from .* at iteration (\d+)", rule_log)
+    assert resumed and int(resumed.group(1)) > 0, rule_log[-3000:]
+    evaluation = yaml.safe_load((cell_dir / "evaluation.json").read_text())
+    assert evaluation["iterations"] == PREEMPT_TRAINING["iterations"]

@@ -136,7 +136,11 @@ install_packages() {
 start_munge() {
   step "munge"
   if munge_ok; then
-    log "munged already answers on $MUNGE_SOCKET (not started by this script, left alone)"
+    if alive "$RUN/munged.pid"; then
+      log "munged already running (pid $(cat "$RUN/munged.pid"))"
+    else
+      log "munged already answers on $MUNGE_SOCKET (not started by this script: left alone)"
+    fi
     return 0
   fi
   if [ ! -s /etc/munge/munge.key ]; then
@@ -197,11 +201,12 @@ EOF
   chmod 600 "$ETC/slurmdbd.conf" # slurmdbd refuses a configuration others can read
 }
 
-# The accounting lines of slurm.conf.
+# The accounting lines of slurm.conf (job_comment: sacct shows the rule the plugin puts there).
 accounting_conf() {
   if [ "$WITH_DBD" = 1 ]; then
     printf '%s\n' "AccountingStorageType=accounting_storage/slurmdbd" \
       "AccountingStorageHost=127.0.0.1" "AccountingStoragePort=6819" \
+      "AccountingStoreFlags=job_comment" \
       "JobAcctGatherType=jobacct_gather/linux" "JobAcctGatherFrequency=30"
   else
     printf '%s\n' "AccountingStorageType=accounting_storage/none" \
@@ -331,14 +336,15 @@ smoke_test() {
     die "srun smoke job failed or took longer than ${WAIT_S}s: $out"
   log "srun ran on $out"
   rm -f "$LOG"/smoke-*.out
-  timeout "$WAIT_S" sbatch --wait -p "$PARTITION" -t 1 -o "$LOG/smoke-%j.out" \
-    --wrap 'echo "sbatch smoke job ok on $(hostname)"' >/dev/null 2>&1 ||
-    die "sbatch smoke job failed or took longer than ${WAIT_S}s"
-  cat "$LOG"/smoke-*.out
+  local job_id
+  job_id=$(timeout "$WAIT_S" sbatch --parsable --wait -p "$PARTITION" -t 1 -o "$LOG/smoke-%j.out" \
+    --wrap 'echo "sbatch smoke job ok on $(hostname)"' 2>&1) ||
+    die "sbatch smoke job failed or took longer than ${WAIT_S}s: $job_id"
+  cat "$LOG/smoke-$job_id.out"
   if [ "$WITH_DBD" = 1 ]; then
-    wait_for "$WAIT_S" bash -c "sacct -X -n -o JobName | grep -q wrap" ||
-      die "sacct does not list the smoke job after ${WAIT_S}s; see $LOG/slurmdbd.log"
-    sacct -X --format=JobID,JobName,State,Account,AllocCPUS
+    wait_for "$WAIT_S" bash -c "sacct -X -n -j $job_id -o State | grep -q COMPLETED" ||
+      die "sacct does not show smoke job $job_id COMPLETED after ${WAIT_S}s; see $LOG/slurmdbd.log"
+    sacct -X -j "$job_id" --format=JobID,JobName,State,Account,AllocCPUS
   fi
 }
 
