@@ -120,3 +120,12 @@ def test_fit_length_pads_and_crops():
     assert status == "padded" and out.tolist() == [0, 1, 2, 3, 4, 0, 0, 0] and out.dtype == np.float32
     out, status = fit_length(y, 3)
     assert status == "cropped" and out.tolist() == [0, 1, 2]
+
+
+def test_logmel_writes_into_out():
+    y = np.random.default_rng(4).standard_normal(30000).astype(np.float32)
+    out = np.full((1 + (30000 - 2048) // 1376, 64), np.nan, dtype=np.float32)
+    assert logmel(y, out=out) is out
+    np.testing.assert_array_equal(out, logmel(y))
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        logmel(y, out=np.empty((out.shape[0], 64), dtype=np.float64))
