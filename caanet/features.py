@@ -463,16 +463,20 @@ def _read_rows(ds: h5py.Dataset, index: np.ndarray, block: int = 256) -> np.ndar
         if len(index):
             ds.read_direct(out)
         return out
+    buf = None
     pos = 0
     while pos < len(index):
         start = int(index[pos])
-        stop = min(start + block, ds.shape[0])
-        end = int(np.searchsorted(index, stop, side="left"))
+        end = int(np.searchsorted(index, start + block, side="left"))
         rows = index[pos:end]
-        if rows[-1] - rows[0] + 1 == len(rows):  # a contiguous run: read straight into place
-            ds.read_direct(out, np.s_[int(rows[0]):int(rows[-1]) + 1], np.s_[pos:end])
-        else:
-            out[pos:end] = ds[start:int(rows[-1]) + 1][rows - start]
+        span = int(rows[-1]) + 1 - start
+        if span == len(rows):  # a contiguous run: read straight into place
+            ds.read_direct(out, np.s_[start:start + span], np.s_[pos:end])
+        else:  # read the block once into a reused buffer, keep the selected rows
+            if buf is None:
+                buf = np.empty((block,) + ds.shape[1:], dtype=ds.dtype)
+            ds.read_direct(buf, np.s_[start:start + span], np.s_[0:span])
+            np.take(buf, rows - start, axis=0, out=out[pos:end])
         pos = end
     return out
 
