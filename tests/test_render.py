@@ -535,3 +535,16 @@ def test_build_pdf_compiles_the_report(tmp_path, context):
     R.render_report_tex(context, tex)
     assert R.build_pdf(tex, tmp_path / "paper.pdf") is None
     assert (tmp_path / "paper.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_report_uses_the_rendered_table_files(tmp_path, results):
+    csvs = [results / "tables" / f"table{n}.csv" for n in (1, 2, 3)]
+    tex = [tmp_path / "tables" / f"table{n}.tex" for n in (1, 2, 3)]
+    htm = [tmp_path / "tables" / f"table{n}.html" for n in (1, 2, 3)]
+    T.render_all(csvs, tex_paths=tex, html_paths=htm)
+    htm[1].write_text(htm[1].read_text().replace("<caption>", "<caption>MARKER "))
+    ctx = R.build_context(preset=PRESET, results_dir=results, tables_dir=tex + htm, figures=[],
+                          benchmarks=[], versions=VERSIONS, commit="x", date="d")
+    by_key = {t["key"]: t for t in ctx["tables"]}
+    assert "MARKER" in by_key["table2"]["html"] and by_key["table1"]["latex"] == tex[0].read_text()
+    assert ctx["compute"] == []

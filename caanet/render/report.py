@@ -274,7 +274,7 @@ def claims_sentences(claims: list[dict]) -> list[str]:
 
 
 def best_strategy_sentence(summary: pd.DataFrame, table: str) -> str:
-    """Which row and strategy has the best Avg in ``table``, ours and the paper's."""
+    """Which row and strategy has the best Avg in ``table``: ours, and the paper's over the same rows."""
     def best(df, value):
         avg = df[df["device"] == "avg"].dropna(subset=[value])
         if avg.empty:
@@ -283,10 +283,13 @@ def best_strategy_sentence(summary: pd.DataFrame, table: str) -> str:
         return (f"{T.TOPOLOGY_NAMES[r['topology']]} + {T.POOLING_NAMES[r['pooling']]}, "
                 f"{T.STRATEGY_NAMES[r['strategy']].lower()} ({r[value]:.1f}%)")
     ours = best(summary, "acc_mean")
-    paper = best(T.paper_values(table), "paper_acc")
     if ours is None:
         return ""
-    return f"{TABLE_TITLES[table].split(':')[0]}: our best average is {ours}; the paper's is {paper}."
+    rows = set(map(tuple, summary[["topology", "pooling"]].to_numpy().tolist()))
+    paper = T.paper_values(table)
+    paper = best(paper[[(t, p) in rows for t, p in zip(paper["topology"], paper["pooling"])]], "paper_acc")
+    return (f"{TABLE_TITLES[table].split(':')[0]}: our best average is {ours}; "
+            f"the paper's best over the same rows is {paper or 'not available'}.")
 
 
 # --------------------------------------------------------------------------------------------- compute
@@ -335,6 +338,8 @@ def compute_cost(summaries: dict[str, pd.DataFrame], benchmark_paths) -> list[di
     teacher-forcing cells reused in Table II) count in each.
     """
     paths = [Path(p) for p in benchmark_paths]
+    if not paths:
+        return []
     costs = {p: read_benchmark(p) for p in paths}
     assigned: set[Path] = set()
     rows = []
@@ -423,8 +428,10 @@ def build_context(*, preset: dict, results_dir="results", tables_dir=None, figur
         ds = summary["dataset"].iloc[0] if "dataset" in summary.columns and len(summary) else "?"
         table_entries.append({
             "key": key, "title": TABLE_TITLES[key], "dataset": ds,
-            "html": html_file.read_text(encoding="utf-8") if html_file and html_file.exists() else T.render_html(summary, key),
-            "latex": tex_file.read_text(encoding="utf-8") if tex_file and tex_file.exists() else T.render_latex(summary, key),
+            "html": html_file.read_text(encoding="utf-8") if html_file and html_file.exists()
+            else T.render_html(summary, key, caption=T.table_caption(key, summary)),
+            "latex": tex_file.read_text(encoding="utf-8") if tex_file and tex_file.exists()
+            else T.render_latex(summary, key, caption=T.table_caption(key, summary), label=f"tab:{key}"),
             "wide": key != "table1",
         })
     layers_csv = results / "tables" / "layers.csv"

@@ -582,8 +582,7 @@ def render_all(summary_csvs, *, tex_paths, html_paths) -> None:
     for i, (csv, tex, htm) in enumerate(zip(summary_csvs, tex_paths, html_paths)):
         table = table_name_from_path(csv, f"table{i + 1}")
         summary = read_summary(csv)
-        dataset = summary["dataset"].iloc[0] if "dataset" in summary.columns and len(summary) else "?"
-        caption = f"{TABLE_CAPTIONS[table]} Dataset: {dataset}."
+        caption = table_caption(table, summary)
         write_text_atomic(tex, render_latex(summary, table, caption=caption, label=f"tab:{table}"))
         write_text_atomic(htm, render_html(summary, table, caption=caption))
 
@@ -595,3 +594,10 @@ TABLE_CAPTIONS = {
     "table3": "Table III: accuracy [%] of the four training strategies on devices A, B, C (attention pooling); "
               "best average per row in bold.",
 }
+
+
+def table_caption(table, summary: pd.DataFrame) -> str:
+    """The caption of ``table``, naming the summary's dataset."""
+    table = normalise_table_name(table)
+    dataset = summary["dataset"].iloc[0] if "dataset" in summary.columns and len(summary) else "unknown"
+    return f"{TABLE_CAPTIONS[table]} Dataset: {dataset}."
