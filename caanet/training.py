@@ -110,6 +110,9 @@ class TrainConfig:
     deterministic: bool = True
 
     def __post_init__(self):
+        for key in ("betas", "channels", "device_channels"):
+            if isinstance(getattr(self, key), list):
+                setattr(self, key, tuple(getattr(self, key)))
         self.validate()
 
     def validate(self, where: str = "training") -> "TrainConfig":
@@ -356,9 +359,12 @@ def _resolve_device(device) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise ConfigError(f"device={device!r} is not a torch device ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r}: CUDA is not available on this machine")
+    return dev
 
 
 def _set_threads(threads: int | None) -> None:
@@ -622,6 +628,205 @@ def _write_outputs(out_dir: Path, *, spec, cfg, model, model_cfg, data: CellData
 # --------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class TrainState:
+    """What a checkpoint carries besides the model/optimiser/lambda rule: progress and bookkeeping."""
+
+    iteration: int = 0  # completed iterations
+    metrics: list = dataclasses.field(default_factory=list)  # metrics.csv rows so far
+    sums: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(3))  # losses since the last row
+    n_sum: int = 0
+    elapsed_s: float = 0.0  # training seconds before this process
+    best: dict | None = None  # best_val: {"iteration", "accuracy", "state_dict"}
+    val_history: list = dataclasses.field(default_factory=list)  # [[iteration, validation accuracy], ...]
+
+
+class CellTrainer:
+    """The training loop of one cell: one :meth:`step` per iteration, checkpoints, final evaluation."""
+
+    def __init__(self, spec: CellSpec, cfg: TrainConfig, data: CellData, dev: torch.device, say):
+        from caanet.models import ModelConfig, build_model
+
+        self.spec, self.cfg, self.data, self.dev, self.say = spec, cfg, data, dev, say
+        self.fidelity = get_fidelity(spec.fidelity)
+        self.multi = spec.strategy == "multi_task"
+        self.oracle = spec.device_source == "oracle"
+        n_frames, n_mels = data.train.x.shape[1:]
+        self.model_cfg = ModelConfig.from_spec(
+            spec, n_classes=len(data.scene_labels), n_devices=len(data.device_labels), channels=cfg.channels,
+            device_channels=cfg.device_channels, input_shape=(int(n_frames), int(n_mels)))
+        self.model = build_model(self.model_cfg).to(dev)  # initialised from torch's seed (set by the caller)
+        self.model.train()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        self.rule = LambdaRule.from_config(cfg, self.fidelity)
+        self.state = TrainState()
+        self.fingerprint = _fingerprint(spec, cfg, data)
+        self._t0 = time.monotonic()
+        if self.rule.source == "test":
+            self.lambda_clips, self.lambda_pos = data.test, np.arange(len(data.test))
+        else:
+            self.lambda_clips, self.lambda_pos = data.train, data.val_idx
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.cell_id} seed {self.spec.seed}"
+
+    def elapsed(self) -> float:
+        return self.state.elapsed_s + time.monotonic() - self._t0
+
+    # ---- checkpoints
+
+    def save(self, path: Path, code_version) -> None:
+        st = self.state
+        save_checkpoint(path, fingerprint=self.fingerprint, model=self.model, optimizer=self.optimizer,
+                        rule=self.rule, iteration=st.iteration, metrics=st.metrics, pending=(st.sums, st.n_sum),
+                        elapsed=self.elapsed(), best=st.best, val_history=st.val_history, code_version=code_version)
+
+    def resume(self, path: Path, code_version) -> bool:
+        """Load ``path`` if present (discarding one of other code); refuse one of another job."""
+        if path.exists() and code_version is not None:
+            stale = _checkpoint_code_version(path)
+            if stale != code_version:
+                self.say(f"{path}: written by code {stale!r}, this is {code_version!r}: starting over")
+                path.unlink()
+        if not path.exists():
+            return False
+        ck = load_checkpoint(path, self.fingerprint)
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.rule.load_state_dict(ck["lambda_rule"])
+        self.state = TrainState(iteration=ck["iteration"], metrics=list(ck["metrics"]),
+                                sums=np.array(ck["pending"][0], dtype=np.float64), n_sum=int(ck["pending"][1]),
+                                elapsed_s=ck["elapsed_s"], best=ck["best"], val_history=list(ck["val_history"]))
+        self._t0 = time.monotonic()
+        _set_rng_state(ck["rng"])
+        self.say(f"{self.name}: resuming from {path} at iteration {self.state.iteration}")
+        return True
+
+    # ---- one iteration
+
+    def step(self, it: int) -> tuple[list[float], float, float | None]:
+        """Train on the batch of 0-based iteration ``it``; return ``([loss, loss_scene, loss_device], lr, lambda)``."""
+        cfg, data = self.cfg, self.data
+        lr = lr_at(it, cfg, self.fidelity)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        pos = data.train_idx[batch_indices(data.train_idx.size, cfg.batch_size, self.spec.seed, it)]
+        x, y, d = _batch(data.train, pos, self.dev)
+        lam = self.rule.value if self.multi else None
+        with _autocast(self.dev, cfg.amp):
+            out = self.model(x, d if self.oracle else None)
+        loss_scene = F.nll_loss(out.scene.float(), y)
+        loss_device = F.nll_loss(out.device.float(), d) if self.multi else None
+        loss = loss_scene + lam * loss_device if self.multi else loss_scene
+        values = {"loss_scene": loss_scene.item(), "loss_device": loss_device.item() if self.multi else 0.0,
+                  "loss": loss.item()}
+        for key, v in values.items():
+            if not math.isfinite(v):
+                raise TrainingError(f"{self.name}: {key} is {v} at iteration {it + 1}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return [values["loss"], values["loss_scene"], values["loss_device"]], lr, lam
+
+    def after_step(self, done: int, values: list[float], lr: float, lam: float | None) -> None:
+        """Bookkeeping after ``done`` completed iterations: lambda check, validation, metrics row."""
+        cfg, st = self.cfg, self.state
+        st.iteration = done
+        st.sums += values
+        st.n_sum += 1
+        dev_acc = None
+        if self.multi and self.rule.due(done):
+            dev_acc = device_accuracy(self.model, self.lambda_clips, self.lambda_pos, dev=self.dev,
+                                      batch_size=cfg.eval_batch_size, amp=cfg.amp)
+            before = self.rule.value
+            if self.rule.update(done, dev_acc) != before:
+                self.say(f"{self.name}: iteration {done}: CNN-d {self.rule.source} accuracy {dev_acc:.4f}; "
+                         f"lambda -> {self.rule.value:g}")
+        if cfg.selection == "best_val" and (done % cfg.val_every == 0 or done == cfg.iterations):
+            acc = validation_accuracy(self.model, self.data, dev=self.dev, cfg=cfg, oracle=self.oracle)
+            st.val_history.append([done, acc])
+            if st.best is None or acc > st.best["accuracy"]:
+                st.best = {"iteration": done, "accuracy": acc,
+                           "state_dict": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}}
+        if done % cfg.log_every == 0 or dev_acc is not None or done == cfg.iterations:
+            mean = st.sums / st.n_sum
+            st.metrics.append({
+                "iteration": done, "loss": float(mean[0]), "loss_scene": float(mean[1]),
+                "loss_device": float(mean[2]) if self.multi else None, "lr": lr, "lambda": lam,
+                "device_acc": dev_acc, "elapsed_s": round(self.elapsed(), 3),
+            })
+            st.sums, st.n_sum = np.zeros(3), 0
+
+    # ---- the loop
+
+    def run(self, ck_path: Path, code_version, stop: "_StopFlag", callback=None) -> None:
+        """Iterate from the current state to ``cfg.iterations``, checkpointing; SIGTERM -> :class:`Preempted`."""
+        cfg = self.cfg
+        start = self.state.iteration
+        if start >= cfg.iterations:
+            return
+        bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+            bar = tqdm(total=cfg.iterations, initial=start, desc=self.spec.cell_id, unit="it", leave=False)
+        try:
+            for it in range(start, cfg.iterations):
+                values, lr, lam = self.step(it)
+                done = it + 1
+                self.after_step(done, values, lr, lam)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{values[0]:.3f}")
+                elif done % cfg.log_every == 0:
+                    self.say(f"{self.name}: iteration {done}/{cfg.iterations} loss {self.state.metrics[-1]['loss']:.4f} "
+                             f"lr {lr:.3g}" + (f" lambda {lam:g}" if self.multi else ""))
+                if done % cfg.checkpoint_every == 0 or stop.signum is not None:
+                    self.save(ck_path, code_version)
+                if stop.signum is not None:
+                    raise Preempted(f"{self.name}: signal {stop.signum} at iteration {done}; checkpoint written to "
+                                    f"{ck_path}, resubmit to resume")
+                if callback is not None:
+                    callback(done)
+        finally:
+            if bar is not None:
+                bar.close()
+        self.save(ck_path, code_version)  # a kill while writing the outputs resumes straight to evaluation
+
+    # ---- evaluation
+
+    def evaluate(self, code_version=None) -> tuple[dict, pd.DataFrame, dict | None]:
+        """Evaluate the selected weights on the test clips: ``(evaluation, predictions, attention or None)``."""
+        cfg, data, st = self.cfg, self.data, self.state
+        train_seconds = self.elapsed()
+        selected = cfg.iterations
+        if cfg.selection == "best_val" and st.best is not None:
+            self.model.load_state_dict(st.best["state_dict"])
+            selected = st.best["iteration"]
+        scene_pred, device_pred = predict(self.model, data.test, np.arange(len(data.test)), dev=self.dev,
+                                          batch_size=cfg.eval_batch_size, amp=cfg.amp, oracle=self.oracle)
+        preds_df = _predictions_frame(data, scene_pred, device_pred)
+        evaluation = {
+            "cell_id": self.spec.cell_id, "spec": self.spec.to_dict(),
+            "scene_labels": data.scene_labels, "device_labels": data.device_labels,
+            **evaluate_predictions(preds_df, data.scene_labels, data.device_labels),
+            "iterations": cfg.iterations, "train_seconds": round(train_seconds, 3),
+            "device_accuracy": float(np.mean(device_pred == data.test.device)) if device_pred is not None else None,
+            "fidelity": self.fidelity.name, "selection": cfg.selection, "selected_iteration": selected,
+            "test_device_labels_used": self.oracle,
+            "lambda_source": self.rule.source if self.multi else None,
+            "lambda_switched_at": self.rule.switched_at if self.multi else None,
+            "n_train": int(data.train_idx.size), "n_val": int(data.val_idx.size), "n_test": len(data.test),
+            "validation_history": st.val_history,
+            "code_version": code_version,
+        }
+        if self.oracle:
+            evaluation["note"] = ("teacher forcing: the true device label of each test clip is fed to the model "
+                                  "(oracle information)")
+        attention = _attention_examples(self.model, data, dev=self.dev, cfg=cfg, oracle=self.oracle)
+        return evaluation, preds_df, attention
+
+
 def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, threads: int | None = None,
                device="auto", log=None, code_version: str | None = None,
                callback: Callable[[int], None] | None = None) -> dict:
@@ -632,166 +837,31 @@ def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, thre
     callable taking a line (plain log lines every ``log_every`` iterations; a tqdm bar when stderr is
     a TTY). ``code_version`` (the workflow's hash of the training code) is recorded in
     ``evaluation.json``; a checkpoint written by other code is discarded (logged) rather than
-    resumed, while one of another spec or config is refused. ``callback(iteration)`` is called after each completed iteration (a test hook; an
-    exception raised there aborts the job like a kill, leaving the last periodic checkpoint).
+    resumed, while one of another spec or config is refused. ``callback(iteration)`` is called after
+    each completed iteration (a test hook; an exception raised there aborts the job like a kill,
+    leaving the last periodic checkpoint). Nothing is written before the spec, config and cache
+    have been checked.
     """
-    from caanet.models import ModelConfig, build_model
-
     features_path, out_dir = Path(features_path), Path(out_dir)
     say = _as_log(log)
     check_spec(features_path, spec, cfg)
-    fid = get_fidelity(spec.fidelity)
     dev = _resolve_device(device)
     _set_threads(threads)
     data = prepare_data(features_path, spec, cfg)
-    multi = spec.strategy == "multi_task"
-    oracle = spec.device_source == "oracle"
-    n_frames, n_mels = data.train.x.shape[1:]
-
+    ck_path = out_dir / "checkpoints" / "last.pt"
     with _determinism(cfg.deterministic, spec.seed), _StopFlag() as stop:
-        model_cfg = ModelConfig.from_spec(spec, n_classes=len(data.scene_labels), n_devices=len(data.device_labels),
-                                          channels=cfg.channels, device_channels=cfg.device_channels,
-                                          input_shape=(int(n_frames), int(n_mels)))
-        model = build_model(model_cfg).to(dev)
-        model.train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
-        rule = LambdaRule.from_config(cfg, fid)
-        fingerprint = _fingerprint(spec, cfg, data)
-        ck_path = out_dir / "checkpoints" / "last.pt"
-        start, metrics, elapsed0, best, val_history = 0, [], 0.0, None, []
-        sums, n_sum = np.zeros(3), 0  # losses of the iterations since the last metrics row
-        if ck_path.exists() and code_version is not None:
-            stale = _checkpoint_code_version(ck_path)
-            if stale != code_version:
-                say(f"{ck_path}: written by code {stale!r}, this is {code_version!r}: starting over")
-                ck_path.unlink()
-        if ck_path.exists():
-            ck = load_checkpoint(ck_path, fingerprint)
-            model.load_state_dict(ck["model"])
-            optimizer.load_state_dict(ck["optimizer"])
-            rule.load_state_dict(ck["lambda_rule"])
-            start, metrics, elapsed0 = ck["iteration"], list(ck["metrics"]), ck["elapsed_s"]
-            best, val_history = ck["best"], list(ck["val_history"])
-            sums, n_sum = np.array(ck["pending"][0], dtype=np.float64), int(ck["pending"][1])
-            _set_rng_state(ck["rng"])
-            say(f"{spec.cell_id} seed {spec.seed}: resuming from {ck_path} at iteration {start}")
-        say(f"{spec.cell_id} seed {spec.seed} ({fid.name}): {data.train_idx.size} training clips, "
-            f"{data.val_idx.size} validation, {len(data.test)} test; {cfg.iterations} iterations on {dev}")
-
-        def checkpoint(iteration):
-            save_checkpoint(ck_path, fingerprint=fingerprint, model=model, optimizer=optimizer, rule=rule,
-                            iteration=iteration, metrics=metrics, pending=(sums, n_sum),
-                            elapsed=elapsed0 + time.monotonic() - t0,
-                            best=best, val_history=val_history, code_version=code_version)
-
-        lambda_x = data.test if rule.source == "test" else data.train
-        lambda_pos = np.arange(len(data.test)) if rule.source == "test" else data.val_idx
-        t0 = time.monotonic()
-        bar = None
-        if sys.stderr.isatty() and start < cfg.iterations:
-            from tqdm import tqdm
-            bar = tqdm(total=cfg.iterations, initial=start, desc=spec.cell_id, unit="it", leave=False)
-        try:
-            for it in range(start, cfg.iterations):
-                lr = lr_at(it, cfg, fid)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                x, y, d = _batch(data.train, data.train_idx[batch_indices(data.train_idx.size, cfg.batch_size,
-                                                                          spec.seed, it)], dev)
-                lam = rule.value if multi else None
-                with _autocast(dev, cfg.amp):
-                    out = model(x, d if oracle else None)
-                loss_scene = F.nll_loss(out.scene.float(), y)
-                loss = loss_scene
-                loss_device = None
-                if multi:
-                    loss_device = F.nll_loss(out.device.float(), d)
-                    loss = loss_scene + lam * loss_device
-                values = [loss.item(), loss_scene.item(), loss_device.item() if multi else 0.0]
-                for name, v in zip(("loss", "loss_scene", "loss_device"), values):
-                    if not math.isfinite(v):
-                        raise TrainingError(f"{spec.cell_id} seed {spec.seed}: {name} is {v} at iteration {it + 1}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                done = it + 1
-                sums += values
-                n_sum += 1
-                dev_acc = None
-                if multi and rule.due(done):
-                    dev_acc = device_accuracy(model, lambda_x, lambda_pos, dev=dev, batch_size=cfg.eval_batch_size,
-                                              amp=cfg.amp)
-                    before = rule.value
-                    rule.update(done, dev_acc)
-                    if rule.value != before:
-                        say(f"iteration {done}: CNN-d {rule.source} accuracy {dev_acc:.4f}; lambda -> {rule.value:g}")
-                if cfg.selection == "best_val" and (done % cfg.val_every == 0 or done == cfg.iterations):
-                    acc = validation_accuracy(model, data, dev=dev, cfg=cfg, oracle=oracle)
-                    val_history.append([done, acc])
-                    if best is None or acc > best["accuracy"]:
-                        best = {"iteration": done, "accuracy": acc,
-                                "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-                if done % cfg.log_every == 0 or dev_acc is not None or done == cfg.iterations:
-                    mean = sums / n_sum
-                    metrics.append({
-                        "iteration": done, "loss": float(mean[0]), "loss_scene": float(mean[1]),
-                        "loss_device": float(mean[2]) if multi else None, "lr": lr,
-                        "lambda": lam, "device_acc": dev_acc,
-                        "elapsed_s": round(elapsed0 + time.monotonic() - t0, 3),
-                    })
-                    sums, n_sum = np.zeros(3), 0
-                    if bar is None and done % cfg.log_every == 0:
-                        say(f"{spec.cell_id} seed {spec.seed}: iteration {done}/{cfg.iterations} "
-                            f"loss {metrics[-1]['loss']:.4f} lr {lr:.3g}"
-                            + (f" lambda {lam:g}" if multi else ""))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{values[0]:.3f}")
-                if done % cfg.checkpoint_every == 0 or stop.signum is not None:
-                    checkpoint(done)
-                if stop.signum is not None:
-                    raise Preempted(f"{spec.cell_id} seed {spec.seed}: signal {stop.signum} at iteration {done}; "
-                                    f"checkpoint written to {ck_path}, resubmit to resume")
-                if callback is not None:
-                    callback(done)
-        finally:
-            if bar is not None:
-                bar.close()
-        if start < cfg.iterations:
-            checkpoint(cfg.iterations)  # a kill while writing the outputs resumes straight to evaluation
-        train_seconds = elapsed0 + time.monotonic() - t0
-
-        selected = cfg.iterations
-        if cfg.selection == "best_val" and best is not None:
-            model.load_state_dict(best["state_dict"])
-            selected = best["iteration"]
-        scene_pred, device_pred = predict(model, data.test, np.arange(len(data.test)), dev=dev,
-                                          batch_size=cfg.eval_batch_size, amp=cfg.amp, oracle=oracle)
-        preds_df = _predictions_frame(data, scene_pred, device_pred)
-        scores = evaluate_predictions(preds_df, data.scene_labels, data.device_labels)
-        evaluation = {
-            "cell_id": spec.cell_id, "spec": spec.to_dict(),
-            "scene_labels": data.scene_labels, "device_labels": data.device_labels,
-            **scores,
-            "iterations": cfg.iterations, "train_seconds": round(train_seconds, 3),
-            "device_accuracy": (float(np.mean(device_pred == data.test.device)) if device_pred is not None else None),
-            "fidelity": fid.name, "selection": cfg.selection, "selected_iteration": selected,
-            "test_device_labels_used": oracle,
-            "lambda_source": rule.source if multi else None,
-            "lambda_switched_at": rule.switched_at if multi else None,
-            "n_train": int(data.train_idx.size), "n_val": int(data.val_idx.size), "n_test": int(len(data.test)),
-            "validation_history": val_history,
-            "code_version": code_version,
-        }
-        if oracle:
-            evaluation["note"] = ("teacher forcing: the true device label of each test clip is fed to the model "
-                                  "(oracle information)")
-        attention = _attention_examples(model, data, dev=dev, cfg=cfg, oracle=oracle)
-        _write_outputs(out_dir, spec=spec, cfg=cfg, model=model, model_cfg=model_cfg, data=data, metrics=metrics,
-                       evaluation=evaluation, preds_df=preds_df, attention=attention)
+        trainer = CellTrainer(spec, cfg, data, dev, say)
+        trainer.resume(ck_path, code_version)
+        say(f"{trainer.name} ({trainer.fidelity.name}): {data.train_idx.size} training clips, {data.val_idx.size} "
+            f"validation, {len(data.test)} test; {cfg.iterations} iterations on {dev}")
+        trainer.run(ck_path, code_version, stop, callback)
+        evaluation, preds_df, attention = trainer.evaluate(code_version)
+        _write_outputs(out_dir, spec=spec, cfg=cfg, model=trainer.model, model_cfg=trainer.model_cfg, data=data,
+                       metrics=trainer.state.metrics, evaluation=evaluation, preds_df=preds_df, attention=attention)
     with contextlib.suppress(FileNotFoundError):
         ck_path.unlink()
     with contextlib.suppress(OSError):
         ck_path.parent.rmdir()
-    say(f"{spec.cell_id} seed {spec.seed}: mean_all {evaluation['mean_all']:.4f} in {train_seconds:.1f} s")
+    say(f"{trainer.name}: mean_all {evaluation['mean_all']:.4f}, mean_bc {evaluation['mean_bc']}, "
+        f"{evaluation['train_seconds']:.1f} s of training")
     return evaluation
