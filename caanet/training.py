@@ -43,6 +43,7 @@ import torch.nn.functional as F
 import caanet
 from caanet.data.loader import (
     batch_indices,
+    cache_columns,
     cache_labels,
     carve_validation,
     chunks,
@@ -316,6 +317,19 @@ def check_spec(features_path, spec: CellSpec, cfg: TrainConfig) -> tuple[list, l
     return scene_labels, device_labels
 
 
+def validation_filenames(features_path, spec: CellSpec, cfg: TrainConfig) -> set[str]:
+    """Filenames of the validation clips: whole locations carved from the training split of ALL devices.
+
+    Carving before any device selection gives every cell of a seed the same validation locations, so a
+    single-device cell trains on exactly the device's share of what the joint cell trains on.
+    """
+    cols = cache_columns(features_path)
+    rows = np.flatnonzero(cols["split"] == "train")
+    _, val = carve_validation(cols["identifier"][rows], cols["scene"][rows], cols["device"][rows],
+                              cfg.val_fraction, spec.seed)
+    return set(cols["filename"][rows[val]].tolist())
+
+
 def prepare_data(features_path, spec: CellSpec, cfg: TrainConfig) -> CellData:
     """Load the cell's clips, carve the validation split, fit and apply the per-mel-bin normalisation."""
     fid = get_fidelity(spec.fidelity)
@@ -327,13 +341,14 @@ def prepare_data(features_path, spec: CellSpec, cfg: TrainConfig) -> CellData:
         if len(fs) == 0:
             raise SpecError(f"cell {spec.cell_id}: the cache {features_path} has no {name} clips"
                             + (f" of device {spec.device!r}" if devices else ""))
+    is_val = np.zeros(len(train), dtype=bool)
     if needs_validation(cfg, fid):
-        train_idx, val_idx = carve_validation(train.identifier, train.scene, train.device, cfg.val_fraction, spec.seed)
-        if val_idx.size == 0 and cfg.val_fraction > 0:
-            raise TrainingError(f"cell {spec.cell_id}: the validation carve-out is empty (too few locations in "
-                                f"{features_path}); lower the data's needs or set training.selection/val_fraction")
-    else:
-        train_idx, val_idx = np.arange(len(train.scene), dtype=np.int64), np.zeros(0, dtype=np.int64)
+        is_val = np.isin(train.filename, list(validation_filenames(features_path, spec, cfg)))
+    train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    needed = cfg.selection == "best_val" or (spec.strategy == "multi_task" and fid.lambda_source == "validation")
+    if needed and val_idx.size == 0:
+        raise TrainingError(f"cell {spec.cell_id}: no validation clips: {features_path} has too few recording "
+                            "locations per scene and device to hold any out of training")
     mean, std = fit_normalisation(train.x, train_idx)
     normalise_(train.x, mean, std)
     normalise_(test.x, mean, std)
@@ -862,6 +877,7 @@ def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, thre
         ck_path.unlink()
     with contextlib.suppress(OSError):
         ck_path.parent.rmdir()
-    say(f"{trainer.name}: mean_all {evaluation['mean_all']:.4f}, mean_bc {evaluation['mean_bc']}, "
+    bc = evaluation["mean_bc"]
+    say(f"{trainer.name}: mean_all {evaluation['mean_all']:.4f}, mean_bc {'-' if bc is None else f'{bc:.4f}'}, "
         f"{evaluation['train_seconds']:.1f} s of training")
     return evaluation

@@ -138,6 +138,20 @@ def test_validation_is_location_disjoint_stratified_and_train_only(tiny_cache):
     assert va1.size > 0
 
 
+def test_single_device_cells_share_the_joint_cells_validation_locations(tiny_cache):
+    cfg = tiny_cfg()
+    joint = training.prepare_data(tiny_cache, spec("cnn_pool-max-joint"), cfg)
+    names = {part: set(joint.train.filename[getattr(joint, part)]) for part in ("train_idx", "val_idx")}
+    assert names["val_idx"] and not names["val_idx"] & names["train_idx"]
+    for d in ("a", "b", "c"):
+        one = training.prepare_data(tiny_cache, spec(f"cnn_pool-max-single_device-{d}"), cfg)
+        assert set(one.train.device.tolist()) == set(one.test.device.tolist()) == {"abc".index(d)}
+        for part in ("train_idx", "val_idx"):
+            assert set(one.train.filename[getattr(one, part)]) == {f for f in names[part] if f.endswith(f"-{d}.wav")}
+    ref = training.prepare_data(tiny_cache, spec("cnn_pool-max-joint", fidelity="reference"), cfg)
+    assert ref.val_idx.size == 0 and ref.train_idx.size == len(ref.train)  # the authors train on all of it
+
+
 def test_lambda_source_is_validation_in_paper_mode_and_test_in_reference(tiny_cache, tmp_path, monkeypatch):
     seen = []
 
@@ -166,7 +180,9 @@ def test_normalisation_uses_the_training_clips_actually_used(tiny_cache, tmp_pat
     train_cell(tiny_cache, spec("cnn_pool-avg-joint"), tiny_cfg(iterations=2), tmp_path)
     saved = torch.load(tmp_path / "model.pt", weights_only=True)
     fs = load_features(tiny_cache, split="train")
-    tr, _ = carve_validation(fs.identifier, fs.scene, fs.device, 0.2, seed=0)
+    val = training.validation_filenames(tiny_cache, spec("cnn_pool-avg-joint"), tiny_cfg())
+    tr = np.flatnonzero(~np.isin(fs.filename, list(val)))
+    assert 0 < tr.size < len(fs.filename)
     x = fs.x[tr].astype(np.float64).reshape(-1, fs.x.shape[2])
     np.testing.assert_allclose(saved["norm_mean"].numpy(), x.mean(0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(saved["norm_std"].numpy(), x.std(0), rtol=1e-5)
@@ -322,8 +338,9 @@ def test_checkpoint_of_other_code_is_discarded(tiny_cache, tmp_path):
 
 def test_non_finite_loss_names_the_iteration(make_tiny_cache, tiny_cache, tmp_path):
     fs = load_features(tiny_cache, split="train")
-    used, _ = carve_validation(fs.identifier, fs.scene, fs.device, 0.2, seed=0)
-    cache = make_tiny_cache(tmp_path / "nan.h5", nan_clip=fs.filename[used[-1]])
+    val = training.validation_filenames(tiny_cache, spec("cnn_pool-max-joint"), tiny_cfg())
+    used = [f for f in fs.filename if f not in val]
+    cache = make_tiny_cache(tmp_path / "nan.h5", nan_clip=used[-1])
     with pytest.raises(TrainingError, match=r"loss\w* is nan at iteration 1\b"):
         train_cell(cache, spec("cnn_pool-max-joint"), tiny_cfg(), tmp_path / "out")
     assert not (tmp_path / "out" / "model.pt").exists()
@@ -347,4 +364,9 @@ def test_bad_config_and_cache_rejected_before_any_output(tiny_cache, tmp_path):
         train_cell(tmp_path / "missing.h5", spec("cnn_pool-max-joint"), tiny_cfg(), tmp_path / "out")
     with pytest.raises(ConfigError, match="threads"):
         train_cell(tiny_cache, spec("cnn_pool-max-joint"), tiny_cfg(), tmp_path / "out", threads=0)
+    with pytest.raises(ConfigError, match="device='tpu9'"):
+        train_cell(tiny_cache, spec("cnn_pool-max-joint"), tiny_cfg(), tmp_path / "out", device="tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            train_cell(tiny_cache, spec("cnn_pool-max-joint"), tiny_cfg(), tmp_path / "out", device="cuda")
     assert not (tmp_path / "out").exists()

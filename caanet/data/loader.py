@@ -1,7 +1,8 @@
 """Data for one training job: reading the feature cache, the validation carve-out, normalisation, batches.
 
-* :func:`cache_labels` reads only the label lists of a cache (a cheap check before a job starts);
-  :func:`load_features` reads clips through ``caanet.features.load_cache`` (the contract's reader).
+* :func:`cache_labels` / :func:`cache_columns` read only the label lists / string columns of a cache
+  (cheap checks and the validation carve-out); :func:`load_features` reads clips through
+  ``caanet.features.load_cache`` (the contract's reader).
 * :func:`carve_validation` holds out whole recording locations (``identifier``) of the training data
   for validation, stratified so each scene and device appears on both sides where possible.
 * :func:`fit_normalisation` / :func:`normalise_` standardise each mel bin with the statistics of the
@@ -43,6 +44,21 @@ def cache_labels(path: str | Path) -> tuple[list, list]:
             return list(_json_attr(path, f.attrs, "scene_labels")), list(_json_attr(path, f.attrs, "device_labels"))
     except OSError as e:
         raise CacheError(f"{path}: not a readable HDF5 file ({e})") from None
+
+
+def cache_columns(path: str | Path) -> dict[str, np.ndarray]:
+    """The string columns (filename, scene, device, identifier, split) of a cache, without its features."""
+    import h5py
+
+    path = Path(path)
+    cache_labels(path)  # existence and readability, with clear errors
+    out = {}
+    with h5py.File(path, "r") as f:
+        for key in ("filename", "scene", "device", "identifier", "split"):
+            if key not in f:
+                raise CacheError(f"{path}: dataset {key!r} is missing")
+            out[key] = np.asarray(f[key].asstr()[...]).astype(str)
+    return out
 
 
 def load_features(path: str | Path, *, split: str | None = None, devices: Sequence[str] | None = None):
