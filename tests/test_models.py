@@ -311,3 +311,12 @@ def test_state_dict_loads_into_a_fresh_model_whatever_the_memory_format():
     other.load_state_dict(contiguous)
     x = torch.randn(2, 64, 32)
     assert torch.equal(model(x).scene, other(x).scene)
+
+
+def test_roi_heads_accept_sizes_not_divisible_by_the_region():
+    cfg = ModelConfig("cnn_nopool", "roi", channels=(4, 8, 8, 16), input_shape=(40, 20))
+    model = build_model(cfg)
+    assert model.head.fc.in_features == 16 * 3 * 2
+    assert model(torch.randn(2, 40, 20)).scene.shape == (2, 10)
+    att = build_model(ModelConfig("cnn_nopool", "roi_att", channels=(4, 8, 8, 16), input_shape=(40, 20)))
+    assert att(torch.randn(1, 40, 20)).attention.shape == (1, 10, 3, 2)
