@@ -28,6 +28,11 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     )
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates 0600; give the file the permissions a plain open() would (umask applies),
+    # so results are readable by collaborators on a shared cluster file system.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
         os.replace(tmp_path, target)

@@ -76,7 +76,8 @@ def cell_dir(spec):
 
 
 def cell_files(specs, name):
-    return [f"{cell_dir(s)}/{name}" for s in specs]
+    """One path per distinct cell (Table II reuses Table I's teacher-forcing cells)."""
+    return list(dict.fromkeys(f"{cell_dir(s)}/{name}" for s in specs))
 
 
 def resource(kind, key):

@@ -15,7 +15,8 @@ def all_metrics(wildcards):
 
 def all_benchmarks(wildcards):
     checkpoints.aggregate_tables.get()
-    return [f"{BENCH}/train_cell/{s.dataset}/{s.cell_id}/seed{s.seed}.tsv" for s in ws.table1_cells(P) + table23_specs()]
+    specs = ws.table1_cells(P) + table23_specs()
+    return list(dict.fromkeys(f"{BENCH}/train_cell/{s.dataset}/{s.cell_id}/seed{s.seed}.tsv" for s in specs))
 
 
 rule render_tables:
@@ -51,8 +52,8 @@ rule render_tables:
 
 rule render_figures:
     input:
+        unpack(best_multitask),
         cells=f"{RESULTS}/tables/cells.csv",
-        figure_cells=best_multitask,
         metrics=all_metrics,
     output:
         png=report(

@@ -40,13 +40,14 @@ def table23_specs():
 
 checkpoint aggregate_tables:
     input:
-        table1=f"{RESULTS}/tables/table1.csv",
+        layers=f"{RESULTS}/tables/layers.csv",
         evaluations=lambda wildcards: cell_files(ws.table1_cells(P) + table23_specs(), "evaluation.json"),
     output:
         table2=f"{RESULTS}/tables/table2.csv",
         table3=f"{RESULTS}/tables/table3.csv",
         cells=f"{RESULTS}/tables/cells.csv",
     params:
+        preset=P,
         code=CODE["stats"],
     threads: 1
     resources:
@@ -72,6 +73,7 @@ rule run_stats:
     output:
         f"{RESULTS}/stats/comparisons.csv",
     params:
+        preset=P,
         results=RESULTS,
         code=CODE["stats"],
     threads: 1

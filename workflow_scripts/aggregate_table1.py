@@ -4,9 +4,8 @@ from caanet.io import write_csv_atomic
 from caanet.workflow_support import logged
 
 with logged(snakemake.log[0], "aggregate_table1") as log:
-    cells = grid.collect_cells(snakemake.input.evaluations)
-    summary = grid.summarise_table(cells, "table1")
-    layers = grid.select_layers(summary)
+    summary = grid.summarise_table(grid.collect_cells(snakemake.input.evaluations), "table1")
+    layers = grid.layers_table(summary)
     write_csv_atomic(snakemake.output.table, summary)
-    write_csv_atomic(snakemake.output.layers, grid.layers_frame(summary, layers))
-    log.info("selected layers: %s", layers)
+    write_csv_atomic(snakemake.output.layers, layers)
+    log.info("selected layers:\n%s", layers.to_string(index=False))

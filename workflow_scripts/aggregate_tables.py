@@ -1,11 +1,13 @@
 """Aggregate Tables II and III over seeds, and every cell's per-device accuracy (caanet.grid)."""
 from caanet import grid
 from caanet.io import write_csv_atomic
-from caanet.workflow_support import logged
+from caanet.workflow_support import logged, read_layers
 
 with logged(snakemake.log[0], "aggregate_tables") as log:
+    preset, layers = snakemake.params.preset, read_layers(snakemake.input.layers)
     cells = grid.collect_cells(snakemake.input.evaluations)
     write_csv_atomic(snakemake.output.cells, cells)
     for table in ("table2", "table3"):
-        write_csv_atomic(snakemake.output[table], grid.summarise_table(cells, table, preset=None))
+        table_cells = grid.filter_cells(cells, grid.table_cells(preset, table, layers))
+        write_csv_atomic(snakemake.output[table], grid.summarise_table(table_cells, table))
     log.info("aggregated %d cell results", len(cells))

@@ -12,5 +12,5 @@ with logged(snakemake.log[0], "build_features") as log:
         scene_labels=snakemake.params.scenes,
         device_labels=snakemake.params.devices,
         n_jobs=snakemake.threads,
-        log=log,
+        log=log.info,
     )

@@ -5,8 +5,8 @@ from caanet.workflow_support import logged
 with logged(snakemake.log[0], "render_figures"):
     figures.render_all(
         cells_csv=snakemake.input.cells,
-        fig6_evaluation=snakemake.input.figure_cells.fig6 if hasattr(snakemake.input.figure_cells, "fig6") else snakemake.input.figure_cells[0],
-        fig7_evaluation=snakemake.input.figure_cells[-1],
+        fig6_evaluation=snakemake.input.fig6,
+        fig7_evaluation=snakemake.input.fig7,
         metrics_csvs=snakemake.input.metrics,
         out_dir=snakemake.params.out_dir,
     )

@@ -9,6 +9,6 @@ with logged(snakemake.log[0], "resample_audio") as log:
         snakemake.params.out_dir,
         sample_rate=snakemake.params.sample_rate,
         n_jobs=snakemake.threads,
-        log=log,
+        log=log.info,
     )
     write_index(df, snakemake.output.index)

@@ -4,7 +4,6 @@ from caanet.io import write_csv_atomic
 from caanet.workflow_support import logged, read_layers
 
 with logged(snakemake.log[0], "run_stats") as log:
-    preset = snakemake.config_preset if hasattr(snakemake, "config_preset") else None
     comparisons = stats.paper_comparisons(snakemake.params.preset, read_layers(snakemake.input.layers))
     df = stats.run_comparisons(comparisons, stats.predictions_loader(snakemake.params.results))
     write_csv_atomic(snakemake.output[0], df)

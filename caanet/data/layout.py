@@ -223,11 +223,16 @@ def read_dataset(root: str | os.PathLike, *, scene_labels=None, device_labels=No
 
 
 def write_index(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Store a :func:`read_dataset` frame as CSV (atomic), columns in :data:`INDEX_COLUMNS` order."""
+    """Store a :func:`read_dataset` frame as CSV (atomic), columns in :data:`INDEX_COLUMNS` order.
+
+    Columns added by later stages (e.g. ``audio_path`` from :func:`caanet.audio.prepare_audio`)
+    follow, in their order.
+    """
     missing = [c for c in INDEX_COLUMNS if c not in df.columns]
     if missing:
         raise DatasetError(f"{path}: index frame lacks columns {missing}")
-    write_csv_atomic(path, df[list(INDEX_COLUMNS)])
+    extra = [c for c in df.columns if c not in INDEX_COLUMNS]
+    write_csv_atomic(path, df[list(INDEX_COLUMNS) + extra])
 
 
 def read_index(path: str | os.PathLike) -> pd.DataFrame:
@@ -239,8 +244,8 @@ def read_index(path: str | os.PathLike) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: not a readable CSV index ({exc})") from None
-    if tuple(df.columns) != INDEX_COLUMNS:
-        raise DatasetError(f"{path}, line 1: columns are {list(df.columns)}, expected {list(INDEX_COLUMNS)}")
+    if tuple(df.columns[: len(INDEX_COLUMNS)]) != INDEX_COLUMNS:
+        raise DatasetError(f"{path}, line 1: columns are {list(df.columns)}, expected {list(INDEX_COLUMNS)} first")
     df["line"] = range(2, len(df) + 2)
     for column in INDEX_COLUMNS:
         _first_bad(df, df[column] == "", path, lambda r, c=column: f"empty {c!r}")
