@@ -25,7 +25,6 @@ iteration including the evaluations (the figure that decides the wall time of a 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
