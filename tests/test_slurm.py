@@ -21,6 +21,7 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -210,7 +211,9 @@ class SlurmJob:
 
     @property
     def rule(self) -> str:
-        return re.match(r"rule_(.+?)(?:_wildcards_.*)?$", self.comment).group(1)
+        """The rule (or `<group>_<rules>`) named in the comment; "" where SLURM shows none."""
+        m = re.match(r"rule_(.+?)(?:_wildcards_.*)?$", self.comment)
+        return m.group(1) if m else ""
 
 
 def _mem_mb(text: str) -> int:
@@ -230,9 +233,13 @@ def _minutes(text: str) -> int:
     return int(days or 0) * 1440 + parts[0] * 60 + parts[1] + (parts[2] > 0)
 
 
-def slurm_jobs(run_uuid: str) -> list[SlurmJob]:
-    """SLURM's record of every job of one Snakemake run (the plugin names them by the run uuid)."""
-    if sacct_works():
+def slurm_jobs(run_uuid: str, *, live: bool = False) -> list[SlurmJob]:
+    """SLURM's record of every job of one Snakemake run (the plugin names them by the run uuid).
+
+    From sacct where accounting works (it stores the comment only once a job ends), else, or with
+    `live=True`, from squeue (finished jobs stay there for MinJobAge seconds).
+    """
+    if not live and sacct_works():
         out = _run(["sacct", "-X", "-P", "-n", "--name", run_uuid, "-S", "now-1day",
                     "-o", "JobID,Comment,State,AllocCPUS,ReqMem,Timelimit"]).stdout
     else:
@@ -306,9 +313,10 @@ def test_tiny_preset_runs_on_slurm_with_the_requested_resources(slurm_cluster, c
 # --------------------------------------------------------------------------------------------
 # Preemption: a training job stopped with SIGTERM checkpoints, fails, and its retry resumes
 
-PREEMPT_CELL = ("tiny2018", "cnn_pool-max-joint", 0)
-# Long enough for the job to be caught running after its first checkpoint; checkpointed often.
-PREEMPT_TRAINING = {"iterations": 3000, "checkpoint_every": 10, "log_every": 10}
+PREEMPT_CELL = ("tiny2018", "cnn_pool-max-teacher_forcing-L1", 0)  # a Table I cell of the tiny preset
+# About 10 ms an iteration at the tiny widths: long enough to catch the job running after its first
+# checkpoint, checkpointed often.
+PREEMPT_TRAINING = {"iterations": 4000, "checkpoint_every": 20, "log_every": 100}
 
 
 def wait_until(predicate, timeout_s: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
@@ -334,6 +342,7 @@ def test_training_job_stopped_with_sigterm_resumes_from_its_checkpoint(slurm_clu
     extra = tmp_path / "preempt.yaml"
     extra.write_text(yaml.safe_dump({"presets": {"tiny": {"training": PREEMPT_TRAINING}}}))
     log = tmp_path / "snakemake.log"
+    run_uuid = ""
     cmd = ["timeout", "-s", "INT", "-k", "60", str(RUN_TIMEOUT_S),
            sys.executable, "-m", "snakemake", str(cell_dir.relative_to(clone) / "evaluation.json"),
            "--profile", f"profiles/{slurm_cluster}", "--set-resources", "train_cell:gpu=0",
@@ -346,21 +355,27 @@ def test_training_job_stopped_with_sigterm_resumes_from_its_checkpoint(slurm_clu
                               120, "the SLURM run id", proc, log)
         wait_until(lambda: (cell_dir / "checkpoints" / "last.pt").exists(), RUN_TIMEOUT_S / 2,
                    "the training job's first checkpoint", proc, log)
-        running = [j for j in slurm_jobs(run_uuid) if j.rule == "train_cell" and j.state == "RUNNING"]
-        assert len(running) == 1, f"expected one running train_cell job: {slurm_jobs(run_uuid)}"
+        jobs = slurm_jobs(run_uuid, live=True)
+        running = [j for j in jobs if j.rule == "train_cell" and j.state == "RUNNING"]
+        assert len(running) == 1, f"expected one running train_cell job: {jobs}"
         subprocess.run(["scancel", "--signal=TERM", running[0].job_id], check=True, timeout=30)
         rc = proc.wait(timeout=RUN_TIMEOUT_S + 120)
     finally:
         if proc.poll() is None:
-            proc.send_signal(2)  # SIGINT: snakemake cancels its SLURM jobs
-            proc.wait(timeout=120)
+            proc.send_signal(signal.SIGINT)  # snakemake cancels its SLURM jobs and exits
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if run_uuid:  # whatever is left of this run only
+            subprocess.run(["scancel", "--name", run_uuid], timeout=30)
     text = log.read_text()
     assert rc == 0, f"snakemake exited {rc}\n{text[-6000:]}"
 
     train = [j for j in slurm_jobs(run_uuid) if j.rule == "train_cell"]
     assert [j.state for j in train] == ["FAILED", "COMPLETED"], train
     assert train[0].job_id == running[0].job_id
-    rule_log = (clone / "logs" / "train_cell" / dataset / cell / f"seed{seed}.log").read_text()
+    rule_log = (clone / "results" / "logs" / "train_cell" / dataset / cell / f"seed{seed}.log").read_text()
     resumed = re.search(r"resuming from .* at iteration (\d+)", rule_log)
     assert resumed and int(resumed.group(1)) > 0, rule_log[-3000:]
     evaluation = yaml.safe_load((cell_dir / "evaluation.json").read_text())
