@@ -9,8 +9,8 @@ from pathlib import Path
 # Import caanet from this checkout (not from wherever it was installed), here and in every
 # script job, so that a copy of the repository runs its own code.
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [workflow.basedir] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+os.environ.update(
+    PYTHONPATH=os.pathsep.join([workflow.basedir] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 )
 
 from caanet.config import resolve
@@ -90,3 +90,47 @@ def resource(kind, key):
 
 def latex_available():
     return bool(shutil.which("latexmk") or shutil.which("pdflatex"))
+
+
+# --- inputs that depend on Table I's layer selection (checkpoints in rules/tables.smk) ---
+
+
+def selected_layers(wildcards=None):
+    """Table I's best conditioning layer per (topology, pooling): known once Table I is done."""
+    return ws.read_layers(checkpoints.aggregate_table1.get().output.layers)
+
+
+def table23_specs():
+    layers = selected_layers()
+    return ws.table2_cells(P, layers) + ws.table3_cells(P, layers)
+
+
+def best_multitask(wildcards):
+    """Cell folders of the multi-task models shown in Figs. 6 and 7 (chosen from Table II)."""
+    table2 = checkpoints.aggregate_tables.get().output.table2
+    return ws.figure_cells(P, table2, selected_layers())
+
+
+def all_metrics(wildcards):
+    checkpoints.aggregate_tables.get()
+    return cell_files(ws.table1_cells(P) + table23_specs(), "metrics.csv")
+
+
+def all_benchmarks(wildcards):
+    checkpoints.aggregate_tables.get()
+    specs = ws.table1_cells(P) + table23_specs()
+    return list(dict.fromkeys(f"{BENCH}/train_cell/{s.dataset}/{s.cell_id}/seed{s.seed}.tsv" for s in specs))
+
+
+def all_targets():
+    targets = [f"{REPORTS}/data/{d}.html" for d in DATASETS]
+    targets += [f"{REPORTS}/paper.html"]
+    if latex_available():
+        targets.append(f"{REPORTS}/paper.pdf")
+    else:
+        print(
+            "caanet: no LaTeX found (latexmk/pdflatex): reports/paper.pdf is skipped, "
+            "reports/paper.html is built. Install texlive-latex-base texlive-latex-recommended latexmk for the PDF.",
+            file=sys.stderr,
+        )
+    return targets

@@ -2,23 +2,6 @@
 # table, a figure or a template reruns these rules and nothing upstream.
 
 
-def best_multitask(wildcards):
-    """Cell folders of the multi-task models shown in Figs. 6 and 7 (chosen from Table II)."""
-    table2 = checkpoints.aggregate_tables.get().output.table2
-    return ws.figure_cells(P, table2, selected_layers())
-
-
-def all_metrics(wildcards):
-    checkpoints.aggregate_tables.get()
-    return cell_files(ws.table1_cells(P) + table23_specs(), "metrics.csv")
-
-
-def all_benchmarks(wildcards):
-    checkpoints.aggregate_tables.get()
-    specs = ws.table1_cells(P) + table23_specs()
-    return list(dict.fromkeys(f"{BENCH}/train_cell/{s.dataset}/{s.cell_id}/seed{s.seed}.tsv" for s in specs))
-
-
 rule render_tables:
     input:
         table1=f"{RESULTS}/tables/table1.csv",
@@ -63,7 +46,7 @@ rule render_figures:
         ),
         pdf=expand(f"{REPORTS}/figures/{{fig}}.pdf", fig=("fig5_layers", "fig6_confusion", "fig7_attention", "training_curves")),
     params:
-        out_dir=f"{REPORTS}/figures",
+        out_dir=lambda wildcards, output: Path(output.png[0]).parent,
         code=CODE["render"],
     threads: 1
     resources:
@@ -94,7 +77,7 @@ rule render_report:
         tex=f"{REPORTS}/paper.tex",
     params:
         preset=P,
-        results=RESULTS,
+        results=lambda wildcards, input: Path(input.stats).parent.parent,
         code=CODE["render"],
     threads: 1
     resources:
@@ -134,17 +117,3 @@ rule build_pdf:
         "../envs/caanet.yaml"
     script:
         "../workflow_scripts/build_pdf.py"
-
-
-def all_targets():
-    targets = [f"{REPORTS}/data/{d}.html" for d in DATASETS]
-    targets += [f"{REPORTS}/paper.html"]
-    if latex_available():
-        targets.append(f"{REPORTS}/paper.pdf")
-    else:
-        print(
-            "caanet: no LaTeX found (latexmk/pdflatex): reports/paper.pdf is skipped, "
-            "reports/paper.html is built. Install texlive-latex-base texlive-latex-recommended latexmk for the PDF.",
-            file=sys.stderr,
-        )
-    return targets

@@ -28,16 +28,6 @@ checkpoint aggregate_table1:
         "../workflow_scripts/aggregate_table1.py"
 
 
-def selected_layers(wildcards=None):
-    """Table I's best conditioning layer per (topology, pooling): known once Table I is done."""
-    return ws.read_layers(checkpoints.aggregate_table1.get().output.layers)
-
-
-def table23_specs():
-    layers = selected_layers()
-    return ws.table2_cells(P, layers) + ws.table3_cells(P, layers)
-
-
 checkpoint aggregate_tables:
     input:
         layers=f"{RESULTS}/tables/layers.csv",
@@ -74,7 +64,7 @@ rule run_stats:
         f"{RESULTS}/stats/comparisons.csv",
     params:
         preset=P,
-        results=RESULTS,
+        results=lambda wildcards, input: Path(input.layers).parent.parent,
         code=CODE["stats"],
     threads: 1
     resources:
