@@ -248,7 +248,7 @@ def slurm_jobs(run_uuid: str, *, live: bool = False) -> list[SlurmJob]:
     for line in out.splitlines():
         job_id, comment, state, cpus, mem, limit = line.split("|")
         jobs.append(SlurmJob(job_id, comment, state.split()[0], int(cpus), _mem_mb(mem), _minutes(limit)))
-    return jobs
+    return sorted(jobs, key=lambda j: int(re.match(r"\d+", j.job_id).group()))  # squeue orders by state
 
 
 def preset_train_resources(clone: Path, preset: str) -> dict:
@@ -375,6 +375,8 @@ def test_training_job_stopped_with_sigterm_resumes_from_its_checkpoint(slurm_clu
     train = [j for j in slurm_jobs(run_uuid) if j.rule == "train_cell"]
     assert [j.state for j in train] == ["FAILED", "COMPLETED"], train
     assert train[0].job_id == running[0].job_id
+    # the retry asks for twice the memory and time (rules/common.smk: value * attempt)
+    assert (train[1].mem_mb, train[1].time_limit_min) == (2 * train[0].mem_mb, 2 * train[0].time_limit_min), train
     rule_log = (clone / "results" / "logs" / "train_cell" / dataset / cell / f"seed{seed}.log").read_text()
     resumed = re.search(r"resuming from .* at iteration (\d+)", rule_log)
     assert resumed and int(resumed.group(1)) > 0, rule_log[-3000:]
