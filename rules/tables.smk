@@ -1,4 +1,6 @@
-# Stage 4: aggregate the cells into Tables I-III (mean, std and 95% CI over seeds) and run the
+# Stage 4 (the checkpoints stay out of the `postprocess` group: a cluster group job holding a
+# checkpoint would run the jobs it adds, i.e. the training of Tables II/III, inside itself).
+# Aggregate the cells into Tables I-III (mean, std and 95% CI over seeds) and run the
 # paper's statistics. Table I is a checkpoint: the layer it selects per row decides which
 # conditional cells Tables II and III train, so `snakemake -n` plans them once Table I exists.
 
@@ -19,8 +21,6 @@ checkpoint aggregate_table1:
         f"{LOGS}/aggregate_table1.log",
     benchmark:
         f"{BENCH}/aggregate_table1.tsv"
-    group:
-        "postprocess"
     localrule: True
     conda:
         "../envs/caanet.yaml"
@@ -47,8 +47,6 @@ checkpoint aggregate_tables:
         f"{LOGS}/aggregate_tables.log",
     benchmark:
         f"{BENCH}/aggregate_tables.tsv"
-    group:
-        "postprocess"
     localrule: True
     conda:
         "../envs/caanet.yaml"
