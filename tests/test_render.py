@@ -311,6 +311,57 @@ def test_html_round_trips(table):
     _check_roundtrip(T.parse_html_table(text), summary, table)
 
 
+def test_column_parts_keep_strategy_groups_whole():
+    grid = T.build_grid(make_summary("table2"), "table2")
+    assert T.column_parts(grid) == [[0, 1], [2, 3]]  # two strategies of A, B, C, Avg, B/C per part
+    assert T.column_parts(grid, max_columns=14) == [[0, 1], [2, 3]]
+    assert T.column_parts(grid, max_columns=3) == [[0], [1], [2], [3]]  # a group is never split
+    assert T.column_parts(T.build_grid(make_summary("table1"), "table1")) == [[0]]
+    with pytest.raises(ResultsError, match="max_columns"):
+        T.column_parts(grid, max_columns=0)
+
+
+def _body_lines(tex: str) -> list[str]:
+    """The body rows of every tabular (between ``\\midrule`` after the header and ``\\bottomrule``)."""
+    out = []
+    for seg in tex.split(r"\toprule")[1:]:
+        body = seg.split(r"\bottomrule")[0].split(r"\midrule", 1)[1]
+        out += [l for l in body.replace(r"\midrule", "").splitlines() if l.strip()]
+    return out
+
+
+def test_wide_latex_tables_have_narrow_two_line_cells_in_parts():
+    summary = make_summary("table2")
+    tex = T.render_latex(summary, "table2", caption="cap", label="tab:table2")
+    _balanced(tex)
+    assert [len(r) for r in re.findall(r"\\begin\{tabular\}\{lll(r+)\}", tex)] == [10, 10]
+    assert tex.count(r"\begin{table}") == 1 and r"\clearpage" not in tex  # 2 x 3 rows fit one float
+    assert r"\footnotesize" in tex and r"\setlength{\tabcolsep}{3pt}" in tex
+    assert r"\resizebox{\linewidth}" not in tex  # shrunk only when wider than the line
+    rows = _body_lines(tex)
+    assert len(rows) == 2 * 3
+    for line in rows:  # one cell per column and no line break inside a cell
+        assert line.count("&") == 12 and line.count(r"\\") == 1, line
+        assert line.count(r"\caanetcell{") == 10, line
+    cell = re.search(r"\\caanetcell\{([^{}]*)\}\{([^{}]*)\}", tex)
+    assert re.fullmatch(r"\d+\.\d", cell.group(1)) and re.fullmatch(r"\(\d+\.\d, [+-]\d+\.\d\)", cell.group(2))
+    assert r"\providecommand{\caanetcell}" in tex and r"{\scriptsize #2}" in tex
+
+
+def test_long_wide_tables_continue_in_a_second_float_that_round_trips():
+    summary = make_summary("table2")
+    tex = T.render_latex(summary, "table2", caption="cap", label="tab:table2", max_rows=3)
+    _balanced(tex)
+    assert tex.count(r"\begin{table}") == 2 and tex.count(r"\label{tab:table2}") == 1
+    first, second = tex.split(r"\clearpage")
+    assert r"\caption{cap}" in first and r"\providecommand{\caanetcell}" in second
+    assert r"\addtocounter{table}{-1}" in second and r"\caption{cap (continued)}" in second
+    assert "Single-device" in first and "Multi-task" in second
+    _check_roundtrip(T.parse_latex_table(tex), summary, "table2")
+    with pytest.raises(ResultsError, match="toprule"):
+        T.parse_latex_table("no table here")
+
+
 def test_round_trip_detects_a_changed_number():
     summary = make_summary("table2")
     tex = T.render_latex(summary, "table2")
@@ -518,6 +569,13 @@ def test_report_tex_is_balanced_and_includes_figure_pdfs(tmp_path, context):
     assert tex.count(r"\includegraphics") == 4 and "{figures/fig7_attention.pdf}" in tex
     assert r"\toprule" in tex and r"\begin{landscape}" in tex and "Synthetic data" in tex
     assert r"\VAR{" not in tex and r"\BLOCK{" not in tex
+    assert r"\usepackage{pdflscape}" in tex and r"\usepackage{lscape}" not in tex  # pages display rotated
+    per_row = tex.split(r"\subsection*{Per-row tests}", 1)[1].split(r"\section", 1)[0]
+    assert r"\begin{longtable}" in per_row and r"\begin{table}" not in per_row  # breaks across pages
+    rows = [l for l in per_row.splitlines() if l.startswith("table2 & ")]
+    assert len(rows) == len(context["stats"]["rows"]) == 12
+    assert r"table2 & cnn\_pool-max & multi-task vs single-device & 0 & 300 & 61.0 & 55.0" in per_row
+    assert "12 tests are in" in per_row and "results/stats/comparisons.csv" in per_row
 
 
 def test_build_pdf_without_latex_returns_a_message(tmp_path, monkeypatch):

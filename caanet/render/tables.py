@@ -349,6 +349,15 @@ def latex_escape(text: str) -> str:
     return "".join(repl.get(ch, ch) for ch in str(text))
 
 
+CELL_MACRO = "caanetcell"
+CELL_MACRO_DEF = (
+    r"\providecommand{\caanetcell}[2]{\begin{tabular}[c]{@{}r@{}}#1\\[-1pt]{\scriptsize #2}\end{tabular}}"
+)
+r"""A two-line cell: ours (±std) above, ``(paper, diff)`` below in \scriptsize, right-aligned.
+
+A macro rather than an inline stack so that a cell holds no ``\\`` (rows stay split by ``\\``)."""
+
+
 def _latex_cell(cell: Cell) -> str:
     ours, std, ref = cell.parts()
     ours = "--" if ours == "—" else ours
@@ -356,55 +365,119 @@ def _latex_cell(cell: Cell) -> str:
     if cell.best:
         body = r"\textbf{" + body + "}"
     if ref:
-        body += r" {\scriptsize " + ref + "}"
+        body = "\\" + CELL_MACRO + "{" + body + "}{" + ref + "}"
     return body
 
 
-def render_latex(summary_df: pd.DataFrame, table, *, paper_df: pd.DataFrame | None = None,
-                 caption: str | None = None, label: str | None = None) -> str:
-    """The table as a LaTeX ``table`` float (booktabs; needs packages booktabs and graphicx).
+def _fit_to_line(tabular: list[str]) -> list[str]:
+    """Wrap tabular lines in a ``\\resizebox`` that shrinks them to the line width only when wider."""
+    return [r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%"] + tabular + ["}"]
 
-    Strategy headers are ``\\multicolumn`` groups with ``\\cmidrule`` s; the network name is printed
-    on the first row of its group; the row best is ``\\textbf``; the table is scaled to the line
-    width. ``caption`` is plain text (escaped).
+
+MAX_VALUE_COLUMNS = 10
+"""Value columns per LaTeX tabular: two strategies of A, B, C, Avg, B/C fit a landscape A4 page unscaled."""
+MAX_ROWS_PER_FLOAT = 16
+"""Body rows per LaTeX float: more go to a continuation float (``\\caption`` numbered as the first)."""
+
+
+def column_parts(grid: TableGrid, max_columns: int = MAX_VALUE_COLUMNS) -> list[list[int]]:
+    """Split the header groups of ``grid`` into parts of at most ``max_columns`` value columns.
+
+    Groups are never split (a group wider than ``max_columns`` is a part of its own); returns the
+    group indices of each part, in order.
     """
-    grid = build_grid(summary_df, table, paper_df)
+    if max_columns < 1:
+        raise ResultsError(f"max_columns must be at least 1, got {max_columns}")
+    parts, width = [], 0
+    for i, (_, cols) in enumerate(grid.groups):
+        if parts and width + len(cols) <= max_columns:
+            parts[-1].append(i)
+            width += len(cols)
+        else:
+            parts.append([i])
+            width = len(cols)
+    return parts
+
+
+def _latex_tabular(grid: TableGrid, group_ids: list[int]) -> list[str]:
+    """One booktabs tabular of ``grid`` with the columns of the header groups ``group_ids``."""
+    groups = [grid.groups[i] for i in group_ids]
+    offsets = np.cumsum([0] + [len(cols) for _, cols in grid.groups])
+    columns = [j for i in group_ids for j in range(offsets[i], offsets[i + 1])]
     n_label = 3 if grid.extra_label else 2
-    n_values = sum(len(cols) for _, cols in grid.groups)
-    lines = [r"\begin{table}[htbp]", r"\centering"]
-    if caption:
-        lines.append(r"\caption{" + latex_escape(caption) + "}")
-    if label:
-        lines.append(r"\label{" + label + "}")
-    lines.append(r"\resizebox{\linewidth}{!}{%")
-    lines.append(r"\begin{tabular}{" + "l" * n_label + "r" * n_values + "}")
-    lines.append(r"\toprule")
+    tab = [r"\begin{tabular}{" + "l" * n_label + "r" * len(columns) + "}", r"\toprule"]
     label_head = ["Network", "Pooling"] + ([latex_escape(grid.extra_label)] if grid.extra_label else [])
-    if any(g for g, _ in grid.groups):
+    if any(g for g, _ in groups):
         head, rules, col = [""] * n_label, [], n_label + 1
-        for g, cols in grid.groups:
+        for g, cols in groups:
             head.append(r"\multicolumn{" + str(len(cols)) + "}{c}{" + latex_escape(g) + "}")
             rules.append(r"\cmidrule(lr){" + f"{col}-{col + len(cols) - 1}" + "}")
             col += len(cols)
-        lines.append(" & ".join(head) + r" \\")
-        lines.append(" ".join(rules))
-    sub = [latex_escape(c) for _, cols in grid.groups for c in cols]
-    lines.append(" & ".join(label_head + sub) + r" \\")
-    lines.append(r"\midrule")
+        tab.append(" & ".join(head) + r" \\")
+        tab.append(" ".join(rules))
+    sub = [latex_escape(c) for _, cols in groups for c in cols]
+    tab.append(" & ".join(label_head + sub) + r" \\")
+    tab.append(r"\midrule")
     previous = None
     for (t, pl, extra), row in zip(grid.rows, grid.cells):
         if previous is not None and t != previous:
-            lines.append(r"\midrule")
+            tab.append(r"\midrule")
         name = TOPOLOGY_NAMES[t] if t != previous else ""
         labels = [latex_escape(name), latex_escape(POOLING_NAMES[pl])] + ([extra] if grid.extra_label else [])
-        lines.append(" & ".join(labels + [_latex_cell(c) for c in row]) + r" \\")
+        tab.append(" & ".join(labels + [_latex_cell(row[j]) for j in columns]) + r" \\")
         previous = t
-    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
+    tab += [r"\bottomrule", r"\end{tabular}"]
+    return tab
+
+
+def render_latex(summary_df: pd.DataFrame, table, *, paper_df: pd.DataFrame | None = None,
+                 caption: str | None = None, label: str | None = None,
+                 max_columns: int = MAX_VALUE_COLUMNS, max_rows: int = MAX_ROWS_PER_FLOAT) -> str:
+    """The table as LaTeX ``table`` float(s) (booktabs; needs packages booktabs and graphicx).
+
+    Strategy headers are ``\\multicolumn`` groups with ``\\cmidrule`` s; the network name is printed
+    on the first row of its group; the row best is ``\\textbf``. Each cell is two stacked lines
+    (:data:`CELL_MACRO_DEF`, defined in each float): ours[±std] above, ``(paper, diff)`` below in
+    ``\\scriptsize``, so columns stay narrow. Set in ``\\footnotesize`` with ``\\tabcolsep`` 3pt.
+
+    Wide tables are split by :func:`column_parts` into tabulars of at most ``max_columns`` value
+    columns (Tables II/III: two strategies each), stacked in one float while the float holds at most
+    ``max_rows`` body rows, else one float each; a continuation float repeats the caption number
+    with "(continued)" on a page of its own (``\\clearpage`` between floats: floats flushed together
+    at the end of a ``landscape`` environment come out unrotated). A tabular is shrunk to the line
+    width only when still wider. Wide tables are meant for a landscape page (``pdflscape``).
+    ``caption`` is plain text (escaped).
+    """
+    grid = build_grid(summary_df, table, paper_df)
+    floats: list[list[list[int]]] = []
+    for part in column_parts(grid, max_columns):
+        if floats and (len(floats[-1]) + 1) * len(grid.rows) <= max_rows:
+            floats[-1].append(part)
+        else:
+            floats.append([part])
+    lines = []
+    for k, parts in enumerate(floats):
+        lines += [r"\begin{table}[htbp]", r"\centering", CELL_MACRO_DEF]
+        if caption and k == 0:
+            lines.append(r"\caption{" + latex_escape(caption) + "}")
+        elif caption:
+            lines += [r"\addtocounter{table}{-1}", r"\caption{" + latex_escape(caption) + " (continued)}"]
+        if label and k == 0:
+            lines.append(r"\label{" + label + "}")
+        lines += [r"\footnotesize", r"\setlength{\tabcolsep}{3pt}"]
+        for j, part in enumerate(parts):
+            if j:
+                lines.append(r"\par\bigskip")
+            lines += _fit_to_line(_latex_tabular(grid, part))
+        lines.append(r"\end{table}")
+        if k < len(floats) - 1:
+            lines.append(r"\clearpage")  # flush one float at a time: lscape rotates only those
     return "\n".join(lines) + "\n"
 
 
 _TEX_STRIP = [
     (re.compile(r"\\textbf\{([^{}]*)\}"), r"\1"),
+    (re.compile(r"\\caanetcell\{([^{}]*)\}\{([^{}]*)\}"), r"\1 \2"),
     (re.compile(r"\{\\scriptsize ([^{}]*)\}"), r"\1"),
     (re.compile(r"\$\\pm\$"), "±"),
 ]
@@ -422,9 +495,18 @@ def parse_latex_table(tex: str) -> pd.DataFrame:
     """Read a table written by :func:`render_latex` back into a long frame.
 
     Columns: ``topology, pooling, column`` (``Layer n`` or ``Strategy/Device``), ``mean, std,
-    paper, diff, best``.
+    paper, diff, best``. Every tabular (``\\toprule`` ... ``\\bottomrule``) of ``tex`` is read, so a
+    table split into parts reads back whole.
     """
-    body = tex.split(r"\toprule", 1)[1].split(r"\bottomrule", 1)[0]
+    segments = [seg.split(r"\bottomrule", 1)[0] for seg in tex.split(r"\toprule")[1:]]
+    if not segments:
+        raise ResultsError(r"LaTeX table has no \toprule ... \bottomrule tabular")
+    frames = [pd.DataFrame.from_records(_parse_latex_tabular(seg)) for seg in segments]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _parse_latex_tabular(body: str) -> list[dict]:
+    """The records of one tabular body (between ``\\toprule`` and ``\\bottomrule``)."""
     head, rows = body.split(r"\midrule", 1)
     head_lines = [re.sub(r"\\cmidrule\(lr\)\{[^}]*\}", "", l).strip() for l in head.split(r"\\")]
     head_lines = [l for l in head_lines if l]
@@ -452,7 +534,7 @@ def parse_latex_table(tex: str) -> pd.DataFrame:
             text, best = _tex_cell_text(raw)
             records.append({"topology": topology, "pooling": pool_by_name[parts[1]], "column": col,
                             **parse_cell_text(text), "best": best})
-    return pd.DataFrame.from_records(records)
+    return records
 
 
 # --------------------------------------------------------------------------------------------- HTML
