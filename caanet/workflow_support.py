@@ -13,14 +13,11 @@ from pathlib import Path
 from caanet.errors import ConfigError
 from caanet.spec import CellSpec
 
-DEFAULT_SCENES = (
-    "airport", "bus", "metro", "metro_station", "park",
-    "public_square", "shopping_mall", "street_pedestrian", "street_traffic", "tram",
-)
-
-
 def scene_labels(preset: dict, dataset: str) -> list[str]:
-    return list(preset["datasets"][dataset].get("scenes") or DEFAULT_SCENES)
+    """The dataset's allowed scene labels: its `scenes:` key, else the 10 DCASE scenes."""
+    from caanet.data.layout import SCENE_LABELS
+
+    return list(preset["datasets"][dataset].get("scenes") or SCENE_LABELS)
 
 
 def feature_params(preset: dict, dataset: str, *, expect_hash: str | None = None):
