@@ -539,6 +539,11 @@ def layers_from_frame(layers_df: pd.DataFrame) -> dict[Row, int]:
     return {(r.topology, r.pooling): int(r.cond_layer) for r in layers_df.itertuples(index=False)}
 
 
+def read_layers(path: str | os.PathLike) -> dict[Row, int]:
+    """``{(topology, pooling): layer}`` from ``results/tables/layers.csv``."""
+    return layers_from_frame(pd.read_csv(path))
+
+
 def select_layers(table1_summary_df: pd.DataFrame) -> dict[Row, int]:
     """``{(topology, pooling): layer}``: Table I's best layer per row (ties -> lowest layer)."""
     return layers_from_frame(layers_table(table1_summary_df))

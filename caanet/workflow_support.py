@@ -74,43 +74,13 @@ def cell_spec(preset: dict, dataset: str, cell: str, seed) -> CellSpec:
 
 
 def check_preset(preset: dict) -> None:
-    """Check every part of the preset that a JSON schema cannot, before any job runs."""
+    """Check every part of the preset that a JSON schema cannot, before any job runs (the grid is
+    checked by ``caanet.grid`` when the Snakefile expands it)."""
     for name, d in preset["datasets"].items():
         feature_params(preset, name)
         if d["source"] == "embedded":
             synth_config(synth_settings(preset, name), name)
     train_config(train_settings(preset), preset["name"])
-    from caanet import grid
-
-    grid.table1_cells(preset)
-
-
-# --- the grid (caanet.grid), as the rules need it ---------------------------------------------------
-
-def table1_cells(preset: dict) -> list[CellSpec]:
-    from caanet import grid
-
-    return grid.table1_cells(preset)
-
-
-def table2_cells(preset: dict, layers: dict) -> list[CellSpec]:
-    from caanet import grid
-
-    return grid.table2_cells(preset, layers)
-
-
-def table3_cells(preset: dict, layers: dict) -> list[CellSpec]:
-    from caanet import grid
-
-    return grid.table3_cells(preset, layers)
-
-
-def read_layers(path: str | Path) -> dict:
-    """``results/tables/layers.csv`` -> {(topology, pooling): layer}."""
-    import pandas as pd
-
-    df = pd.read_csv(path)
-    return {(r.topology, r.pooling): int(r.cond_layer) for r in df.itertuples()}
 
 
 def figure_cells(preset: dict, table2_csv: str | Path, layers: dict, results: str = "results") -> dict:
@@ -122,6 +92,8 @@ def figure_cells(preset: dict, table2_csv: str | Path, layers: dict, results: st
     """
     import pandas as pd
 
+    from caanet import grid
+
     df = pd.read_csv(table2_csv)
     mt = df[(df.strategy == "multi_task") & (df.device == "avg")]
     if mt.empty:
@@ -129,8 +101,6 @@ def figure_cells(preset: dict, table2_csv: str | Path, layers: dict, results: st
     dataset = preset["tables"]["table2"]["dataset"]
 
     def spec_for(row) -> CellSpec:
-        from caanet import grid
-
         seed = grid.seeds_for(preset, row.pooling)[0]
         return CellSpec(dataset, row.topology, row.pooling, "multi_task",
                         cond_layer=int(layers[(row.topology, row.pooling)]), seed=seed,

@@ -15,6 +15,7 @@ os.environ.update(
 
 from caanet.config import resolve
 from caanet.provenance import source_hash
+from caanet import grid
 from caanet import workflow_support as ws
 
 P = resolve(config)
@@ -25,6 +26,7 @@ BENCH = f"{RESULTS}/benchmarks"
 
 # Checked once, key by key, before any job runs (unknown keys or wrong types name the key).
 ws.check_preset(P)
+TABLE1_CELLS = grid.table1_cells(P)
 
 # Code each stage depends on: a change reruns that stage and what follows, nothing before it.
 CODE = {
@@ -97,12 +99,12 @@ def latex_available():
 
 def selected_layers(wildcards=None):
     """Table I's best conditioning layer per (topology, pooling): known once Table I is done."""
-    return ws.read_layers(checkpoints.aggregate_table1.get().output.layers)
+    return grid.read_layers(checkpoints.aggregate_table1.get().output.layers)
 
 
 def table23_specs():
     layers = selected_layers()
-    return ws.table2_cells(P, layers) + ws.table3_cells(P, layers)
+    return grid.table2_cells(P, layers) + grid.table3_cells(P, layers)
 
 
 def best_multitask(wildcards):
@@ -113,12 +115,12 @@ def best_multitask(wildcards):
 
 def all_metrics(wildcards):
     checkpoints.aggregate_tables.get()
-    return cell_files(ws.table1_cells(P) + table23_specs(), "metrics.csv")
+    return cell_files(TABLE1_CELLS + table23_specs(), "metrics.csv")
 
 
 def all_benchmarks(wildcards):
     checkpoints.aggregate_tables.get()
-    specs = ws.table1_cells(P) + table23_specs()
+    specs = TABLE1_CELLS + table23_specs()
     return list(dict.fromkeys(f"{BENCH}/train_cell/{s.dataset}/{s.cell_id}/seed{s.seed}.tsv" for s in specs))
 
 

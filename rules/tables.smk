@@ -7,7 +7,7 @@
 
 checkpoint aggregate_table1:
     input:
-        evaluations=cell_files(ws.table1_cells(P), "evaluation.json"),
+        evaluations=cell_files(TABLE1_CELLS, "evaluation.json"),
     output:
         table=f"{RESULTS}/tables/table1.csv",
         layers=f"{RESULTS}/tables/layers.csv",
@@ -31,7 +31,7 @@ checkpoint aggregate_table1:
 checkpoint aggregate_tables:
     input:
         layers=f"{RESULTS}/tables/layers.csv",
-        evaluations=lambda wildcards: cell_files(ws.table1_cells(P) + table23_specs(), "evaluation.json"),
+        evaluations=lambda wildcards: cell_files(TABLE1_CELLS + table23_specs(), "evaluation.json"),
     output:
         table2=f"{RESULTS}/tables/table2.csv",
         table3=f"{RESULTS}/tables/table3.csv",

@@ -1,10 +1,10 @@
 """Aggregate Tables II and III over seeds, and every cell's per-device accuracy (caanet.grid)."""
 from caanet import grid
 from caanet.io import write_csv_atomic
-from caanet.workflow_support import logged, read_layers
+from caanet.workflow_support import logged
 
 with logged(snakemake.log[0], "aggregate_tables") as log:
-    preset, layers = snakemake.params.preset, read_layers(snakemake.input.layers)
+    preset, layers = snakemake.params.preset, grid.read_layers(snakemake.input.layers)
     cells = grid.collect_cells(snakemake.input.evaluations)
     write_csv_atomic(snakemake.output.cells, cells)
     for table in ("table2", "table3"):
