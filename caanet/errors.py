@@ -37,3 +37,10 @@ class ResultsError(CaanetError):
     """A result file of a finished cell (evaluation.json, predictions.csv) is missing a key or
     disagrees with another one it is compared with (names the file, cell and key)."""
 
+
+
+def reject_unknown_keys(keys, known, where: str, error: type[CaanetError] = ConfigError) -> None:
+    """Raise ``error`` naming every key of ``keys`` that is not in ``known``, and the known ones."""
+    unknown = sorted(set(keys) - set(known))
+    if unknown:
+        raise error(f"{where}: unknown keys {unknown} (known: {sorted(known)})")

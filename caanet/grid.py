@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _sps
 
-from caanet.errors import ConfigError, ResultsError, SpecError
+from caanet.errors import ConfigError, ResultsError, SpecError, reject_unknown_keys
 from caanet.spec import CONDITIONAL, FIDELITIES, LAYERS, POOLINGS, STRATEGIES, TOPOLOGIES, CellSpec
 
 Row = tuple[str, str]
@@ -195,9 +195,7 @@ def grid_config(preset: Mapping | GridConfig) -> GridConfig:
     grid = preset.get("grid") or {}
     if not isinstance(grid, Mapping):
         raise ConfigError(f"config key 'grid': expected a mapping, got {grid!r}")
-    unknown = set(grid) - {"rows", "layers", "table3_rows", "strategies"}
-    if unknown:
-        raise ConfigError(f"config key 'grid': unknown keys {sorted(unknown)}")
+    reject_unknown_keys(grid, {"rows", "layers", "table3_rows", "strategies"}, "config key 'grid'")
     if "datasets" not in preset:
         raise ConfigError("config key 'datasets' is missing")
     if "tables" not in preset:

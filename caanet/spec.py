@@ -10,7 +10,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
-from caanet.errors import SpecError
+from caanet.errors import SpecError, reject_unknown_keys
 
 TOPOLOGIES = ("cnn_pool", "cnn_nopool", "atrous")
 POOLINGS = ("flatten", "max", "avg", "roi", "att", "roi_att")
@@ -118,8 +118,5 @@ class CellSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CellSpec":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise SpecError(f"cell spec: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+        reject_unknown_keys(d, {f.name for f in dataclasses.fields(cls)}, "cell spec", SpecError)
         return cls(**d).validate()

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from caanet.errors import ConfigError, SpecError
+from caanet.errors import ConfigError, SpecError, reject_unknown_keys
 from caanet.fidelity import get_fidelity
 from caanet.models.backbones import TOPOLOGY_TABLE, Backbone, feature_map_shape
 from caanet.models.blocks import ConvBlock
@@ -128,10 +128,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"ModelConfig: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+        reject_unknown_keys(d, {f.name for f in dataclasses.fields(cls)}, "ModelConfig")
         return cls(**d)
 
     @classmethod
