@@ -94,23 +94,75 @@ def export_reference_state_dict(model: CAANet) -> dict[str, torch.Tensor]:
     return {names[k]: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _numpy_safe_globals() -> list:
+    """The NumPy callables and classes a checkpoint's metadata may reference (scalars such as an
+    ``np.int64`` iteration, small arrays, dtypes), each under the names NumPy 1 (``numpy.core``) and
+    NumPy 2 (``numpy._core``) pickle them with: the allowlist for ``torch.load(weights_only=True)``."""
+    import numpy as np
+
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # NumPy 1
+        from numpy.core import multiarray
+    allow: list = [np.ndarray, np.dtype]
+    for name in ("scalar", "_reconstruct"):
+        fn = getattr(multiarray, name)
+        allow += [(fn, f"numpy.core.multiarray.{name}"), (fn, f"numpy._core.multiarray.{name}")]
+    dtypes = getattr(np, "dtypes", None)  # NumPy >= 1.25 pickles a dtype's class
+    if dtypes is not None:
+        allow += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
+    return allow
+
+
+def load_checkpoint_file(path) -> object:
+    """``torch.load`` of a file written by any PyTorch since 0.4 (zip or legacy serialisation, Python 2
+    or 3 pickles), safely: ``weights_only=True`` with only NumPy scalars, arrays and dtypes allowed
+    beyond tensors (:func:`_numpy_safe_globals`). Python 2 byte strings are decoded as Latin-1, as
+    NumPy's own loaders do. Raises :class:`ConfigError` naming ``path`` when the file cannot be read so.
+    """
+    import warnings
+
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_numpy_safe_globals()):
+            # "pickle_load_args only works if weights_only=False": the encoding does reach the
+            # weights-only unpickler (Python 2 str of a legacy file); silence the warning
+            warnings.filterwarnings("ignore", message="pickle_load_args only works")
+            return torch.load(path, map_location="cpu", weights_only=True, encoding="latin1")
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise ConfigError(f"reference checkpoint {path}: cannot be read with weights_only=True ({e})") from e
+
+
 def read_reference_checkpoint(state_dict_or_path) -> dict[str, torch.Tensor]:
-    """A reference ``state_dict`` from a dict, a ``state_dict.pt`` or a training checkpoint ``md_*_iters.tar``."""
+    """A reference ``state_dict`` from a dict, a ``state_dict.pt`` or a training checkpoint ``md_*_iters.tar``.
+
+    Files are read by :func:`load_checkpoint_file`. A training checkpoint's ``state_dict`` is taken
+    (its ``iteration``, ``optimizer`` and any NumPy metadata are ignored); a ``module.`` prefix
+    (``nn.DataParallel``) is removed from every key.
+    """
     where = "state dict"
     sd = state_dict_or_path
     if isinstance(sd, (str, os.PathLike)):
         where = str(sd)
         if not Path(sd).is_file():
             raise ConfigError(f"reference checkpoint {where}: no such file")
-        try:
-            sd = torch.load(sd, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-            raise ConfigError(f"reference checkpoint {where}: cannot be read with weights_only=True ({e})") from e
+        sd = load_checkpoint_file(sd)
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]  # training checkpoint {"iteration", "state_dict", "optimizer"}
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ConfigError(f"reference checkpoint {where}: not a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in sd.items()}
+    if not all(isinstance(k, str) for k in sd):
+        raise ConfigError(f"reference checkpoint {where}: keys are not names ({[k for k in sd if not isinstance(k, str)][:3]})")
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    return dict(sd)
+
+
+def missing_keys_allowed(key: str) -> bool:
+    """Whether a reference checkpoint may lack ``key`` (a reference name): BatchNorm's
+    ``num_batches_tracked`` buffer, which PyTorch 0.4.0 (the authors' pinned version) did not have
+    (added in 0.4.1; it only counts batches, and matters only with ``momentum=None``, which neither
+    the reference nor caanet uses). The model keeps its own value (zero) for it."""
+    return key.endswith(".num_batches_tracked")
 
 
 def _infer_widths(sd: dict[str, torch.Tensor]) -> dict:
@@ -146,7 +198,8 @@ def load_reference_state_dict(
     ``network``: ``cnn_pool``/``cnn_nopool``/``atrous`` (then ``pooling`` is required) or a reference
     class name such as ``CnnAtrous_Attention``. ``strategy`` picks the device source
     (multi_task: CNN-d; teacher_forcing: oracle; joint/single_device: none). Every reference key must
-    be used and every parameter filled, else :class:`ConfigError` lists the missing/unexpected keys.
+    be used and every parameter filled, else :class:`ConfigError` lists the missing/unexpected keys;
+    only buffers PyTorch 0.4.0 did not write may be missing (:func:`missing_keys_allowed`).
     """
     topology, pooling = parse_reference_network(network, pooling)
     if strategy not in STRATEGIES:
@@ -170,7 +223,7 @@ def load_reference_state_dict(
     )
     model = build_model(cfg)
     names = reference_key_map(model)
-    missing = sorted(theirs for theirs in names.values() if theirs not in sd)
+    missing = sorted(theirs for theirs in names.values() if theirs not in sd and not missing_keys_allowed(theirs))
     unexpected = sorted(set(sd) - set(names.values()))
     if missing or unexpected:
         raise ConfigError(
@@ -181,9 +234,9 @@ def load_reference_state_dict(
     wrong = [
         f"{theirs} {tuple(sd[theirs].shape)} vs {tuple(ours[k].shape)}"
         for k, theirs in names.items()
-        if sd[theirs].shape != ours[k].shape
+        if theirs in sd and sd[theirs].shape != ours[k].shape
     ]
     if wrong:
         raise ConfigError(f"reference checkpoint: shape mismatch (checkpoint vs model): {wrong}")
-    model.load_state_dict({k: sd[theirs] for k, theirs in names.items()}, strict=True)
+    model.load_state_dict({k: sd[theirs] if theirs in sd else ours[k] for k, theirs in names.items()}, strict=True)
     return model.eval()

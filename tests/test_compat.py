@@ -136,3 +136,69 @@ def test_golden_equivalence_with_the_reference_code(case):
     np.testing.assert_allclose(scene.numpy(), np.load(folder / "scene_logprob.npy"), atol=1e-4, rtol=0)
     np.testing.assert_allclose(device.numpy(), np.load(folder / "device_logprob.npy"), atol=1e-4, rtol=0)
     np.testing.assert_array_equal(device.argmax(1).numpy(), np.load(folder / "device_argmax.npy"))
+
+
+# --- issue 9: whatever the authors' PyTorch 0.4 environment could have written is accepted ---
+
+
+def _pytorch04_state_dict(model):
+    """The reference state dict as PyTorch 0.4.0 wrote it: BatchNorm without num_batches_tracked."""
+    sd = export_reference_state_dict(model)
+    dropped = [k for k in sd if k.endswith("num_batches_tracked")]
+    assert dropped, "the model has BatchNorm layers"
+    return {k: v for k, v in sd.items() if k not in dropped}
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_pytorch04_checkpoint_with_numpy_metadata_and_module_prefix_loads(legacy, tmp_path):
+    model = _random_model("atrous", "att", "predicted", 2)
+    sd = {f"module.{k}": v for k, v in _pytorch04_state_dict(model).items()}  # nn.DataParallel
+    path = tmp_path / "md_15000_iters.tar"
+    adam = {"state": {}, "param_groups": [{"lr": np.float64(1e-3), "betas": (0.9, 0.999), "eps": 1e-8,
+                                           "weight_decay": 0, "amsgrad": False, "params": [0, 1]}]}
+    torch.save({"iteration": np.int64(15000), "state_dict": sd, "optimizer": adam,
+                "val_acc": np.array([0.5, 0.6], dtype=np.float32)}, path,
+               _use_new_zipfile_serialization=not legacy)
+    loaded = load_reference_state_dict(path, network="CnnAtrous_Attention", strategy="multi_task", cond_layer=2,
+                                       input_shape=(64, 32))
+    x = torch.randn(3, 64, 32)
+    assert torch.equal(model(x).scene, loaded(x).scene)
+    for name, buf in loaded.named_buffers():
+        if name.endswith("num_batches_tracked"):
+            assert int(buf) == 0
+
+
+class _Anything:
+    """A class outside the allowlist: unpickling it could run any code."""
+
+
+def test_arbitrary_code_in_a_checkpoint_is_still_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "meta": _Anything()}, path)
+    with pytest.raises(ConfigError, match="evil.pt.*weights_only"):
+        load_reference_state_dict(path, network="atrous", pooling="att", strategy="joint", cond_layer=None)
+
+
+def test_missing_buffers_other_than_num_batches_tracked_are_still_refused():
+    model = _random_model("cnn_pool", "max", "predicted", 2)
+    sd = _pytorch04_state_dict(model)
+    del sd["emb.bn1.running_var"]
+    with pytest.raises(ConfigError, match=r"missing keys \['emb.bn1.running_var'\]"):
+        load_reference_state_dict(sd, network="DecisionLevelMaxPooling", strategy="multi_task", cond_layer=2)
+
+
+def test_teacher_forcing_takes_the_device_as_one_hot_or_indices():
+    model = _random_model("atrous", "att", "oracle", 3)
+    loaded = load_reference_state_dict(export_reference_state_dict(model), network="atrous", pooling="att",
+                                       strategy="teacher_forcing", cond_layer=3, input_shape=(64, 32))
+    x = torch.randn(4, 64, 32)
+    idx = torch.tensor([0, 2, 1, 2])
+    by_index, _ = loaded.predict_log_proba(x, idx)
+    by_one_hot, _ = loaded.predict_log_proba(x, torch.nn.functional.one_hot(idx, 3).float())
+    assert torch.equal(by_index, by_one_hot)
+    assert torch.equal(loaded.predict_log_proba(x, torch.nn.functional.one_hot(idx, 3))[0], by_index)  # int one-hot
+    assert not torch.equal(loaded.predict_log_proba(x, torch.tensor([1, 0, 0, 0]))[0], by_index)
+    with pytest.raises(ConfigError, match=r"row 1 is \[0.5, 0.5, 0.0\]"):
+        loaded.predict_log_proba(x, torch.tensor([[1, 0, 0], [0.5, 0.5, 0], [0, 0, 1], [0, 1, 0]]))
+    with pytest.raises(ConfigError, match=r"shape \(batch, 3\)"):
+        loaded.predict_log_proba(x, torch.zeros(4, 2))

@@ -17,7 +17,7 @@ from caanet.errors import ConfigError, SpecError, reject_unknown_keys
 from caanet.fidelity import get_fidelity
 from caanet.models.backbones import TOPOLOGY_TABLE, Backbone, feature_map_shape
 from caanet.models.blocks import ConvBlock
-from caanet.models.conditioning import DeviceConditioning, device_one_hot
+from caanet.models.conditioning import DeviceConditioning, as_device_one_hot, device_one_hot
 from caanet.models.device_cnn import DeviceCNN
 from caanet.models.heads import POOLINGS, build_head, roi_output_shape
 
@@ -176,7 +176,8 @@ class CAANet(nn.Module):
     """Scene backbone + pooling head, conditioned on the device (oracle or CNN-d's prediction).
 
     ``forward(x, device=None)`` takes ``x`` ``(batch, time, mel)`` float and, for
-    ``device_source="oracle"``, the true device indices ``(batch,)``.
+    ``device_source="oracle"``, the true device as indices ``(batch,)`` or as the reference code's
+    one-hot ``(batch, n_devices)``.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -223,7 +224,7 @@ class CAANet(nn.Module):
                 )
             if device.shape[:1] != x4.shape[:1]:
                 raise ConfigError(f"device has shape {tuple(device.shape)} but the batch is {x4.shape[0]}")
-            return device_one_hot(device.to(x4.device), cfg.n_devices, torch.float32), None
+            return as_device_one_hot(device.to(x4.device), cfg.n_devices, torch.float32), None
         device_logprob = self.device_net(x4)
         # argmax: no gradient flows from the scene loss into CNN-d (reference item 4)
         one_hot = device_one_hot(device_logprob.detach().argmax(dim=1), cfg.n_devices, torch.float32)
@@ -239,7 +240,10 @@ class CAANet(nn.Module):
 
     @torch.no_grad()
     def predict_log_proba(self, x: torch.Tensor, device: torch.Tensor | None = None):
-        """``(scene, device_logprob or None)`` in eval mode without gradients (the mode is restored)."""
+        """``(scene, device_logprob or None)`` in eval mode without gradients (the mode is restored).
+
+        ``device`` (teacher forcing): indices ``(batch,)`` or a one-hot ``(batch, n_devices)``.
+        """
         was_training = self.training
         self.eval()
         try:

@@ -33,6 +33,28 @@ def device_one_hot(device: torch.Tensor, n_devices: int, dtype: torch.dtype = to
     return F.one_hot(device.long(), n_devices).to(dtype)
 
 
+def as_device_one_hot(device: torch.Tensor, n_devices: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The true device of teacher forcing as a ``(batch, n_devices)`` one-hot of ``dtype``, from either form
+    callers use: indices ``(batch,)`` (caanet's) or a one-hot ``(batch, n_devices)`` (the reference
+    code's second input). A 2-d input must be a one-hot (each row one 1, the rest 0: the reference
+    conditions on a one-hot, Eq. 1); else :class:`ConfigError` names the first bad row."""
+    if not isinstance(device, torch.Tensor):
+        raise ConfigError(f"device must be a tensor of indices (batch,) or a one-hot (batch, {n_devices}), "
+                          f"got {type(device).__name__}")
+    if device.dim() != 2:
+        return device_one_hot(device, n_devices, dtype)
+    if device.shape[1] != n_devices:
+        raise ConfigError(f"device one-hot must have shape (batch, {n_devices}), got {tuple(device.shape)}")
+    if device.dtype == torch.bool:
+        device = device.to(torch.uint8)
+    ones = device == 1
+    bad = ~((device == 0) | ones).all(dim=1) | (ones.sum(dim=1) != 1)
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0, 0])
+        raise ConfigError(f"device one-hot row {row} is {device[row].tolist()}: expected exactly one 1 and zeros")
+    return device.to(dtype)
+
+
 class DeviceConditioning(nn.Module):
     """Eq. 1's ``V_i * E_i`` as a per-sample bias: ``(batch, n_devices) -> (batch, out_channels)``."""
 
