@@ -25,6 +25,11 @@ class CacheError(CaanetError):
     """A feature cache is missing, incomplete or inconsistent (names the file and key)."""
 
 
+class HDF5LockError(CacheError):
+    """HDF5 cannot lock a file on this file system (NFS without lockd, some cluster scratch mounts);
+    names the file and ``HDF5_USE_FILE_LOCKING=FALSE`` (caanet.io.open_hdf5)."""
+
+
 class SpecError(CaanetError, ValueError):
     """A table-cell specification names an unknown topology, pooling, strategy or layer."""
 

@@ -32,7 +32,7 @@ import scipy.signal
 import caanet
 from caanet.audio import require_columns, contiguous_chunks, map_chunks, read_audio, to_mono
 from caanet.errors import AudioError, CacheError, ConfigError, DatasetError
-from caanet.io import atomic_path
+from caanet.io import atomic_path, open_hdf5
 
 LOGGER = logging.getLogger("caanet.features")
 Log = Callable[[str], None]
@@ -329,7 +329,7 @@ def build_cache(
     counts = {"ok": 0, "padded": 0, "cropped": 0}
 
     with atomic_path(out_path) as tmp:
-        with h5py.File(tmp, "w") as h5:
+        with open_hdf5(tmp, "w") as h5:
             dset = h5.create_dataset("logmel", shape=(n, t, m), dtype=np.float32, chunks=(min(16, n), t, m))
             path_chunks = [paths[r.start:r.stop] for r in chunks]
             for rows, (feats, statuses) in zip(chunks, map_chunks(_features_chunk, path_chunks, n_jobs, params)):
@@ -441,8 +441,8 @@ def _open(path: str | os.PathLike) -> tuple[Path, h5py.File]:
     if not path.is_file():
         raise CacheError(f"{path}: feature cache not found")
     try:
-        return path, h5py.File(path, "r")
-    except OSError as exc:
+        return path, open_hdf5(path, "r")
+    except OSError as exc:  # a lock failure is an HDF5LockError (a CacheError), raised as is
         raise CacheError(f"{path}: not a readable HDF5 file ({exc})") from exc
 
 

@@ -6,6 +6,7 @@ A killed job therefore never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -57,3 +58,60 @@ def write_csv_atomic(target: str | os.PathLike, df, **kwargs) -> None:
     kwargs.setdefault("index", False)
     with atomic_path(target) as tmp:
         df.to_csv(tmp, **kwargs)
+
+
+# errno of a lock that the file system cannot take: ENOLCK (NFS without lockd), ENOSYS/EOPNOTSUPP
+_NO_LOCK_ERRNOS = frozenset({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP})
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is HDF5 failing to lock a file (``unable to lock file, errno = 37``), as
+    opposed to a missing, truncated or foreign file."""
+    return isinstance(exc, OSError) and (exc.errno in _NO_LOCK_ERRNOS or "unable to lock file" in str(exc).lower())
+
+
+def _lock_error(path, exc: BaseException, why: str):
+    from caanet.errors import HDF5LockError
+
+    return HDF5LockError(
+        f"{path}: HDF5 cannot lock this file ({exc}); {why}. The file system has no working file locks "
+        "(NFS without lockd, some cluster scratch mounts): set HDF5_USE_FILE_LOCKING=FALSE in the "
+        "environment of the job (export it before snakemake; docs/cluster.md)"
+    )
+
+
+def open_hdf5(path: str | os.PathLike, mode: str = "r", *, owned: bool = True):
+    """``h5py.File(path, mode)`` that also works where the file system cannot lock files.
+
+    HDF5 (>= 1.10) locks every file it opens; on NFS without lockd and some cluster scratch mounts
+    that fails with ``OSError: unable to lock file, errno = 37``. Files the workflow owns need no lock:
+    it writes each file under a temporary name it just created and renames it when complete, and never
+    modifies a file after that. So a write (``mode`` other than ``"r"``) opens with ``locking=False``
+    (h5py >= 3.5), and a read whose lock fails is retried with ``locking=False`` when ``owned`` is
+    true. Where that is impossible (h5py < 3.5, or ``owned=False``: a file another program may be
+    writing), :class:`caanet.errors.HDF5LockError` names the file and ``HDF5_USE_FILE_LOCKING=FALSE``.
+    Any other OSError (missing, truncated, not HDF5) is raised unchanged for the caller to report.
+    """
+    import h5py
+
+    if mode != "r" and owned:
+        try:
+            return h5py.File(path, mode, locking=False)
+        except TypeError:  # h5py < 3.5: no locking argument; the default open below
+            pass
+    try:
+        return h5py.File(path, mode)
+    except OSError as exc:
+        if not is_lock_error(exc):
+            raise
+        first = exc
+    if not owned:
+        raise _lock_error(path, first, "caanet does not own this file, so it will not open it without a lock") from first
+    try:
+        return h5py.File(path, mode, locking=False)
+    except TypeError:
+        raise _lock_error(path, first, f"h5py {h5py.__version__} cannot open without a lock (needs >= 3.5)") from first
+    except OSError as exc:
+        if is_lock_error(exc):
+            raise _lock_error(path, exc, "opening without a lock failed too") from exc
+        raise

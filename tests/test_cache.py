@@ -266,3 +266,73 @@ def test_load_cache_reads_the_shared_tiny_fixture(tiny_cache):
     """The training tests' hand-written fixture (tests/conftest.py) is a valid cache."""
     fs = load_cache(tiny_cache, split="train")
     assert fs.x.shape[1:] == (32, 16) and set(fs.split) == {"train"}
+
+
+# --- issue 9: HDF5 on a file system without locks (NFS without lockd, cluster scratch) ---
+
+
+@pytest.fixture
+def no_locks(monkeypatch):
+    """h5py.File as on a file system without locks: any open that asks HDF5 to lock the file
+    (the default, unless locking=False or HDF5_USE_FILE_LOCKING=FALSE) fails with errno 37."""
+    real = h5py.File
+
+    def File(name, mode="r", *args, **kwargs):
+        import os
+
+        if kwargs.get("locking") is not False and os.environ.get("HDF5_USE_FILE_LOCKING", "").upper() != "FALSE":
+            raise OSError(37, "Unable to synchronously open file (unable to lock file, errno = 37, "
+                              "error message = 'No locks available')")
+        return real(name, mode, *args, **kwargs)
+
+    monkeypatch.delenv("HDF5_USE_FILE_LOCKING", raising=False)
+    monkeypatch.setattr(h5py, "File", File)
+    return real
+
+
+def test_cache_is_built_and_read_where_files_cannot_be_locked(no_locks, tmp_path):
+    from caanet.data.loader import cache_columns, cache_labels
+    from caanet.render.dataset_page import render_dataset_page
+
+    index = make_index(tmp_path)
+    build(index, tmp_path / "toy.h5")
+    fs = load_cache(tmp_path / "toy.h5", split="train")
+    assert fs.x.shape == (6, PARAMS.n_frames, PARAMS.n_mels)
+    assert cache_labels(tmp_path / "toy.h5") == (SCENES, DEVICES)
+    assert list(cache_columns(tmp_path / "toy.h5")["filename"]) == list(index["filename"])
+    assert cache_summary(tmp_path / "toy.h5")["n_clips"] == len(index)
+    render_dataset_page(tmp_path / "toy.h5", tmp_path / "page.html", title="toy")
+    assert (tmp_path / "page.html").stat().st_size > 0
+
+
+def test_lock_failure_that_cannot_be_avoided_names_the_file_and_the_remedy(no_locks, tmp_path, monkeypatch):
+    from caanet.errors import HDF5LockError
+    from caanet.io import open_hdf5
+
+    index = make_index(tmp_path)
+    build(index, tmp_path / "toy.h5")
+    with pytest.raises(HDF5LockError, match=r"toy\.h5.*HDF5_USE_FILE_LOCKING=FALSE"):
+        open_hdf5(tmp_path / "toy.h5", "r", owned=False)  # a file another program may be writing
+
+    def old_h5py_file(name, mode="r", *args, **kwargs):  # h5py < 3.5: no locking argument
+        if "locking" in kwargs:
+            raise TypeError("__init__() got an unexpected keyword argument 'locking'")
+        return no_locks_file(name, mode, *args, **kwargs)
+
+    no_locks_file = h5py.File
+    monkeypatch.setattr(h5py, "File", old_h5py_file)
+    with pytest.raises(HDF5LockError, match=r"new\.h5.*HDF5_USE_FILE_LOCKING=FALSE"):
+        build(index, tmp_path / "new.h5")
+    assert not (tmp_path / "new.h5").exists()
+    with pytest.raises(HDF5LockError, match=r"toy\.h5.*HDF5_USE_FILE_LOCKING=FALSE"):
+        load_cache(tmp_path / "toy.h5")
+    monkeypatch.setenv("HDF5_USE_FILE_LOCKING", "FALSE")  # the documented remedy works
+    assert load_cache(tmp_path / "toy.h5").x.shape[0] == len(index)
+
+
+def test_a_corrupt_file_is_still_reported_as_unreadable_not_as_a_lock(no_locks, tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    with pytest.raises(CacheError, match="not a readable HDF5 file") as info:
+        load_cache(bad)
+    assert "HDF5_USE_FILE_LOCKING" not in str(info.value)

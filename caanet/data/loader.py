@@ -34,26 +34,26 @@ def _json_attr(path, attrs, key):
 def cache_labels(path: str | Path) -> tuple[list, list]:
     """``(scene_labels, device_labels)`` from a cache's attributes, without reading any features
     (a cheap check before a job starts; :func:`load_features` validates the whole layout)."""
-    import h5py
+    from caanet.io import open_hdf5
 
     path = Path(path)
     if not path.is_file():
         raise CacheError(f"{path}: feature cache does not exist")
     try:
-        with h5py.File(path, "r") as f:
+        with open_hdf5(path, "r") as f:
             return list(_json_attr(path, f.attrs, "scene_labels")), list(_json_attr(path, f.attrs, "device_labels"))
-    except OSError as e:
+    except OSError as e:  # a lock failure is an HDF5LockError (a CacheError), raised as is
         raise CacheError(f"{path}: not a readable HDF5 file ({e})") from None
 
 
 def cache_columns(path: str | Path) -> dict[str, np.ndarray]:
     """The string columns (filename, scene, device, identifier, split) of a cache, without its features."""
-    import h5py
+    from caanet.io import open_hdf5
 
     path = Path(path)
     cache_labels(path)  # existence and readability, with clear errors
     out = {}
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path, "r") as f:
         for key in ("filename", "scene", "device", "identifier", "split"):
             if key not in f:
                 raise CacheError(f"{path}: dataset {key!r} is missing")

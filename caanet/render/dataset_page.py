@@ -12,12 +12,11 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
-import h5py
 import jinja2
 import numpy as np
 
 from caanet.features import cache_summary
-from caanet.io import write_text_atomic
+from caanet.io import open_hdf5, write_text_atomic
 
 TEMPLATE = "dataset.html.j2"
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -88,7 +87,7 @@ def example_figure(cache_path: str | os.PathLike, rows: list[dict[str, int]], de
     import matplotlib.pyplot as plt
 
     index = sorted({i for row in rows for i in row.values()})
-    with h5py.File(cache_path, "r") as h5:
+    with open_hdf5(cache_path, "r") as h5:
         x = dict(zip(index, h5["logmel"][index]))
     lo = min(float(np.percentile(v, 1)) for v in x.values())
     hi = max(float(np.percentile(v, 99.9)) for v in x.values())
@@ -123,7 +122,7 @@ def render_dataset_page(cache_path: str | os.PathLike, out_html: str | os.PathLi
                         examples_per_device: int = 3) -> dict:
     """Write the summary page of a feature cache to ``out_html`` (atomic); return the summary."""
     summary = cache_summary(cache_path)
-    with h5py.File(cache_path, "r") as h5:
+    with open_hdf5(cache_path, "r") as h5:
         cols = {k: h5[k].asstr()[...].tolist() for k in ("filename", "device", "scene")}
     rows = pick_examples(cols["filename"], cols["device"], cols["scene"], summary["device_labels"],
                          examples_per_device)
