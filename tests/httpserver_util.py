@@ -146,6 +146,8 @@ class Script:
     stall_after: int | None = None  # on the first request, send this many bytes, then go silent ...
     stall_seconds: float = 1.0      # ... for this long before closing
     status: int | None = None       # always answer with this status (e.g. 404)
+    range_as_200: bool = False      # honour Range, but answer 200 (with Content-Range and the rest)
+    no_length: bool = False         # send no Content-Length (the body ends when the connection closes)
 
 
 @dataclass
@@ -181,14 +183,24 @@ class _Handler(BaseHTTPRequestHandler):
         status, start = self._decide(data, script, n, rng)
         with state.lock:
             state.requests.append(Request(name, rng, status))
+        if status == 416:  # RFC 9110 15.5.17: the current length in Content-Range
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(data)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if status >= 400:
             self.send_error(status)
             return
         body = data[start:]
+        ranged = status == 206 or (script.range_as_200 and rng is not None and not script.ignore_range)
         self.send_response(status)
         self.send_header("Content-Type", "application/zip")
-        self.send_header("Content-Length", str(len(body)))
-        if status == 206:
+        if script.no_length:
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(body)))
+        if ranged:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.end_headers()
         if script.stall_after is not None and n == 1:
@@ -218,7 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
         m = re.match(r"^bytes=(\d+)-$", rng or "")
         if m and not script.ignore_range:
             start = int(m.group(1))
-            return (416, 0) if start >= len(data) else (206, start)
+            return (416, 0) if start >= len(data) else (200 if script.range_as_200 else 206, start)
         return 200, 0
 
 

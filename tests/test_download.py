@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -309,3 +310,36 @@ def test_fetch_dataset_md5_mismatch_not_extracted(server, tmp_path):
         fetch_dataset("dcase2018_task1b_dev", tmp_path, files=files, n_retries=0, progress=False)
     assert not (tmp_path / "downloads" / name).exists()
     assert not (tmp_path / dcase_tree("2018")[0] / "meta.csv").exists()
+
+
+# --- issue 9: Range answered with 200 + Content-Range; a mirror's file of another size ---
+
+
+def test_range_answered_with_200_and_content_range_is_appended(server, tmp_path):
+    remote = server.add("big.bin", BIG, cut_after=60_000, range_as_200=True)
+    path = download_file(remote, tmp_path, **FAST)
+    assert path.read_bytes() == BIG
+    assert [(r.range, r.status) for r in server.requests("big.bin")] == [(None, 200), ("bytes=60000-", 200)]
+
+
+def test_part_resumed_from_a_200_with_content_range(server, tmp_path):
+    remote = server.add("big.bin", BIG, range_as_200=True)
+    (tmp_path / "big.bin.part").write_bytes(BIG[:5000])
+    assert download_file(remote, tmp_path, **FAST).read_bytes() == BIG
+    assert [r.range for r in server.requests("big.bin")] == ["bytes=5000-"]
+
+
+@pytest.mark.parametrize("delta", [+1000, -1000])
+@pytest.mark.parametrize("how", ["content_length", "content_range", "no_length"])
+def test_mirror_file_of_another_size_is_a_size_mismatch(server, tmp_path, delta, how):
+    import dataclasses
+
+    served = BIG[:len(BIG) + delta] if delta < 0 else BIG + b"x" * delta
+    remote = server.add("big.bin", served, no_length=(how == "no_length"))
+    remote = dataclasses.replace(remote, bytes=len(BIG), md5=_md5(BIG))  # what the catalogue lists
+    if how == "content_range":  # resuming a part: the size comes in Content-Range
+        (tmp_path / "big.bin.part").write_bytes(BIG[:5000])
+    with pytest.raises(DownloadError, match=rf"size mismatch: {re.escape(remote.url)} serves {len(served)} bytes, "
+                                            rf"the catalogue .* lists {len(BIG)}"):
+        download_file(remote, tmp_path, **FAST)
+    assert len(server.requests("big.bin")) <= 2  # no rounds of retries as for a cut connection

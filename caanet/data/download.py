@@ -14,7 +14,12 @@ Guarantees:
 * a file appears under its final name only after its size and MD5 are verified; a file whose MD5
   is wrong is moved aside (``<name>.md5-mismatch``) and never used;
 * an interrupted download (cut connection, killed job) resumes from ``<name>.part`` with
-  ``Range: bytes=<n>-``; a server that ignores Range (200 instead of 206) restarts cleanly;
+  ``Range: bytes=<n>-``; the body is placed where its ``Content-Range`` says, whatever the status
+  (some mirrors answer 200 with Content-Range and the remaining bytes); a server that ignores
+  Range (200 without Content-Range) restarts cleanly;
+* a server whose file has another size than the catalogue's (``Content-Length`` of a whole file,
+  the length in ``Content-Range``) fails at once with a size mismatch naming the URL and both
+  sizes, rather than as a cut connection;
 * transient failures (connection reset or cut, timeouts, HTTP 5xx/408/429) are retried with
   exponential backoff; other HTTP errors (404, 403, ...) fail at once;
 * an archive member that would land outside the destination (``../``, an absolute path, a
@@ -251,8 +256,27 @@ def _quarantine(path: Path, remote: RemoteFile, actual: str) -> DownloadError:
 
 def _content_range_start(header: str | None) -> int | None:
     """The first byte of a ``Content-Range: bytes a-b/n`` header, or None if unparsable."""
-    m = re.match(r"^\s*bytes\s+(\d+)-\d+/(\d+|\*)\s*$", header or "")
-    return int(m.group(1)) if m else None
+    return parse_content_range(header)[0]
+
+
+def parse_content_range(header: str | None) -> tuple[int | None, int | None]:
+    """``(first byte, complete length)`` of a ``Content-Range`` header (RFC 9110 14.4):
+    ``bytes a-b/n`` -> ``(a, n)``, ``bytes a-b/*`` -> ``(a, None)``, ``bytes */n`` (a 416's) ->
+    ``(None, n)``; ``(None, None)`` when absent or unparsable."""
+    m = re.match(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", header or "")
+    if not m:
+        return None, None
+    first = int(m.group(1)) if m.group(1) is not None else None
+    total = int(m.group(3)) if m.group(3) != "*" else None
+    return first, total
+
+
+def _size_mismatch(remote: RemoteFile, served: int) -> DownloadError:
+    return DownloadError(
+        f"{remote.filename}: size mismatch: {remote.url} serves {served} bytes, the catalogue "
+        f"({REMOTE_TABLE.name}) lists {remote.bytes}; this is another file than the catalogue's "
+        "(a mirror's base_url pointing at another version?), not a cut connection"
+    )
 
 
 def _open(remote: RemoteFile, offset: int, timeout: float):
@@ -268,6 +292,9 @@ def _open(remote: RemoteFile, offset: int, timeout: float):
         if exc.code >= 500 or exc.code in TRANSIENT_HTTP_CODES:
             raise _Transient(f"HTTP {exc.code} {exc.reason}") from exc
         if exc.code == 416:
+            total = parse_content_range(exc.headers.get("Content-Range") if exc.headers else None)[1]
+            if total is not None and total != remote.bytes:
+                raise _size_mismatch(remote, total) from exc
             raise _RangeIgnored(f"HTTP 416 for Range bytes={offset}-") from exc
         raise DownloadError(f"{remote.filename}: HTTP {exc.code} {exc.reason} from {remote.url}") from exc
     except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
@@ -280,14 +307,32 @@ def _receive(remote: RemoteFile, part: Path, timeout: float, progress: _Progress
     response = _open(remote, offset, timeout)
     with response:
         status = response.status
-        if offset and status == 206 and _content_range_start(response.headers.get("Content-Range")) != offset:
-            raise _RangeIgnored(f"Content-Range {response.headers.get('Content-Range')!r} does not start at {offset}")
-        if offset and status != 206:
+        expected = response.headers.get("Content-Length")
+        expected = int(expected) if expected and expected.isdigit() else None
+        content_range = response.headers.get("Content-Range")
+        if content_range is not None:
+            # where the body starts is what Content-Range says, whatever the status: some mirrors
+            # honour Range but answer 200 with Content-Range and only the remaining bytes
+            first, total = parse_content_range(content_range)
+            if first is None:
+                raise _RangeIgnored(f"unusable Content-Range {content_range!r} (HTTP {status})")
+            if total is not None and total != remote.bytes:
+                raise _size_mismatch(remote, total)
+            if first != offset:
+                if first != 0:
+                    raise _RangeIgnored(f"Content-Range {content_range!r} does not start at {offset}")
+                log.warning("%s: the server sent the file from byte 0 (Content-Range %r); restarting",
+                            remote.filename, content_range)
+                offset = 0
+                progress.reset(0)
+        elif offset:
+            if status == 206:
+                raise _RangeIgnored("HTTP 206 without Content-Range")
             log.warning("%s: the server ignored Range (HTTP %d); restarting from byte 0", remote.filename, status)
             offset = 0
             progress.reset(0)
-        expected = response.headers.get("Content-Length")
-        expected = int(expected) if expected and expected.isdigit() else None
+        if content_range is None and expected is not None and expected != remote.bytes:
+            raise _size_mismatch(remote, expected)  # the whole file, announced with another size
         received = 0
         with open(part, "r+b" if offset else "wb") as fh:
             fh.seek(offset)
@@ -316,7 +361,7 @@ def _check_complete(remote: RemoteFile, part: Path) -> str:
     if size > remote.bytes or actual != remote.md5:
         err = _quarantine(part, remote, actual)
         if size != remote.bytes:
-            err = DownloadError(f"{err}; size {size} bytes, expected {remote.bytes}")
+            err = DownloadError(f"{_size_mismatch(remote, size)}; {err}")
         raise err
     return actual
 
