@@ -17,13 +17,14 @@ from typing import Any
 import yaml
 
 from caanet.errors import ConfigError
+from caanet.io import TEXT_ENCODING
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "rules" / "schemas" / "config.schema.yaml"
 DATASET_SOURCES = ("embedded", "zenodo", "local")
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding=TEXT_ENCODING) as fh:
         return yaml.safe_load(fh)
 
 

@@ -47,6 +47,7 @@ import pandas as pd
 from scipy import stats as _sps
 
 from caanet.errors import ConfigError, ResultsError, SpecError, reject_unknown_keys
+from caanet.io import TEXT_ENCODING
 from caanet.spec import CONDITIONAL, FIDELITIES, LAYERS, POOLINGS, STRATEGIES, TOPOLOGIES, CellSpec
 
 Row = tuple[str, str]
@@ -349,7 +350,7 @@ def _json_key(obj: Mapping, key: str, path) -> object:
 def _cell_rows(path: Path) -> list[dict]:
     """The (device) rows of one evaluation.json."""
     try:
-        ev = json.loads(Path(path).read_text(encoding="utf-8"))
+        ev = json.loads(Path(path).read_text(encoding=TEXT_ENCODING))
     except FileNotFoundError:
         raise ResultsError(f"{path}: evaluation file not found") from None
     except (OSError, json.JSONDecodeError) as exc:
@@ -539,7 +540,7 @@ def layers_from_frame(layers_df: pd.DataFrame) -> dict[Row, int]:
 
 def read_layers(path: str | os.PathLike) -> dict[Row, int]:
     """``{(topology, pooling): layer}`` from ``results/tables/layers.csv``."""
-    return layers_from_frame(pd.read_csv(path))
+    return layers_from_frame(pd.read_csv(path, encoding=TEXT_ENCODING))
 
 
 def select_layers(table1_summary_df: pd.DataFrame) -> dict[Row, int]:
@@ -559,7 +560,7 @@ def paper_table(table: str) -> pd.DataFrame:
     """
     _check_table(table)
     resource = importlib.resources.files("caanet") / "paper" / PAPER_FILES[table]
-    with resource.open("r", encoding="utf-8") as fh:
+    with resource.open("r", encoding=TEXT_ENCODING) as fh:
         df = pd.read_csv(fh, dtype={"device": str})
     df = df.rename(columns={"network": "topology", "accuracy_percent": "paper_acc"})
     if "cond_layer" not in df.columns:

@@ -13,6 +13,10 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+# Every text file caanet reads (meta.csv, split files, indexes, layers.csv, catalogues, JSON) is
+# decoded with this: UTF-8, and a byte-order mark (spreadsheet tools write one) is dropped.
+TEXT_ENCODING = "utf-8-sig"
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:

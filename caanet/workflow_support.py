@@ -124,10 +124,11 @@ def dataset_root_of(path: str | Path) -> Path:
     import json
 
     from caanet.errors import DatasetError
+    from caanet.io import TEXT_ENCODING
 
     path = Path(path)
     if path.is_file() and path.suffix == ".json":
-        path = Path(json.loads(path.read_text())["root"])
+        path = Path(json.loads(path.read_text(encoding=TEXT_ENCODING))["root"])
     if (path / "meta.csv").is_file():
         return path
     candidates = sorted(p.parent for p in path.glob("*/meta.csv"))

@@ -52,7 +52,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from caanet import __version__
 from caanet.errors import ConfigError, DownloadError
-from caanet.io import write_json_atomic
+from caanet.io import TEXT_ENCODING, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def remote_files(
     """
     path = Path(table) if table is not None else REMOTE_TABLE
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding=TEXT_ENCODING) as fh:
             reader = csv.DictReader(fh)
             missing = [c for c in TABLE_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
@@ -489,7 +489,7 @@ def extracted_files(dest_dir: str | os.PathLike, archive_name: str, md5: str) ->
     dest_dir = Path(dest_dir)
     marker = _marker_path(dest_dir, archive_name)
     try:
-        record = json.loads(marker.read_text(encoding="utf-8"))
+        record = json.loads(marker.read_text(encoding=TEXT_ENCODING))
         if record.get("md5") != md5.lower():
             return None
         files = [dest_dir.joinpath(*PurePosixPath(m).parts) for m in record["files"]]

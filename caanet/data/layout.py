@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from caanet.errors import DatasetError
-from caanet.io import write_csv_atomic
+from caanet.io import TEXT_ENCODING, write_csv_atomic
 
 SCENE_LABELS = (
     "airport", "bus", "metro", "metro_station", "park",
@@ -71,7 +71,7 @@ def read_table(path: Path, *, header: tuple[str, ...] | None, columns: tuple[str
     ``len(columns)`` non-empty fields. Blank lines are skipped.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding=TEXT_ENCODING)  # a UTF-8 BOM is accepted
     except FileNotFoundError:
         raise DatasetError(f"{path}: missing") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -241,7 +241,7 @@ def read_index(path: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise DatasetError(f"{path}: index file missing")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=TEXT_ENCODING)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: not a readable CSV index ({exc})") from None
     if tuple(df.columns[: len(INDEX_COLUMNS)]) != INDEX_COLUMNS:

@@ -26,7 +26,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from caanet.errors import ResultsError
-from caanet.io import atomic_path
+from caanet.io import TEXT_ENCODING, atomic_path
 from caanet.render.tables import POOLING_NAMES, TOPOLOGY_NAMES
 from caanet.spec import POOLINGS, STRATEGIES, TOPOLOGIES
 
@@ -175,7 +175,7 @@ def load_evaluation(evaluation_json) -> tuple[dict, str]:
     else:
         source = str(evaluation_json)
         try:
-            ev = json.loads(Path(evaluation_json).read_text(encoding="utf-8"))
+            ev = json.loads(Path(evaluation_json).read_text(encoding=TEXT_ENCODING))
         except (OSError, json.JSONDecodeError) as exc:
             raise ResultsError(f"{source}: cannot read: {exc}") from exc
     for key in ("scene_labels", "per_device"):
