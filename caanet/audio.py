@@ -31,6 +31,10 @@ RESAMPLE_QUALITY = "HQ"  # soxr's high quality: librosa's default res_type "soxr
 # libsndfile reports a WAV whose data chunk runs past the end of the file as
 # "data : <declared> (should be <present>)" in its log, and then silently reads what is there.
 _TRUNCATED_RE = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_BLOCK_ALIGN_RE = re.compile(r"^\s*Block Align\s*:\s*(\d+)", re.MULTILINE)
+# data sizes that streaming writers (a pipe, a recorder killed before it could seek back) put in the
+# header for "unknown length": libsndfile then reads to the end of the file, and so does caanet
+_UNKNOWN_LENGTH = frozenset({0xFFFFFFFF, 0x7FFFFFFF})
 
 Log = Callable[[str], None]
 
@@ -40,24 +44,55 @@ def _logger(log: Log | None) -> Log:
 
 
 def _truncation(extra_info: str) -> str | None:
-    """The reason a WAV is truncated, from libsndfile's header log; None if it is complete."""
+    """The reason a WAV is truncated, from libsndfile's header log; None if it is complete.
+
+    Truncated means at least one whole frame (``Block Align`` bytes) that the header declares is
+    missing from the file. A declared size larger by less than a frame (an odd data chunk whose
+    pad byte was counted, a writer's rounding) loses no sample, and a placeholder size of a
+    streaming writer (:data:`_UNKNOWN_LENGTH`) declares nothing: libsndfile reads those files
+    completely, so caanet does too.
+    """
     match = _TRUNCATED_RE.search(extra_info or "")
-    if match and int(match.group(2)) < int(match.group(1)):
-        return f"truncated: the header declares {match.group(1)} bytes of audio data, the file holds {match.group(2)}"
+    if not match:
+        return None
+    declared, present = int(match.group(1)), int(match.group(2))
+    if declared in _UNKNOWN_LENGTH:
+        return None
+    align = _BLOCK_ALIGN_RE.search(extra_info)
+    frame_bytes = max(1, int(align.group(1))) if align else 1
+    if declared - present >= frame_bytes:
+        return f"truncated: the header declares {declared} bytes of audio data, the file holds {present}"
     return None
+
+
+def _read_all(fh: sf.SoundFile) -> np.ndarray:
+    """Every frame of an open file as float32 ``(n, channels)``: in one read when libsndfile knows
+    the length and can seek, else block by block to the end (GSM 6.10 and other formats that
+    libsndfile reads but does not seek in)."""
+    if fh.seekable():
+        return fh.read(dtype="float32", always_2d=True)
+    blocks = []
+    while True:
+        block = fh.read(frames=1 << 16, dtype="float32", always_2d=True)
+        if len(block):
+            blocks.append(block)
+        if len(block) < 1 << 16:
+            break
+    return np.concatenate(blocks) if blocks else np.zeros((0, fh.channels), dtype=np.float32)
 
 
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read an audio file as float32 ``(channels, n_samples)`` and its sample rate.
 
-    Unreadable, corrupt, truncated, empty or non-finite files raise AudioError naming the file
-    and the reason.
+    Every file libsndfile reads completely is read (any WAV subtype, WAVE_FORMAT_EXTENSIBLE, RF64,
+    W64, odd-sized chunks, streaming writers' placeholder sizes). Unreadable, corrupt, truncated
+    (:func:`_truncation`), empty or non-finite files raise AudioError naming the file and the reason.
     """
     try:
         with sf.SoundFile(str(path)) as fh:
             reason = _truncation(fh.extra_info)
             if reason is None:
-                data = fh.read(dtype="float32", always_2d=True)
+                data = _read_all(fh)
             sample_rate = fh.samplerate
     except (sf.SoundFileError, RuntimeError, OSError, ValueError) as exc:
         raise AudioError(f"{path}: cannot read audio ({exc})") from exc

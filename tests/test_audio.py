@@ -185,3 +185,85 @@ def test_prepare_audio_names_a_corrupt_file(tmp_path):
 def test_prepare_audio_requires_columns(tmp_path):
     with pytest.raises(DatasetError, match="path"):
         prepare_audio(pd.DataFrame({"filename": ["audio/x.wav"]}), tmp_path)
+
+
+# --- issue 9: every WAV that libsndfile reads completely is read; the header check agrees with it ---
+
+
+def _libsndfile_reads(path) -> np.ndarray:
+    """What libsndfile itself reads from ``path``: (channels, n) float32, to the end of the data."""
+    with sf.SoundFile(str(path)) as fh:
+        blocks = []
+        while True:
+            block = fh.read(frames=4096, dtype="float32", always_2d=True)
+            blocks.append(block)
+            if len(block) < 4096:
+                break
+    return np.concatenate(blocks).T
+
+
+WAV_KINDS = [(fmt, st) for fmt in ("WAV", "WAVEX", "RF64", "W64")
+             for st in ("PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ULAW", "ALAW")]
+WAV_KINDS += [("WAV", "IMA_ADPCM"), ("WAV", "MS_ADPCM"), ("WAV", "GSM610"), ("W64", "GSM610")]
+
+
+@pytest.mark.parametrize("fmt,subtype", WAV_KINDS, ids=[f"{f}-{s}" for f, s in WAV_KINDS])
+def test_every_wav_kind_soundfile_writes_is_read_like_libsndfile(tmp_path, fmt, subtype):
+    channels = 1 if subtype == "GSM610" else 2
+    sr = 8000
+    y = np.stack([sine(300 + 100 * c, sr, 0.1251) for c in range(channels)])  # 1001 frames: odd sizes
+    path = tmp_path / "clip.wav"
+    sf.write(str(path), y.T, sr, format=fmt, subtype=subtype)
+    data, rate = read_audio(path)
+    assert rate == sr
+    np.testing.assert_array_equal(data, _libsndfile_reads(path))
+    if subtype not in ("IMA_ADPCM", "MS_ADPCM", "GSM610"):  # block codecs pad the last block
+        assert data.shape == y.shape
+        np.testing.assert_allclose(data, y, atol=0.02 if subtype in ("PCM_U8", "ULAW", "ALAW") else 1e-4)
+
+
+def _pcm16(tmp_path, n=1001):
+    path = tmp_path / "clip.wav"
+    sf.write(str(path), sine(440, 8000, n / 8000), 8000, subtype="PCM_16")
+    return path, bytearray(path.read_bytes())
+
+
+def _set_u32(raw: bytearray, chunk: bytes, value: int) -> None:
+    import struct
+
+    i = raw.index(chunk) if chunk != b"RIFF" else 0
+    raw[i + 4:i + 8] = struct.pack("<I", value)
+
+
+@pytest.mark.parametrize("riff,data", [(0xFFFFFFFF, 0xFFFFFFFF), (0x7FFFFFFF, 0x7FFFFFFF), (None, 2003)],
+                         ids=["streaming-ffffffff", "streaming-7fffffff", "odd-size-counts-pad"])
+def test_header_sizes_libsndfile_reads_past_are_accepted(tmp_path, riff, data):
+    path, raw = _pcm16(tmp_path)
+    if riff is not None:
+        _set_u32(raw, b"RIFF", riff)
+    _set_u32(raw, b"data", data)
+    path.write_bytes(bytes(raw))
+    out, _ = read_audio(path)
+    assert out.shape == (1, 1001)
+    np.testing.assert_array_equal(out, _libsndfile_reads(path))
+
+
+def test_odd_sized_chunk_before_the_data_is_read(tmp_path):
+    import struct
+
+    path, raw = _pcm16(tmp_path)
+    i = raw.index(b"data")
+    raw[i:i] = b"JUNK" + struct.pack("<I", 5) + b"abcde" + b"\0"  # odd size, with its pad byte
+    _set_u32(raw, b"RIFF", len(raw) - 8)
+    path.write_bytes(bytes(raw))
+    out, _ = read_audio(path)
+    assert out.shape == (1, 1001)
+    np.testing.assert_array_equal(out, _libsndfile_reads(path))
+
+
+def test_a_missing_frame_is_still_truncation(tmp_path):
+    path, raw = _pcm16(tmp_path)
+    _set_u32(raw, b"data", 2004)  # one 16-bit frame more than the file holds
+    path.write_bytes(bytes(raw))
+    with pytest.raises(AudioError, match=r"clip.wav: truncated: the header declares 2004 bytes.*holds 2002"):
+        read_audio(path)
