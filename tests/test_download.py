@@ -343,3 +343,84 @@ def test_mirror_file_of_another_size_is_a_size_mismatch(server, tmp_path, delta,
                                             rf"the catalogue .* lists {len(BIG)}"):
         download_file(remote, tmp_path, **FAST)
     assert len(server.requests("big.bin")) <= 2  # no rounds of retries as for a cut connection
+
+
+# --- issue 9: an archive whose extracted tree would differ from its member list is refused ---
+
+
+def _special(name: str, mode: int) -> "zipfile.ZipInfo":
+    import zipfile
+
+    info = zipfile.ZipInfo(name, date_time=(2018, 4, 1, 0, 0, 0))
+    info.create_system = 3
+    info.external_attr = mode << 16
+    return info
+
+
+def _zip_with(infos_and_data) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for info, data in infos_and_data:
+            zf.writestr(info, data)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("members, bad, why", [
+    ([("top/a.txt", b"1"), ("top/a.txt", b"2")], "top/a.txt", "appears twice"),
+    ([("top/a", b"1"), ("top/a/b.txt", b"2")], "top/a/b.txt", "lies below 'top/a', which is a file"),
+    ([("top/a/b.txt", b"2"), ("top/a", b"1")], "top/a", "same path as folder"),
+    ([("top/a/", b""), ("top/a", b"1")], "top/a", "same path as folder"),
+    ([("top/a", b"1"), ("top/a/", b"")], "top/a/", "folder of the same path as file"),
+    ([("top/x/../b.txt", b"1")], "top/x/../b.txt", "escapes"),
+    ([("top\\b.txt", b"1")], "top\\b.txt", "backslash"),
+    ([("top//b.txt", b"1")], "top//b.txt", "empty or '.' path component"),
+    ([("top/./b.txt", b"1")], "top/./b.txt", "empty or '.' path component"),
+])
+def test_member_list_differing_from_the_tree_is_refused_before_writing(tmp_path, members, bad, why):
+    import zipfile
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        data = _zip_with([(zipfile.ZipInfo(n, date_time=(2018, 4, 1, 0, 0, 0)), d)
+                          for n, d in [("top/first.txt", b"0")] + members])
+    archive = _write(tmp_path, "tree.zip", data)
+    dest = tmp_path / "dest"
+    with pytest.raises(DownloadError, match=rf"tree\.zip: member {re.escape(repr(bad))}.*{why}"):
+        extract_zip(archive, dest)
+    assert _tree_files(dest) == set() if dest.exists() else True
+
+
+@pytest.mark.parametrize("mode, kind", [(0o020644, "character device"), (0o060644, "block device"),
+                                        (0o010644, "named pipe"), (0o140644, "socket"), (0o120777, "symbolic link")])
+def test_special_file_members_are_refused(tmp_path, mode, kind):
+    archive = _write(tmp_path, "dev.zip", _zip_with([(_special("top/ok.txt", 0o100644), b"1"),
+                                                     (_special("top/node", mode), b"")]))
+    with pytest.raises(DownloadError, match=rf"dev\.zip: member 'top/node' is a {kind}"):
+        extract_zip(archive, tmp_path / "dest")
+    assert _tree_files(tmp_path / "dest") == set()
+
+
+def test_member_clashing_with_the_destination_is_refused_before_writing(tmp_path):
+    dest = tmp_path / "dest"
+    (dest / "top" / "a").mkdir(parents=True)
+    (dest / "top" / "f").write_bytes(b"mine")
+    archive = _write(tmp_path, "clash.zip", zip_bytes({"top/first.txt": b"1", "top/a": b"x"}))
+    with pytest.raises(DownloadError, match=r"clash\.zip: member 'top/a' is a file but .*top/a is a folder"):
+        extract_zip(archive, dest)
+    archive = _write(tmp_path, "clash2.zip", zip_bytes({"top/first.txt": b"1", "top/f/b.txt": b"x"}))
+    with pytest.raises(DownloadError, match=r"clash2\.zip: member 'top/f/b.txt' needs folder .*top/f, which is a file"):
+        extract_zip(archive, dest)
+    assert not (dest / "top" / "first.txt").exists()
+
+
+def test_names_differing_only_in_case_are_refused_where_the_file_system_folds_case(tmp_path, monkeypatch):
+    archive = _write(tmp_path, "case.zip", zip_bytes({"top/Readme.txt": b"1", "top/README.txt": b"2"}))
+    monkeypatch.setattr(dl, "_case_insensitive", lambda folder: True)
+    with pytest.raises(DownloadError, match=r"case\.zip: member 'top/README.txt' appears twice \(first as 'top/Readme.txt'\)"):
+        extract_zip(archive, tmp_path / "dest")
+    monkeypatch.setattr(dl, "_case_insensitive", lambda folder: False)  # a case-sensitive one keeps both
+    assert len(extract_zip(archive, tmp_path / "dest2")) == 2

@@ -22,8 +22,9 @@ Guarantees:
   sizes, rather than as a cut connection;
 * transient failures (connection reset or cut, timeouts, HTTP 5xx/408/429) are retried with
   exponential backoff; other HTTP errors (404, 403, ...) fail at once;
-* an archive member that would land outside the destination (``../``, an absolute path, a
-  symbolic link) is refused before anything is written; truncated or corrupt archives raise
+* an archive whose extracted tree would differ from its member list (``../``, an absolute path,
+  a backslash, a duplicate, a file and a folder of one path, a symbolic link or device) is
+  refused before anything is written, naming the member; truncated or corrupt archives raise
   :class:`~caanet.errors.DownloadError`; extraction goes to a temporary folder beside the
   destination and each file is moved into place, and a marker file records the completed
   extraction of that archive and MD5 so a second run does nothing.
@@ -454,26 +455,105 @@ def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return stat.S_ISLNK(info.external_attr >> 16)
 
 
-def member_path(archive: str | os.PathLike, info: zipfile.ZipInfo) -> PurePosixPath | None:
-    """The safe relative path of a zip member, or None for an entry naming the root itself.
+_MEMBER_TYPES = {stat.S_IFLNK: "a symbolic link", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+                 stat.S_IFIFO: "a named pipe", stat.S_IFSOCK: "a socket"}
 
-    Raises :class:`~caanet.errors.DownloadError` naming the archive and member for an absolute
-    path (``/x``, ``C:x``), a ``..`` component, a symbolic link (zipfile cannot create one, the
-    DCASE archives hold none, and one could point outside) or a name reserved for caanet's own
-    bookkeeping.
+
+def member_path(archive: str | os.PathLike, info: zipfile.ZipInfo) -> PurePosixPath | None:
+    """The relative path of a zip member, exactly as named, or None for an entry naming the root itself.
+
+    Raises :class:`~caanet.errors.DownloadError` naming the archive and member for any name whose
+    extracted path would differ from the name itself: an absolute path (``/x``, ``C:x``), a ``..``
+    component (``a/../b``), a backslash (a separator on Windows, a character on POSIX), an empty or
+    ``.`` component (``a//b``, ``a/./b``); for a member that is not a regular file or folder (a
+    symbolic link, a device, a pipe: zipfile cannot create them, the DCASE archives hold none, and a
+    link could point outside); and for a name reserved for caanet's own bookkeeping.
     """
-    name = info.filename.replace("\\", "/")
-    where = f"{archive}: member {info.filename!r}"
+    name = info.filename
+    where = f"{archive}: member {name!r}"
+    if "\\" in name:
+        raise DownloadError(f"{where} has a backslash in its name (a folder separator on Windows, a "
+                            "character elsewhere): the extracted tree would not match it; nothing was extracted")
     if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
         raise DownloadError(f"{where} has an absolute path; nothing was extracted")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
+    parts = name[:-1].split("/") if name.endswith("/") else name.split("/")
     if ".." in parts:
         raise DownloadError(f"{where} escapes the destination folder ('..'); nothing was extracted")
-    if _is_symlink(info):
-        raise DownloadError(f"{where} is a symbolic link, which is not allowed; nothing was extracted")
-    if parts and parts[0].startswith(".caanet-"):
+    kind = _MEMBER_TYPES.get(stat.S_IFMT(info.external_attr >> 16)) if info.create_system == 3 or _is_symlink(info) else None
+    if kind is not None:
+        raise DownloadError(f"{where} is {kind}, which is not allowed; nothing was extracted")
+    if name in ("", "/", "./"):
+        return None
+    if any(p in ("", ".") for p in parts):
+        raise DownloadError(f"{where} has an empty or '.' path component: the extracted path would differ "
+                            "from the name; nothing was extracted")
+    if parts[0].startswith(".caanet-"):
         raise DownloadError(f"{where} uses a name reserved for caanet's bookkeeping; nothing was extracted")
-    return PurePosixPath(*parts) if parts else None
+    return PurePosixPath(*parts)
+
+
+def _case_insensitive(folder: Path) -> bool:
+    """Whether ``folder``'s file system folds case (macOS, Windows defaults)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(prefix=".caanet-case-", dir=folder) as fh:
+        probe = Path(fh.name)
+        return Path(probe.parent, probe.name.upper()).exists()
+
+
+def check_members(archive: str | os.PathLike, infos: Sequence[zipfile.ZipInfo],
+                  dest_dir: str | os.PathLike | None = None) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
+    """``(info, relative path)`` of every member, after checking that extracting them gives exactly the
+    tree the member list names; raises :class:`~caanet.errors.DownloadError` naming the member otherwise.
+
+    Beyond :func:`member_path` (each name on its own): two members of one path (a duplicate, which
+    would silently overwrite the first), a file and a folder of one path (``a`` and ``a/b``), two
+    names differing only in case where ``dest_dir``'s file system folds case, and a member whose path
+    in ``dest_dir`` is already taken by the other kind (a folder where a file goes, or a file where a
+    folder goes). Called before anything is written.
+    """
+    archive = Path(archive)
+    members = [(info, rel) for info in infos if (rel := member_path(archive, info)) is not None]
+    fold = dest_dir is not None and Path(dest_dir).is_dir() and _case_insensitive(Path(dest_dir))
+    key = (lambda r: r.as_posix().casefold()) if fold else (lambda r: r.as_posix())
+    files: dict[str, zipfile.ZipInfo] = {}
+    folders: dict[str, zipfile.ZipInfo] = {}  # folders named, or implied by a member below them
+    for info, rel in members:
+        where = f"{archive}: member {info.filename!r}"
+        k = key(rel)
+        if info.is_dir():
+            if k in files:
+                raise DownloadError(f"{where} is a folder of the same path as file member "
+                                    f"{files[k].filename!r}; nothing was extracted")
+            folders.setdefault(k, info)
+        else:
+            if k in files:
+                raise DownloadError(f"{where} appears twice (first as {files[k].filename!r}): the second would "
+                                    "overwrite the first; nothing was extracted")
+            if k in folders:
+                raise DownloadError(f"{where} is a file of the same path as folder member "
+                                    f"{folders[k].filename!r}; nothing was extracted")
+            files[k] = info
+        for parent in list(rel.parents)[:-1]:
+            pk = key(parent)
+            if pk in files:
+                raise DownloadError(f"{where} lies below {files[pk].filename!r}, which is a file; "
+                                    "nothing was extracted")
+            folders.setdefault(pk, info)
+    if dest_dir is not None:
+        dest_dir = Path(dest_dir)
+        for info, rel in members:
+            where = f"{archive}: member {info.filename!r}"
+            target = dest_dir.joinpath(*rel.parts)
+            if not info.is_dir() and target.is_dir() and not target.is_symlink():
+                raise DownloadError(f"{where} is a file but {target} is a folder; nothing was extracted")
+            if info.is_dir() and target.is_file():
+                raise DownloadError(f"{where} is a folder but {target} is a file; nothing was extracted")
+            for parent in list(rel.parents)[:-1]:
+                if dest_dir.joinpath(*parent.parts).is_file():
+                    raise DownloadError(f"{where} needs folder {dest_dir.joinpath(*parent.parts)}, which is a file; "
+                                        "nothing was extracted")
+    return members
 
 
 def _marker_path(dest_dir: Path, archive_name: str) -> Path:
@@ -551,7 +631,7 @@ def _move_into_place(archive: Path, tmp: Path, dest_dir: Path) -> list[Path]:
 def extract_zip(archive: str | os.PathLike, dest_dir: str | os.PathLike, *, md5: str | None = None) -> list[Path]:
     """Extract ``archive`` into ``dest_dir`` safely and idempotently; return the extracted files.
 
-    Every member is checked (see :func:`member_path`) before anything is written. Members are
+    Every member is checked (see :func:`check_members`) before anything is written. Members are
     extracted into a temporary folder beside the destination and then moved into place, so a
     killed extraction leaves no half-written file under a final name; a marker in
     ``dest_dir/.caanet-extracted/`` records the archive's name, MD5 (``md5`` when given, else
@@ -571,8 +651,7 @@ def extract_zip(archive: str | os.PathLike, dest_dir: str | os.PathLike, *, md5:
         return done
     with _open_zip(archive) as zf:
         infos = zf.infolist()
-        checked = [(info, member_path(archive, info)) for info in infos]
-        members = [(info, rel) for info, rel in checked if rel is not None]
+        members = check_members(archive, infos, dest_dir)
         _check_space(archive, infos, dest_dir)
         tmp = dest_dir / f".caanet-extract-{archive.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
