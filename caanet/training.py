@@ -55,6 +55,7 @@ from caanet.errors import ConfigError, SpecError, TrainingError
 from caanet.evaluation import evaluate_predictions, select_attention_examples
 from caanet.fidelity import Fidelity, get_fidelity
 from caanet.io import atomic_path, write_csv_atomic, write_json_atomic
+from caanet.rerun import TRAINING_KEYS_CHANGING_NOTHING
 from caanet.spec import CellSpec
 
 LOGGER = logging.getLogger("caanet.training")
@@ -63,8 +64,9 @@ METRICS_COLUMNS = ("iteration", "loss", "loss_scene", "loss_device", "lr", "lamb
 PREDICTION_COLUMNS = ("filename", "identifier", "device", "scene", "pred_scene", "correct", "pred_device")
 SELECTIONS = ("last", "best_val")
 CHECKPOINT_FORMAT = 1
-# TrainConfig fields that change nothing computed, so a checkpoint written under another value resumes.
-_RESUME_INDIFFERENT = ("checkpoint_every",)
+# TrainConfig fields that change nothing computed, so a checkpoint written under another value resumes
+# (the same list keeps them out of the workflow's params: caanet.rerun).
+_RESUME_INDIFFERENT = TRAINING_KEYS_CHANGING_NOTHING
 
 
 class Preempted(TrainingError):

@@ -16,7 +16,9 @@ os.environ.update(
 from caanet.config import resolve
 from caanet.provenance import source_hash
 from caanet import grid
+from caanet import rerun
 from caanet import workflow_support as ws
+from caanet.data.manifest import refresh_manifest
 
 P = resolve(config)
 RESULTS = "results"
@@ -48,6 +50,16 @@ DATASETS_BY_SOURCE = {
     s: [n for n, d in DATASETS.items() if d["source"] == s] for s in ("embedded", "zenodo", "local")
 }
 
+# A local dataset is read in place: its manifest (path, size, mtime_ns per file), refreshed at every
+# parse and rewritten only when it changed, is the index rule's input, so an edited meta.csv or
+# split file, or a replaced WAV, reruns what depends on the dataset and an untouched one nothing.
+def manifest_path(dataset):
+    return f"{RESULTS}/manifests/{dataset}.json"
+
+
+for _name in DATASETS_BY_SOURCE["local"]:
+    refresh_manifest(DATASETS[_name]["path"], manifest_path(_name))
+
 
 wildcard_constraints:
     dataset=_names_regex(DATASETS),
@@ -56,10 +68,11 @@ wildcard_constraints:
 
 
 def dataset_root(wildcards):
-    """The folder holding the dataset in the real layout (a local dataset is used in place)."""
+    """The dataset in the real layout: a folder, a download's dataset.json, or a local dataset's
+    manifest (caanet.data.manifest; the dataset is used in place)."""
     d = DATASETS[wildcards.dataset]
     if d["source"] == "local":
-        return d["path"]
+        return manifest_path(wildcards.dataset)
     if d["source"] == "zenodo":
         return f"{RESULTS}/zenodo/{wildcards.dataset}/dataset.json"
     return f"{RESULTS}/data/{wildcards.dataset}"

@@ -32,8 +32,9 @@ rule download_dataset:
     wildcard_constraints:
         dataset=_names_regex(DATASETS_BY_SOURCE["zenodo"]),
     params:
+        # the mirror (base_url) is read by the job from the config: the archives are verified
+        # against the catalogue, so another mirror changes nothing downloaded (caanet.rerun)
         remote=lambda wildcards: DATASETS[wildcards.dataset]["remote"],
-        base_url=lambda wildcards: DATASETS[wildcards.dataset].get("base_url"),
         dest=lambda wildcards: f"{RESULTS}/zenodo/{wildcards.dataset}",
     threads: 1
     resources:

@@ -76,7 +76,7 @@ rule render_report:
         html=report(f"{REPORTS}/paper.html", caption="report/paper.rst", category="Report"),
         tex=f"{REPORTS}/paper.tex",
     params:
-        preset=P,
+        preset=rerun.preset_params(P),
         results=lambda wildcards, input: Path(input.stats).parent.parent,
         code=CODE["render"],
     threads: 1

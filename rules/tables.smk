@@ -37,7 +37,7 @@ checkpoint aggregate_tables:
         table3=f"{RESULTS}/tables/table3.csv",
         cells=f"{RESULTS}/tables/cells.csv",
     params:
-        preset=P,
+        preset=rerun.preset_params(P),
         code=CODE["stats"],
     threads: 1
     resources:
@@ -61,7 +61,7 @@ rule run_stats:
     output:
         f"{RESULTS}/stats/comparisons.csv",
     params:
-        preset=P,
+        preset=rerun.preset_params(P),
         results=lambda wildcards, input: Path(input.layers).parent.parent,
         code=CODE["stats"],
     threads: 1

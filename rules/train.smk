@@ -13,7 +13,7 @@ rule train_cell:
         model=f"{RESULTS}/cells/{{dataset}}/{{cell}}/seed{{seed}}/model.pt",
     params:
         spec=lambda wildcards: ws.cell_spec(P, wildcards.dataset, wildcards.cell, wildcards.seed).to_dict(),
-        training=ws.train_settings(P),
+        training=rerun.training_params(ws.train_settings(P)),
         code=CODE["train"],
     threads: P["resources"]["train"]["threads"]
     resources:

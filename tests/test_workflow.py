@@ -131,3 +131,133 @@ def test_lint_is_clean():
     )
     out = proc.stdout + proc.stderr
     assert "Lints for" not in out, out[-4000:]
+
+
+# --- issue 9: params hold exactly what changes outputs; a local dataset edited in place reruns ---
+
+
+def _edit_config(work: Path, old: str, new: str) -> str:
+    """Replace the one occurrence of the regex ``old`` in the copy's config.yaml; return the original."""
+    path = work / "config.yaml"
+    original = path.read_text(encoding="utf-8")
+    edited, n = re.subn(old, new, original, flags=re.MULTILINE)
+    assert n == 1, f"{old!r} found {n} times in config.yaml"
+    path.write_text(edited, encoding="utf-8")
+    return original
+
+
+@pytest.mark.parametrize(
+    "what, old, new",
+    [
+        ("checkpoint cadence", r"^      checkpoint_every: 3$", "      checkpoint_every: 1"),
+        ("log cadence", r"^      log_every: 2$", "      log_every: 1"),
+        ("train resources", r"^      train: \{threads: 1, mem_mb: 1000, runtime: 10, gpu: 0\}$",
+         "      train: {threads: 2, mem_mb: 3000, runtime: 99, gpu: 0}"),
+        ("data resources", r"^      data: \{threads: 1, mem_mb: 1000, runtime: 10\}$",
+         "      data: {threads: 2, mem_mb: 3000, runtime: 99}"),
+    ],
+)
+def test_setting_that_changes_nothing_plans_nothing(pipeline, what, old, new):
+    original = _edit_config(pipeline, old, new)
+    try:
+        proc = snakemake(pipeline, "-n", "all")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert planned_jobs(proc) == {}, f"after changing the {what}: {proc.stdout[-3000:]}"
+    finally:
+        (pipeline / "config.yaml").write_text(original, encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "family, old, new, must_rerun, must_not_rerun",
+    [
+        ("train", r"^      iterations: 6$", "      iterations: 7", {"train_cell", "aggregate_tables", "render_report"},
+         {"build_features", "resample_audio", "index_dataset", "generate_embedded"}),
+        ("features", r"^    features: \{\}(.*)$", r"    features: {n_mels: 32}\1", {"build_features", "train_cell"},
+         {"resample_audio", "index_dataset", "generate_embedded"}),
+        ("data", r"^      seed: 7$", "      seed: 17", {"generate_embedded", "index_dataset", "build_features", "train_cell"},
+         set()),
+        ("tables", r"^    seeds_by_pooling: \{att: \[0, 1\]\}$", "    seeds_by_pooling: {att: [0]}",
+         {"aggregate_tables", "run_stats", "render_report"}, {"train_cell", "build_features"}),
+    ],
+)
+def test_setting_that_changes_outputs_reruns(pipeline, family, old, new, must_rerun, must_not_rerun):
+    original = _edit_config(pipeline, old, new)
+    try:
+        proc = snakemake(pipeline, "-n", "all")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        jobs = planned_jobs(proc)
+        assert must_rerun <= set(jobs), f"{family}: planned {jobs}"
+        assert not (must_not_rerun & set(jobs)), f"{family}: planned {jobs}"
+    finally:
+        (pipeline / "config.yaml").write_text(original, encoding="utf-8")
+
+
+LOCAL_PRESET = """
+  tinylocal:
+    tables:
+      table1: {dataset: mylocal}
+      table2: {dataset: mylocal}
+      table3: {dataset: mylocal}
+    resources:
+      data: {threads: 1, mem_mb: 1000, runtime: 10}
+      train: {threads: 1, mem_mb: 1000, runtime: 10, gpu: 0}
+
+"""
+LOCAL_DATASET = """
+  mylocal:
+    source: local
+    path: mylocal_data
+    devices: [a, b, c]
+    clip_seconds: 1.0
+"""
+LOCAL_JOBS = {"index_dataset": 1, "resample_audio": 1, "build_features": 1, "dataset_page": 1}
+
+
+def _local(work: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args, "reports/data/mylocal.html",
+           "--config", "preset=tinylocal"]
+    return subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=900)
+
+
+def test_local_dataset_edited_in_place_reruns_exactly_its_jobs(pipeline):
+    import pandas as pd
+    import soundfile as sf
+
+    data = pipeline / "mylocal_data"
+    shutil.copytree(pipeline / "results" / "data" / "tiny2018", data)
+    config = pipeline / "config.yaml"
+    original = config.read_text(encoding="utf-8")
+    config.write_text(original.replace("\n# The dataset catalogue", LOCAL_PRESET + "# The dataset catalogue", 1)
+                      + LOCAL_DATASET, encoding="utf-8")
+    try:
+        proc = _local(pipeline)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        untouched = _local(pipeline, "-n")
+        assert planned_jobs(untouched) == {}, untouched.stdout[-3000:]
+        (data / ".DS_Store").write_bytes(b"\0")  # a hidden file the reader never uses
+        assert planned_jobs(_local(pipeline, "-n")) == {}
+
+        # fix one clip's label, in meta.csv and in the split file (same size: only the mtime and bytes change)
+        meta = (data / "meta.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+        fname, scene = meta[1].split("\t")[:2]
+        new_scene = "park" if scene != "park" else "bus"
+        meta[1] = meta[1].replace(f"\t{scene}\t", f"\t{new_scene}\t", 1)
+        (data / "meta.csv").write_text("".join(meta), encoding="utf-8")
+        for split in (data / "evaluation_setup").glob("fold1_*.txt"):
+            split.write_text(split.read_text(encoding="utf-8").replace(f"{fname}\t{scene}", f"{fname}\t{new_scene}"),
+                             encoding="utf-8")
+        assert planned_jobs(_local(pipeline, "-n")) == LOCAL_JOBS
+        proc = _local(pipeline)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        index = pd.read_csv(pipeline / "results" / "index" / "mylocal.csv")
+        assert index.set_index("filename").at[fname, "scene"] == new_scene
+        assert planned_jobs(_local(pipeline, "-n")) == {}
+
+        # replace a WAV by a corrected one of the same name, format and length
+        wav = data / fname
+        audio, sr = sf.read(wav, dtype="float32")
+        info = sf.info(wav)
+        sf.write(wav, audio[::-1].copy(), sr, subtype=info.subtype)
+        assert planned_jobs(_local(pipeline, "-n")) == LOCAL_JOBS
+    finally:
+        config.write_text(original, encoding="utf-8")
