@@ -101,8 +101,8 @@ def open_hdf5(path: str | os.PathLike, mode: str = "r", *, owned: bool = True):
     if mode != "r" and owned:
         try:
             return h5py.File(path, mode, locking=False)
-        except TypeError:  # h5py < 3.5: no locking argument; the default open below
-            pass
+        except (TypeError, ValueError):  # h5py < 3.5 (no locking argument), or an HDF5 library too
+            pass                         # old for it (ValueError): the default open below
     try:
         return h5py.File(path, mode)
     except OSError as exc:
@@ -113,8 +113,9 @@ def open_hdf5(path: str | os.PathLike, mode: str = "r", *, owned: bool = True):
         raise _lock_error(path, first, "caanet does not own this file, so it will not open it without a lock") from first
     try:
         return h5py.File(path, mode, locking=False)
-    except TypeError:
-        raise _lock_error(path, first, f"h5py {h5py.__version__} cannot open without a lock (needs >= 3.5)") from first
+    except (TypeError, ValueError):
+        raise _lock_error(path, first, f"h5py {h5py.__version__} with HDF5 {h5py.version.hdf5_version} cannot "
+                          "open without a lock (needs h5py >= 3.5 and HDF5 >= 1.10.7 or 1.12.1)") from first
     except OSError as exc:
         if is_lock_error(exc):
             raise _lock_error(path, exc, "opening without a lock failed too") from exc

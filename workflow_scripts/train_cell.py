@@ -1,9 +1,9 @@
 """Train and evaluate one table cell for one seed (caanet.training.train_cell)."""
 from pathlib import Path
 
+from caanet.rerun import job_preset
 from caanet.spec import CellSpec
 from caanet.training import TrainConfig, train_cell
-from caanet.rerun import job_preset
 from caanet.workflow_support import logged, train_settings
 
 with logged(snakemake.log[0], "train_cell") as log:
