@@ -15,6 +15,7 @@ from caanet.errors import SpecError, reject_unknown_keys
 TOPOLOGIES = ("cnn_pool", "cnn_nopool", "atrous")
 POOLINGS = ("flatten", "max", "avg", "roi", "att", "roi_att")
 STRATEGIES = ("single_device", "joint", "teacher_forcing", "multi_task", "multi_task_learned")
+PAPER_STRATEGIES = STRATEGIES[:4]  # Sec. III-B, Fig. 2: the default grid's columns (Tables II/III)
 CONDITIONAL = ("teacher_forcing", "multi_task", "multi_task_learned")
 # How a multi-task cell weighs its two losses (Eq. 2's lambda): the paper's sticky "switch" rule
 # (strategy multi_task) or homoscedastic uncertainty weighting, "learned" (strategy multi_task_learned,
