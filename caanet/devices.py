@@ -38,7 +38,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from caanet.errors import ConfigError
+from caanet.errors import ConfigError, DatasetError
 from caanet.spec import UNSEEN_DEVICE_POLICIES
 
 # training.unseen_device's keys: the conditional strategies' families (multi_task covers both
@@ -102,6 +102,28 @@ def seen_devices(device_labels: Sequence[str], train_devices: Sequence[str]) -> 
     if stray:
         raise ConfigError(f"training clips of device(s) {stray} not in the device labels {list(device_labels)}")
     return [d for d in device_labels if d in present]
+
+
+def check_unseen_devices(index, declared: Sequence[str], where: str) -> list[str]:
+    """Check a clip index (``caanet.data.layout.read_dataset``'s frame) against the declared unseen devices.
+
+    Every device with test clips but no training clip must be declared (``datasets.<name>.unseen_devices``)
+    and every declared one must have test clips and no training clip. Returns the seen devices (sorted);
+    raises DatasetError naming ``where`` and the device.
+    """
+    train = set(index.loc[index["split"] == "train", "device"])
+    test = set(index.loc[index["split"] == "test", "device"])
+    for device in declared:
+        if device in train:
+            n = int(((index["device"] == device) & (index["split"] == "train")).sum())
+            raise DatasetError(f"{where}: device {device!r} is declared unseen but has {n} training clips")
+        if device not in test:
+            raise DatasetError(f"{where}: device {device!r} is declared unseen but has no test clips")
+    undeclared = sorted(test - train - set(declared))
+    if undeclared:
+        raise DatasetError(f"{where}: device(s) {undeclared} have test clips but no training clip; declare them "
+                           "in the dataset's unseen_devices (config.yaml) if that is intended")
+    return sorted(train)
 
 
 def seen_first_order(device_labels: Sequence[str], seen: Sequence[str]) -> tuple[list[str], np.ndarray]:

@@ -45,6 +45,12 @@ def synth_settings(preset: dict, dataset: str) -> dict:
     d = preset["datasets"][dataset]
     settings = dict(d["embedded"])
     settings.setdefault("clip_seconds", float(d["clip_seconds"]))
+    unseen = list(d.get("unseen_devices") or [])
+    if "unseen_devices" in settings and list(settings["unseen_devices"]) != unseen:
+        raise ConfigError(f"config key 'datasets.{dataset}.embedded.unseen_devices': {settings['unseen_devices']!r} "
+                          f"differs from 'datasets.{dataset}.unseen_devices' {unseen!r}; give it once, there")
+    if unseen:
+        settings["unseen_devices"] = unseen
     return settings
 
 

@@ -17,15 +17,18 @@ import caanet.training as training
 from caanet.data import synth
 from caanet.data.download import remote_files
 from caanet.data.layout import SCENE_LABELS, read_dataset
+from caanet import workflow_support as ws
+from caanet.config import resolve, validate_config
 from caanet.devices import (
     DEFAULT_UNSEEN_POLICY,
+    check_unseen_devices,
     normalise_unseen_policy,
     seen_devices,
     seen_first_order,
     seen_unseen_summary,
     unseen_policy_for,
 )
-from caanet.errors import ConfigError, SpecError
+from caanet.errors import ConfigError, DatasetError, SpecError
 from caanet.evaluation import class_wise_accuracy
 from caanet.models import ModelConfig, build_model
 from caanet.models.conditioning import conditioning_input
@@ -101,12 +104,15 @@ def test_2020_layout_is_read_and_its_devices_derived(tmp_path):
 
 def test_config_has_the_2020_datasets():
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    validate_config(config)
     ds = config["datasets"]
     assert ds["dcase2020_task1a"]["remote"] == "dcase2020_task1a_dev" and ds["dcase2020_task1a"]["devices"] == DEVICES9
+    assert ds["dcase2020_task1a"]["unseen_devices"] == list(UNSEEN3)
     for name, n_unseen in (("embedded2020", 3), ("tiny2020", 3)):
         d = ds[name]
-        sc = synth.SynthConfig.from_dict(dict(d["embedded"], clip_seconds=d["clip_seconds"]), where=name)
-        assert list(sc.devices) == d["devices"] and len(sc.unseen_devices) == n_unseen
+        sc = ws.synth_config(ws.synth_settings({"datasets": {name: d}}, name), name)
+        assert list(sc.devices) == d["devices"] and list(sc.unseen_devices) == d["unseen_devices"]
+        assert len(sc.unseen_devices) == n_unseen
         segs = synth.plan_segments(sc)
         train_devs = {dev for s in segs if s.split == "train" for dev in s.devices}
         test_devs = {dev for s in segs if s.split == "evaluate" for dev in s.devices}
@@ -142,7 +148,7 @@ def test_bad_unseen_devices_name_the_key(unseen, match):
 def test_nine_device_embedded_set_is_generated_and_read(tmp_path):
     """tiny2020's generator settings (shortened clips): the reader derives the nine devices."""
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    settings = dict(config["datasets"]["tiny2020"]["embedded"], clip_seconds=0.25, cities=["oslo", "riga"],
+    settings = dict(ws.synth_settings(config, "tiny2020"), clip_seconds=0.25, cities=["oslo", "riga"],
                     locations_per_city=1)
     summary = synth.generate_dataset(tmp_path / "ds", synth.SynthConfig.from_dict(settings), n_jobs=1)
     df = read_dataset(tmp_path / "ds", scene_labels=SCENE_LABELS)
@@ -150,6 +156,37 @@ def test_nine_device_embedded_set_is_generated_and_read(tmp_path):
     train = df[df["split"] == "train"]
     assert seen_devices(DEVICES9, train["device"]) == DEVICES9[:6]
     assert set(df.loc[df["device"].isin(UNSEEN3), "split"]) == {"test"}
+    assert check_unseen_devices(df, UNSEEN3, where="ds") == sorted(DEVICES9[:6])
+
+
+def test_declared_unseen_devices_are_checked_against_the_data():
+    index = pd.DataFrame({"device": ["a", "a", "b", "s4", "s5"], "split": ["train", "test", "train", "test", "none"]})
+    assert check_unseen_devices(index, ["s4"], where="root") == ["a", "b"]
+    with pytest.raises(DatasetError, match=r"root: device\(s\) \['s4'\] have test clips but no training clip"):
+        check_unseen_devices(index, [], where="root")
+    with pytest.raises(DatasetError, match=r"root: device 'b' is declared unseen but has 1 training clips"):
+        check_unseen_devices(index, ["s4", "b"], where="root")
+    with pytest.raises(DatasetError, match=r"root: device 's5' is declared unseen but has no test clips"):
+        check_unseen_devices(index, ["s4", "s5"], where="root")
+
+
+@pytest.mark.parametrize("entry, match", [
+    ({"unseen_devices": ["s9"]}, r"'datasets.e.unseen_devices': \['s9'\] not in 'datasets.e.devices'"),
+    ({"devices": ["a"], "unseen_devices": ["a"]}, r"'datasets.e.unseen_devices': every device is unseen"),
+])
+def test_bad_unseen_declarations_name_the_key(entry, match):
+    ds = {"source": "embedded", "devices": ["a", "s4"], "clip_seconds": 1.0, "embedded": {}, **entry}
+    config = {"preset": "p", "presets": {"base": {}, "p": {"tables": {"t": {"dataset": "e"}}}}, "datasets": {"e": ds}}
+    with pytest.raises(ConfigError, match=match):
+        resolve(config)
+
+
+def test_generator_unseen_devices_are_given_once():
+    d = {"devices": ["a", "b"], "unseen_devices": ["b"], "clip_seconds": 1.0, "embedded": {"unseen_devices": ["c"]}}
+    with pytest.raises(ConfigError, match=r"datasets.e.embedded.unseen_devices.*differs from 'datasets.e.unseen_devices'"):
+        ws.synth_settings({"datasets": {"e": d}}, "e")
+    d["embedded"] = {}
+    assert ws.synth_settings({"datasets": {"e": d}}, "e")["unseen_devices"] == ["b"]
 
 
 # ------------------------------------------------------------------------------ seen / unseen bookkeeping
