@@ -76,6 +76,10 @@ def cell_spec(preset: dict, dataset: str, cell: str, seed) -> CellSpec:
     devices = preset["datasets"][dataset]["devices"]
     if spec.device is not None and spec.device not in devices:
         raise ConfigError(f"cell {cell!r}: device {spec.device!r} is not one of datasets.{dataset}.devices {devices}")
+    unseen = preset["datasets"][dataset].get("unseen_devices") or []
+    if spec.device is not None and spec.device in unseen:
+        raise ConfigError(f"cell {cell!r}: device {spec.device!r} is in datasets.{dataset}.unseen_devices {unseen}: "
+                          "it has no training clips, so no single-device model can be trained on it")
     return spec
 
 

@@ -181,6 +181,13 @@ def test_bad_unseen_declarations_name_the_key(entry, match):
         resolve(config)
 
 
+def test_single_device_cell_of_a_declared_unseen_device_is_refused_by_name():
+    preset = {"fidelity": "paper", "datasets": {"e": {"devices": ["a", "s4"], "unseen_devices": ["s4"]}}}
+    assert ws.cell_spec(preset, "e", "cnn_pool-max-single_device-a", 0).device == "a"
+    with pytest.raises(ConfigError, match=r"'s4' is in datasets.e.unseen_devices \['s4'\]: it has no training clips"):
+        ws.cell_spec(preset, "e", "cnn_pool-max-single_device-s4", 0)
+
+
 def test_generator_unseen_devices_are_given_once():
     d = {"devices": ["a", "b"], "unseen_devices": ["b"], "clip_seconds": 1.0, "embedded": {"unseen_devices": ["c"]}}
     with pytest.raises(ConfigError, match=r"datasets.e.embedded.unseen_devices.*differs from 'datasets.e.unseen_devices'"):
