@@ -8,7 +8,10 @@ split and writes the contract's outputs (``docs/design.md``, "Cell spec and trai
 Strategies (Fig. 2): ``single_device`` trains and tests on one device's clips; ``joint`` on all
 devices without device input; ``teacher_forcing`` feeds the true device in training *and* at test
 time (oracle information, recorded in ``evaluation.json``); ``multi_task`` adds CNN-d and the loss
-``loss_scene + lambda * loss_device`` (Eq. 2), lambda following :class:`LambdaRule`.
+``loss_scene + lambda * loss_device`` (Eq. 2), lambda following :class:`LambdaRule`;
+``multi_task_learned`` (beyond the paper) learns the weights instead
+(:mod:`caanet.models.loss_weighting`). Any number of devices: conditioned models are sized by the
+devices seen in training, and test clips of unseen devices follow ``unseen_device`` (:mod:`caanet.devices`).
 
 Everything that differs between the paper's text and the authors' code is read from
 :class:`caanet.fidelity.Fidelity` (``lr_decay``, ``lambda_source``, ``lambda_sticky``).
