@@ -29,7 +29,7 @@ from caanet.devices import (
     unseen_policy_for,
 )
 from caanet.errors import ConfigError, DatasetError, SpecError
-from caanet.evaluation import class_wise_accuracy
+from caanet.evaluation import class_wise_accuracy, evaluate_predictions
 from caanet.models import ModelConfig, build_model
 from caanet.models.conditioning import conditioning_input
 from caanet.models.loss_weighting import LearnedLambda, UncertaintyWeighting
@@ -212,6 +212,17 @@ def test_seen_unseen_means_by_hand():
     assert out["seen_devices"] == ["a", "b"] and out["unseen_devices"] == ["s4", "s5"]
     assert out["mean_seen"] == pytest.approx(0.7) and out["mean_unseen"] == pytest.approx(0.3)
     assert seen_unseen_summary({"a": {"accuracy": 0.9}}, ["a"])["mean_unseen"] is None
+
+
+def test_seen_unseen_means_of_a_hand_built_predictions_table():
+    """a (seen): airport 2/2, bus 1/2 -> 0.75; s4 (unseen): airport 0/1, bus 1/1 -> 0.5; s5: 1/1 -> 1.0."""
+    rows = [("a", "airport", "airport"), ("a", "airport", "airport"), ("a", "bus", "bus"), ("a", "bus", "airport"),
+            ("s4", "airport", "bus"), ("s4", "bus", "bus"), ("s5", "bus", "bus")]
+    preds = pd.DataFrame(rows, columns=["device", "scene", "pred_scene"])
+    per_device = evaluate_predictions(preds, ["airport", "bus"], ["a", "s4", "s5"])["per_device"]
+    out = seen_unseen_summary(per_device, ["a"])
+    assert [per_device[d]["accuracy"] for d in ("a", "s4", "s5")] == [0.75, 0.5, 1.0]
+    assert out["mean_seen"] == 0.75 and out["mean_unseen"] == 0.75 and out["unseen_devices"] == ["s4", "s5"]
 
 
 # ------------------------------------------------------------------------------ the unseen-device policy
