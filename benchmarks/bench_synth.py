@@ -2,6 +2,7 @@
 
     python benchmarks/bench_synth.py --clip-seconds 10 --n-jobs 2
     python benchmarks/bench_synth.py --clip-seconds 2 --n-jobs 2 --segments 4 --learnability
+    python benchmarks/bench_synth.py --dataset embedded2020 --n-jobs 2 --learnability
 
 Prints clips (WAV files) per minute and segments per minute; with ``--learnability``, also the
 accuracy per device of a nearest-class-mean classifier on log band energies (train -> evaluate),
@@ -46,12 +47,22 @@ def main(argv=None) -> int:
     ap.add_argument("--parallel-fraction", type=float, default=1 / 12)
     ap.add_argument("--learnability", action="store_true")
     ap.add_argument("--keep", type=Path, default=None, help="write the dataset here instead of a temp folder")
+    ap.add_argument("--dataset", default=None,
+                    help="generate this embedded dataset of config.yaml as configured (the size options are ignored)")
     args = ap.parse_args(argv)
     names = ["barcelona", "helsinki", "london", "paris", "stockholm", "vienna", "lyon", "prague"]
-    cfg = synth.SynthConfig.from_dict({
-        "clip_seconds": args.clip_seconds, "cities": names[: args.cities], "locations_per_city": 1,
-        "segments_per_location": args.segments, "parallel_fraction": args.parallel_fraction,
-    }, where="bench")
+    if args.dataset:
+        import yaml
+
+        from caanet import workflow_support as ws
+
+        config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+        cfg = ws.synth_config(ws.synth_settings(config, args.dataset), args.dataset)
+    else:
+        cfg = synth.SynthConfig.from_dict({
+            "clip_seconds": args.clip_seconds, "cities": names[: args.cities], "locations_per_city": 1,
+            "segments_per_location": args.segments, "parallel_fraction": args.parallel_fraction,
+        }, where="bench")
     work = Path(tempfile.mkdtemp(prefix="bench_synth_"))
     root = args.keep or work / "ds"
     try:

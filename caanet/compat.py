@@ -33,7 +33,8 @@ from caanet.errors import ConfigError
 from caanet.models import CAANet, ModelConfig, build_model
 from caanet.spec import LAYERS, POOLINGS, STRATEGIES, TOPOLOGIES
 
-_STRATEGY_TO_SOURCE = {"single_device": "none", "joint": "none", "teacher_forcing": "oracle", "multi_task": "predicted"}
+_STRATEGY_TO_SOURCE = {"single_device": "none", "joint": "none", "teacher_forcing": "oracle", "multi_task": "predicted",
+                       "multi_task_learned": "predicted"}
 
 # the reference's class names: a topology prefix and a pooling suffix
 _CLASS_PREFIXES = (("CnnAtrous_", "atrous"), ("CnnNoPooling_", "cnn_nopool"), ("DecisionLevel", "cnn_pool"))

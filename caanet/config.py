@@ -103,6 +103,12 @@ def _check_dataset(name: str, d: dict) -> None:
     devices = d.get("devices") or []
     if len(devices) < 1 or len(set(devices)) != len(devices):
         raise ConfigError(f"config key '{where}.devices': needs a list of distinct device labels, got {devices!r}")
+    unseen = d.get("unseen_devices") or []
+    stray = [u for u in unseen if u not in devices]
+    if stray:
+        raise ConfigError(f"config key '{where}.unseen_devices': {stray} not in '{where}.devices' {devices}")
+    if unseen and set(unseen) == set(devices):
+        raise ConfigError(f"config key '{where}.unseen_devices': every device is unseen; training needs at least one")
 
 
 def get(preset: dict, dotted: str, default: Any = ...) -> Any:

@@ -48,7 +48,7 @@ from scipy import stats as _sps
 
 from caanet.errors import ConfigError, ResultsError, SpecError, reject_unknown_keys
 from caanet.io import TEXT_ENCODING
-from caanet.spec import CONDITIONAL, FIDELITIES, LAYERS, POOLINGS, STRATEGIES, TOPOLOGIES, CellSpec
+from caanet.spec import CONDITIONAL, FIDELITIES, LAYERS, PAPER_STRATEGIES, POOLINGS, STRATEGIES, TOPOLOGIES, CellSpec
 
 Row = tuple[str, str]
 
@@ -216,7 +216,7 @@ def grid_config(preset: Mapping | GridConfig) -> GridConfig:
         rows=_row_list(grid.get("rows", DEFAULT_ROWS), "grid.rows"),
         layers=_choice_list(grid.get("layers", LAYERS), "grid.layers", LAYERS),
         table3_rows=_row_list(grid.get("table3_rows", TABLE3_ROWS), "grid.table3_rows"),
-        strategies=_choice_list(grid.get("strategies", STRATEGIES), "grid.strategies", STRATEGIES),
+        strategies=_choice_list(grid.get("strategies", PAPER_STRATEGIES), "grid.strategies", STRATEGIES),
         table_datasets=_tables(preset["tables"], devices),
         seeds=_seed_list(preset.get("seeds", [0]), "seeds"),
         seeds_by_pooling={p: _seed_list(s, f"seeds_by_pooling.{p}") for p, s in by_pooling.items()},

@@ -14,13 +14,21 @@ from caanet.errors import SpecError, reject_unknown_keys
 
 TOPOLOGIES = ("cnn_pool", "cnn_nopool", "atrous")
 POOLINGS = ("flatten", "max", "avg", "roi", "att", "roi_att")
-STRATEGIES = ("single_device", "joint", "teacher_forcing", "multi_task")
-CONDITIONAL = ("teacher_forcing", "multi_task")
+STRATEGIES = ("single_device", "joint", "teacher_forcing", "multi_task", "multi_task_learned")
+PAPER_STRATEGIES = STRATEGIES[:4]  # Sec. III-B, Fig. 2: the default grid's columns (Tables II/III)
+CONDITIONAL = ("teacher_forcing", "multi_task", "multi_task_learned")
+# How a multi-task cell weighs its two losses (Eq. 2's lambda): the paper's sticky "switch" rule
+# (strategy multi_task) or homoscedastic uncertainty weighting, "learned" (strategy multi_task_learned,
+# beyond the paper: Kendall, Gal and Cipolla, CVPR 2018). The strategy carries the rule, so a cell id
+# names it and one table can hold both.
+LAMBDA_RULES = {"multi_task": "switch", "multi_task_learned": "learned"}
+# What a conditioned model gets for a test clip of a device absent from training (caanet.devices).
+UNSEEN_DEVICE_POLICIES = ("predicted", "zero", "uniform")
 FIDELITIES = ("paper", "reference")
 LAYERS = (1, 2, 3, 4)
 
 _ID_RE = re.compile(
-    r"^(?P<topology>[a-z_]+?)-(?P<pooling>[a-z_]+)-(?P<strategy>single_device|joint|teacher_forcing|multi_task)"
+    r"^(?P<topology>[a-z_]+?)-(?P<pooling>[a-z_]+)-(?P<strategy>" + "|".join(sorted(STRATEGIES, key=len, reverse=True)) + ")"
     r"(?:-L(?P<layer>\d+))?(?:-(?P<device>[A-Za-z0-9]+))?$"
 )
 
@@ -94,7 +102,13 @@ class CellSpec:
     @property
     def device_source(self) -> str:
         """How the scene network gets its device: none, the true label (oracle), or CNN-d (predicted)."""
-        return {"teacher_forcing": "oracle", "multi_task": "predicted"}.get(self.strategy, "none")
+        return {"teacher_forcing": "oracle", "multi_task": "predicted",
+                "multi_task_learned": "predicted"}.get(self.strategy, "none")
+
+    @property
+    def lambda_rule(self) -> str | None:
+        """Eq. 2's lambda rule of a multi-task cell (:data:`LAMBDA_RULES`), None for other strategies."""
+        return LAMBDA_RULES.get(self.strategy)
 
     @classmethod
     def from_id(cls, cell_id: str, *, dataset: str, seed: int = 0, fidelity: str = "paper") -> "CellSpec":

@@ -8,7 +8,10 @@ split and writes the contract's outputs (``docs/design.md``, "Cell spec and trai
 Strategies (Fig. 2): ``single_device`` trains and tests on one device's clips; ``joint`` on all
 devices without device input; ``teacher_forcing`` feeds the true device in training *and* at test
 time (oracle information, recorded in ``evaluation.json``); ``multi_task`` adds CNN-d and the loss
-``loss_scene + lambda * loss_device`` (Eq. 2), lambda following :class:`LambdaRule`.
+``loss_scene + lambda * loss_device`` (Eq. 2), lambda following :class:`LambdaRule`;
+``multi_task_learned`` (beyond the paper) learns the weights instead
+(:mod:`caanet.models.loss_weighting`). Any number of devices: conditioned models are sized by the
+devices seen in training, and test clips of unseen devices follow ``unseen_device`` (:mod:`caanet.devices`).
 
 Everything that differs between the paper's text and the authors' code is read from
 :class:`caanet.fidelity.Fidelity` (``lr_decay``, ``lambda_source``, ``lambda_sticky``).
@@ -51,6 +54,14 @@ from caanet.data.loader import (
     load_features,
     normalise_,
 )
+from caanet.devices import (
+    DEFAULT_UNSEEN_POLICY,
+    normalise_unseen_policy,
+    seen_devices,
+    seen_first_order,
+    seen_unseen_summary,
+    unseen_policy_for,
+)
 from caanet.errors import ConfigError, SpecError, TrainingError
 from caanet.evaluation import evaluate_predictions, select_attention_examples
 from caanet.fidelity import Fidelity, get_fidelity
@@ -60,7 +71,8 @@ from caanet.spec import CellSpec
 
 LOGGER = logging.getLogger("caanet.training")
 
-METRICS_COLUMNS = ("iteration", "loss", "loss_scene", "loss_device", "lr", "lambda", "device_acc", "elapsed_s")
+METRICS_COLUMNS = ("iteration", "loss", "loss_scene", "loss_device", "lr", "lambda", "device_acc", "elapsed_s",
+                   "log_var_scene", "log_var_device")
 PREDICTION_COLUMNS = ("filename", "identifier", "device", "scene", "pred_scene", "correct", "pred_device")
 SELECTIONS = ("last", "best_val")
 CHECKPOINT_FORMAT = 1
@@ -87,6 +99,9 @@ class TrainConfig:
     ``selection`` picks the evaluated weights: ``last`` (the paper and the authors) or ``best_val``
     (best validation accuracy every ``val_every`` iterations; never the test set).
     ``amp`` enables bf16 autocast on CUDA only. ``log_every`` sets the metrics.csv rows.
+    ``unseen_device``: what conditioned models get for test clips of devices absent from training,
+    ``{teacher_forcing: zero|uniform, multi_task: predicted|zero|uniform}`` (a single name sets both;
+    :mod:`caanet.devices` defines each policy; multi_task covers both multi-task strategies).
     """
 
     iterations: int = 15000
@@ -111,6 +126,7 @@ class TrainConfig:
     amp: bool = True
     attention_examples_per_class_device: int = 2
     deterministic: bool = True
+    unseen_device: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_UNSEEN_POLICY))
 
     def __post_init__(self):
         for key in ("betas", "channels", "device_channels"):
@@ -156,6 +172,7 @@ class TrainConfig:
                 bad(key, "expected a non-empty list of positive integers")
         if self.selection not in SELECTIONS:
             bad("selection", f"expected one of {list(SELECTIONS)}")
+        self.unseen_device = normalise_unseen_policy(self.unseen_device, f"{where}.unseen_device")
         for key in ("amp", "deterministic"):
             if not isinstance(getattr(self, key), bool):
                 bad(key, "expected true or false")
@@ -179,7 +196,7 @@ class TrainConfig:
                 d[key] = float(d[key])
         obj = cls.__new__(cls)
         for key, f in known.items():
-            setattr(obj, key, d.get(key, f.default))
+            setattr(obj, key, d.get(key, f.default if f.default is not dataclasses.MISSING else f.default_factory()))
         return obj.validate(where)
 
     def to_dict(self) -> dict:
@@ -253,6 +270,22 @@ class LambdaRule:
         self.history = [tuple(h) for h in state["history"]]
 
 
+def learned_or_switched_rule(spec: CellSpec, cfg: TrainConfig, fidelity: Fidelity, dev: torch.device):
+    """The lambda rule of a cell: :class:`caanet.models.loss_weighting.LearnedLambda` (on ``dev``) for
+    ``spec.lambda_rule == "learned"``, else Eq. 2's :class:`LambdaRule` (unused by unconditioned cells)."""
+    if spec.lambda_rule == "learned":
+        from caanet.models.loss_weighting import LearnedLambda
+
+        return LearnedLambda().to(dev)
+    return LambdaRule.from_config(cfg, fidelity)
+
+
+def learned_lambda_columns(rule) -> dict:
+    """metrics.csv's ``log_var_scene`` / ``log_var_device``: the ``s_i`` of a learned-lambda step (else empty)."""
+    s = getattr(rule, "last_log_vars", None) or {}
+    return {"log_var_scene": s.get("scene"), "log_var_device": s.get("device")}
+
+
 # --------------------------------------------------------------------------------------------------
 # Data of one cell
 # --------------------------------------------------------------------------------------------------
@@ -292,6 +325,22 @@ class CellData:
     std: np.ndarray
     scene_labels: list
     device_labels: list
+    n_seen: int | None = None  # devices 0..n_seen-1 have training clips (seen_devices_first); None: all
+
+
+def seen_devices_first(features_path, data: CellData) -> CellData:
+    """``data`` relabelled so that the devices seen in training come first (:mod:`caanet.devices`).
+
+    Seen devices are those with clips in the cache's train split (all devices, before any cell's
+    selection). ``device_labels`` becomes seen-then-unseen and every device index array follows;
+    ``n_seen`` is set. For data whose devices all appear in training nothing but ``n_seen`` changes.
+    """
+    cols = cache_columns(features_path)
+    seen = seen_devices(data.device_labels, cols["device"][cols["split"] == "train"])
+    labels, old_to_new = seen_first_order(data.device_labels, seen)
+    for clips in (data.train, data.test):
+        clips.device = old_to_new[clips.device]
+    return dataclasses.replace(data, device_labels=labels, n_seen=len(seen))
 
 
 def needs_validation(cfg: TrainConfig, fidelity: Fidelity) -> bool:
@@ -666,21 +715,29 @@ class CellTrainer:
 
         self.spec, self.cfg, self.data, self.dev, self.say = spec, cfg, data, dev, say
         self.fidelity = get_fidelity(spec.fidelity)
-        self.multi = spec.strategy == "multi_task"
-        self.oracle = spec.device_source == "oracle"
+        self.multi = spec.device_source == "predicted"  # multi_task or multi_task_learned: CNN-d and Eq. 2
+        self.learned = spec.lambda_rule == "learned"
+        n_seen = data.n_seen if data.n_seen is not None else len(data.device_labels)
+        self.unseen_policy = unseen_policy_for(cfg.unseen_device, spec.strategy)
+        # the test device labels reach the model: teacher forcing, or a multi-task policy that must spot
+        # the clips of unseen devices (caanet.devices)
+        self.oracle = spec.device_source == "oracle" or (
+            self.multi and self.unseen_policy in ("zero", "uniform") and bool(np.any(data.test.device >= n_seen)))
         n_frames, n_mels = data.train.x.shape[1:]
         self.model_cfg = ModelConfig.from_spec(
-            spec, n_classes=len(data.scene_labels), n_devices=len(data.device_labels), channels=cfg.channels,
-            device_channels=cfg.device_channels, input_shape=(int(n_frames), int(n_mels)))
+            spec, n_classes=len(data.scene_labels), n_devices=n_seen, channels=cfg.channels,
+            device_channels=cfg.device_channels, input_shape=(int(n_frames), int(n_mels)),
+            unseen_device=self.unseen_policy)
         self.model = build_model(self.model_cfg).to(dev)  # initialised from torch's seed (set by the caller)
         self.model.train()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
-        self.rule = LambdaRule.from_config(cfg, self.fidelity)
+        self.rule = learned_or_switched_rule(spec, cfg, self.fidelity, dev)
+        params = list(self.model.parameters()) + (self.rule.parameters() if self.learned else [])
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
         self.state = TrainState()
         self.fingerprint = _fingerprint(spec, cfg, data)
         self._t0 = time.monotonic()
-        if self.rule.source == "test":
-            self.lambda_clips, self.lambda_pos = data.test, np.arange(len(data.test))
+        if self.rule.source == "test":  # CNN-d can only name seen devices: its accuracy is on theirs
+            self.lambda_clips, self.lambda_pos = data.test, np.flatnonzero(data.test.device < n_seen)
         else:
             self.lambda_clips, self.lambda_pos = data.train, data.val_idx
 
@@ -735,7 +792,10 @@ class CellTrainer:
             out = self.model(x, d if self.oracle else None)
         loss_scene = F.nll_loss(out.scene.float(), y)
         loss_device = F.nll_loss(out.device.float(), d) if self.multi else None
-        loss = loss_scene + lam * loss_device if self.multi else loss_scene
+        if self.learned:
+            loss = self.rule.combine(loss_scene, loss_device)
+        else:
+            loss = loss_scene + lam * loss_device if self.multi else loss_scene
         values = {"loss_scene": loss_scene.item(), "loss_device": loss_device.item() if self.multi else 0.0,
                   "loss": loss.item()}
         for key, v in values.items():
@@ -772,6 +832,7 @@ class CellTrainer:
                 "iteration": done, "loss": float(mean[0]), "loss_scene": float(mean[1]),
                 "loss_device": float(mean[2]) if self.multi else None, "lr": lr, "lambda": lam,
                 "device_acc": dev_acc, "elapsed_s": round(self.elapsed(), 3),
+                **learned_lambda_columns(self.rule if self.learned else None),
             })
             st.sums, st.n_sum = np.zeros(3), 0
 
@@ -812,6 +873,21 @@ class CellTrainer:
 
     # ---- evaluation
 
+    def unseen_and_lambda_keys(self, per_device: dict, device_pred: np.ndarray | None) -> dict:
+        """evaluation.json's keys beyond the paper: seen/unseen devices and means, the unseen-device
+        policy, CNN-d's accuracy on the seen devices' test clips, the lambda rule (and learned weights)."""
+        data = self.data
+        n_seen = data.n_seen if data.n_seen is not None else len(data.device_labels)
+        out = seen_unseen_summary(per_device, data.device_labels[:n_seen])
+        out["unseen_device_policy"] = self.unseen_policy if out["unseen_devices"] else None
+        seen_test = data.test.device < n_seen
+        out["device_accuracy_seen"] = (float(np.mean(device_pred[seen_test] == data.test.device[seen_test]))
+                                       if device_pred is not None and seen_test.any() else None)
+        out["lambda_rule"] = self.spec.lambda_rule
+        out["lambda_final"] = float(self.rule.value) if self.multi else None
+        out["loss_log_variances"] = self.rule.weighting.log_vars() if self.learned else None
+        return out
+
     def evaluate(self, code_version=None) -> tuple[dict, pd.DataFrame, dict | None]:
         """Evaluate the selected weights on the test clips: ``(evaluation, predictions, attention or None)``."""
         cfg, data, st = self.cfg, self.data, self.state
@@ -837,7 +913,12 @@ class CellTrainer:
             "validation_history": st.val_history,
             "code_version": code_version,
         }
-        if self.oracle:
+        evaluation.update(self.unseen_and_lambda_keys(evaluation["per_device"], device_pred))
+        if self.oracle and self.spec.device_source == "predicted":
+            evaluation["note"] = (f"unseen-device policy {self.unseen_policy!r}: the true device label of each "
+                                  "test clip is used to spot the clips of devices absent from training "
+                                  "(oracle information)")
+        elif self.oracle:
             evaluation["note"] = ("teacher forcing: the true device label of each test clip is fed to the model "
                                   "(oracle information)")
         attention = _attention_examples(self.model, data, dev=self.dev, cfg=cfg, oracle=self.oracle)
@@ -864,7 +945,7 @@ def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, thre
     check_spec(features_path, spec, cfg)
     dev = _resolve_device(device)
     _set_threads(threads)
-    data = prepare_data(features_path, spec, cfg)
+    data = seen_devices_first(features_path, prepare_data(features_path, spec, cfg))
     ck_path = out_dir / "checkpoints" / "last.pt"
     with _determinism(cfg.deterministic, spec.seed), _StopFlag() as stop:
         trainer = CellTrainer(spec, cfg, data, dev, say)

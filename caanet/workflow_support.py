@@ -45,6 +45,12 @@ def synth_settings(preset: dict, dataset: str) -> dict:
     d = preset["datasets"][dataset]
     settings = dict(d["embedded"])
     settings.setdefault("clip_seconds", float(d["clip_seconds"]))
+    unseen = list(d.get("unseen_devices") or [])
+    if "unseen_devices" in settings and list(settings["unseen_devices"]) != unseen:
+        raise ConfigError(f"config key 'datasets.{dataset}.embedded.unseen_devices': {settings['unseen_devices']!r} "
+                          f"differs from 'datasets.{dataset}.unseen_devices' {unseen!r}; give it once, there")
+    if unseen:
+        settings["unseen_devices"] = unseen
     return settings
 
 
@@ -70,6 +76,10 @@ def cell_spec(preset: dict, dataset: str, cell: str, seed) -> CellSpec:
     devices = preset["datasets"][dataset]["devices"]
     if spec.device is not None and spec.device not in devices:
         raise ConfigError(f"cell {cell!r}: device {spec.device!r} is not one of datasets.{dataset}.devices {devices}")
+    unseen = preset["datasets"][dataset].get("unseen_devices") or []
+    if spec.device is not None and spec.device in unseen:
+        raise ConfigError(f"cell {cell!r}: device {spec.device!r} is in datasets.{dataset}.unseen_devices {unseen}: "
+                          "it has no training clips, so no single-device model can be trained on it")
     return spec
 
 

@@ -58,6 +58,7 @@ rule index_dataset:
         f"{RESULTS}/index/{{dataset}}.csv",
     params:
         devices=lambda wildcards: DATASETS[wildcards.dataset]["devices"],
+        unseen_devices=lambda wildcards: DATASETS[wildcards.dataset].get("unseen_devices") or [],
         scenes=lambda wildcards: ws.scene_labels(P, wildcards.dataset),
         code=CODE["data"],
     threads: 1

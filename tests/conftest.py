@@ -29,12 +29,14 @@ def _params_hash(params: dict) -> str:
 
 
 def write_tiny_cache(path, *, seed: int = 0, train_locations: int = 4, test_locations: int = 2,
-                     segments: int = 3, scenes=TINY_SCENES, devices=TINY_DEVICES, nan_clip: str | None = None) -> Path:
+                     segments: int = 3, scenes=TINY_SCENES, devices=TINY_DEVICES, nan_clip: str | None = None,
+                     unseen_devices=()) -> Path:
     """Write the tiny cache to ``path`` and return it.
 
     Per scene: ``train_locations`` + ``test_locations`` locations; per location ``segments`` clips on
     the first device and one parallel clip (segment 0) on each other device. ``nan_clip``: the
-    filename whose features are set to NaN (to test non-finite losses).
+    filename whose features are set to NaN (to test non-finite losses). ``unseen_devices``: devices
+    that record only test locations (absent from training, like s4-s6 of DCASE 2020).
     """
     import h5py
 
@@ -47,7 +49,7 @@ def write_tiny_cache(path, *, seed: int = 0, train_locations: int = 4, test_loca
             ident = f"city-{s * 100 + loc}"
             for seg in range(segments):
                 for d, dev in enumerate(devices):
-                    if d > 0 and seg > 0:
+                    if d > 0 and seg > 0 or (dev in unseen_devices and split == "train"):
                         continue
                     rows.append((f"audio/{scene}-{ident}-{seg}-{dev}.wav", scene, dev, ident, split, s, d))
     x = rng.normal(0.0, 1.0, size=(len(rows), n_frames, n_mels)).astype(np.float32)

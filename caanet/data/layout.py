@@ -6,7 +6,9 @@ Both layouts share ``audio/{scene}-{city}-{location}-{segment}-{device}.wav`` an
 * ``dcase2018`` (TUT Urban Acoustic Scenes 2018 Mobile): ``evaluation_setup/fold1_train.txt`` and
   ``fold1_evaluate.txt`` (``audio/....wav<TAB>scene``, no header) and ``fold1_test.txt`` (file names only);
 * ``dcase2019`` (TAU Urban Acoustic Scenes 2019 Mobile): ``fold1_train.csv``, ``fold1_evaluate.csv``
-  (header ``filename scene_label``) and ``fold1_test.csv`` (header ``filename``).
+  (header ``filename scene_label``) and ``fold1_test.csv`` (header ``filename``). TAU Urban Acoustic
+  Scenes 2020 Mobile (DCASE 2020 Task 1A: devices a, b, c, s1-s6) uses these same files and is read
+  as ``dcase2019``; nothing here assumes a number of devices (``device_labels=None`` accepts any).
 
 :func:`read_dataset` turns either into one validated frame (``docs/design.md``, "Layout"); clips listed
 in neither train nor evaluate (Milan in 2019) get split ``none``. Every problem raises

@@ -255,6 +255,8 @@ class SynthConfig:
     ``evaluate_fraction`` of each scene's locations (outside ``unsplit_cities``) goes to evaluate, the
     rest to train (location-disjoint). The other devices record ``parallel_fraction`` of the reference
     device's segments of every scene and split (at least one): the same scene realisation.
+    ``unseen_devices`` (non-reference devices) record only the evaluate split's parallel segments, as
+    DCASE 2020 Task 1A's s4-s6: devices a model meets for the first time at test time.
     """
 
     seed: int = 0
@@ -270,6 +272,7 @@ class SynthConfig:
     segment_jitter: float = 0.25
     city_colour_db: float = 3.0
     devices: dict[str, DeviceRecipe] = field(default_factory=default_devices)
+    unseen_devices: tuple[str, ...] = ()
     scenes: dict[str, dict[str, dict]] = field(default_factory=default_scenes)
 
     @property
@@ -338,6 +341,14 @@ class SynthConfig:
                 bad(key, "comp_ratio must be >= 1, clip_level > 0, filter orders >= 0")
             if not 0 < dev.highpass_hz < dev.lowpass_hz:
                 bad(f"{key}.lowpass_hz", "need 0 < highpass_hz < lowpass_hz")
+        if len(set(self.unseen_devices)) != len(self.unseen_devices):
+            bad("unseen_devices", f"{list(self.unseen_devices)} has duplicates")
+        for name in self.unseen_devices:
+            if name not in self.devices:
+                bad("unseen_devices", f"{name!r} is not one of devices {list(self.devices)}")
+            if name == self.reference_device:
+                bad("unseen_devices", f"{name!r} is the reference device (the first of devices), which records "
+                                      "every segment; an unseen device must be another one")
         for scene in SCENE_LABELS:
             if scene not in self.scenes or "mix" not in self.scenes[scene]:
                 bad(f"scenes.{scene}", "missing recipe (or its mix)")
@@ -346,6 +357,7 @@ class SynthConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["cities"], d["unsplit_cities"] = list(self.cities), list(self.unsplit_cities)
+        d["unseen_devices"] = list(self.unseen_devices)
         return d
 
 
@@ -469,9 +481,12 @@ class Segment:
 def plan_segments(cfg: SynthConfig) -> list[Segment]:
     """Scenes x cities x locations x segments with location-disjoint splits and the parallel subset.
 
-    Location numbers are unique within a city across scenes (as identifiers are in DCASE).
+    Location numbers are unique within a city across scenes (as identifiers are in DCASE). Unseen
+    devices join the parallel recordings of the evaluate split only; the parallel segments chosen do
+    not depend on which devices are unseen.
     """
     ref, others = cfg.reference_device, tuple(list(cfg.devices)[1:])
+    seen_others = tuple(d for d in others if d not in cfg.unseen_devices)
     segments: list[Segment] = []
     for s_idx, scene in enumerate(SCENE_LABELS):
         pairs = [(c, s_idx * cfg.locations_per_city + k) for c in cfg.cities for k in range(cfg.locations_per_city)]
@@ -488,8 +503,9 @@ def plan_segments(cfg: SynthConfig) -> list[Segment]:
                 continue
             n_par = 0 if cfg.parallel_fraction == 0 or not others else max(1, round(len(members) * cfg.parallel_fraction))
             chosen = set(_rng(cfg.seed, "parallel", scene, split).permutation(len(members))[:n_par].tolist())
+            recorders = (ref, *others) if split == "evaluate" else (ref, *seen_others)
             for i, ((city, loc), k) in enumerate(members):
-                segments.append(Segment(scene, city, loc, k, split, (ref, *others) if i in chosen else (ref,)))
+                segments.append(Segment(scene, city, loc, k, split, recorders if i in chosen else (ref,)))
     return sorted(segments, key=lambda s: s.stem)
 
 

@@ -17,7 +17,12 @@ from caanet.errors import ConfigError, SpecError, reject_unknown_keys
 from caanet.fidelity import get_fidelity
 from caanet.models.backbones import TOPOLOGY_TABLE, Backbone, feature_map_shape
 from caanet.models.blocks import ConvBlock
-from caanet.models.conditioning import DeviceConditioning, as_device_one_hot, device_one_hot
+from caanet.models.conditioning import (
+    DeviceConditioning,
+    conditioning_input,
+    device_one_hot,
+    replace_unseen_rows,
+)
 from caanet.models.device_cnn import DeviceCNN
 from caanet.models.heads import POOLINGS, build_head, roi_output_shape
 
@@ -35,6 +40,12 @@ class ModelConfig:
     ``device_source``: ``none`` (no conditioning), ``oracle`` (the true device index is an input:
     teacher forcing) or ``predicted`` (CNN-d predicts it: multi-task). ``cond_layer`` (1-4) is the
     backbone block that receives the conditioning; required iff ``device_source != "none"``.
+    ``n_devices`` counts the devices seen in training (Eq. 1's one-hot width, CNN-d's outputs).
+    ``unseen_device`` (:mod:`caanet.devices`): what a device index ``>= n_devices`` (a device absent
+    from training) becomes: ``None`` refuses it (the paper's closed set); ``zero`` / ``uniform``
+    replace its one-hot by zeros / ``1/n_devices`` (oracle: the given index; predicted: CNN-d's
+    argmax is replaced only where a given index is unseen); ``predicted`` (CNN-d only) keeps CNN-d's
+    argmax for every clip.
     ``input_shape`` is ``(n_frames, n_mels)``; the ``flatten`` and ``roi`` heads' linear layers
     depend on it, the other heads accept any input size.
     """
@@ -51,6 +62,7 @@ class ModelConfig:
     roi_size: int = 16
     input_shape: tuple[int, int] = (320, 64)
     fidelity: str = "paper"
+    unseen_device: str | None = None
 
     def __post_init__(self):
         for name in ("channels", "device_channels", "input_shape"):
@@ -95,6 +107,11 @@ class ModelConfig:
                 bad("cond_layer", "must be None when device_source='none'")
         elif not _is_int(self.cond_layer) or not 1 <= self.cond_layer <= n_blocks:
             bad("cond_layer", f"must be an integer 1..{n_blocks} when device_source={self.device_source!r}")
+        if self.unseen_device is not None:
+            allowed = {"none": (), "oracle": ("zero", "uniform"), "predicted": ("predicted", "zero", "uniform")}
+            if self.unseen_device not in allowed[self.device_source]:
+                bad("unseen_device", f"must be None or one of {list(allowed[self.device_source])} for "
+                                     f"device_source={self.device_source!r}")
         map_shape = self.feature_map_shape
         if min(map_shape) < 1:
             bad("input_shape", f"is too small for topology {self.topology!r} (feature map {map_shape})")
@@ -177,7 +194,8 @@ class CAANet(nn.Module):
 
     ``forward(x, device=None)`` takes ``x`` ``(batch, time, mel)`` float and, for
     ``device_source="oracle"``, the true device as indices ``(batch,)`` or as the reference code's
-    one-hot ``(batch, n_devices)``.
+    one-hot ``(batch, n_devices)`` (indices are also read, for CNN-d models with ``unseen_device``
+    zero/uniform, to spot clips of unseen devices; ignored otherwise).
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -224,10 +242,14 @@ class CAANet(nn.Module):
                 )
             if device.shape[:1] != x4.shape[:1]:
                 raise ConfigError(f"device has shape {tuple(device.shape)} but the batch is {x4.shape[0]}")
-            return as_device_one_hot(device.to(x4.device), cfg.n_devices, torch.float32), None
+            return conditioning_input(device.to(x4.device), cfg.n_devices, cfg.unseen_device, torch.float32), None
         device_logprob = self.device_net(x4)
         # argmax: no gradient flows from the scene loss into CNN-d (reference item 4)
         one_hot = device_one_hot(device_logprob.detach().argmax(dim=1), cfg.n_devices, torch.float32)
+        if device is not None and cfg.unseen_device in ("zero", "uniform"):
+            if device.shape[:1] != x4.shape[:1]:
+                raise ConfigError(f"device has shape {tuple(device.shape)} but the batch is {x4.shape[0]}")
+            one_hot = replace_unseen_rows(one_hot, device.to(x4.device) >= cfg.n_devices, cfg.unseen_device)
         return one_hot, device_logprob
 
     def forward(self, x: torch.Tensor, device: torch.Tensor | None = None) -> ModelOutput:

@@ -55,6 +55,42 @@ def as_device_one_hot(device: torch.Tensor, n_devices: int, dtype: torch.dtype =
     return device.to(dtype)
 
 
+def conditioning_input(device: torch.Tensor, n_devices: int, unseen: str | None = None,
+                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Eq. 1's device input ``(batch, n_devices)`` for device indices that may name unseen devices.
+
+    Indices ``0..n_devices-1`` are the seen devices (one-hot rows). An index ``>= n_devices`` is a
+    device absent from training (:mod:`caanet.devices`): with ``unseen="zero"`` its row is all zeros
+    (the conditioning term is the bias alone), with ``"uniform"`` every entry is ``1 / n_devices``
+    (the mean of the seen devices' terms); with ``None`` (the paper's closed set) it raises
+    ConfigError, as does a negative index. ``"predicted"`` is not an input policy (CNN-d decides).
+    A one-hot ``(batch, n_devices)`` (the reference code's form) is taken as it is
+    (:func:`as_device_one_hot`).
+    """
+    if unseen is None or (isinstance(device, torch.Tensor) and device.dim() == 2):
+        return as_device_one_hot(device, n_devices, dtype)
+    if unseen not in ("zero", "uniform"):
+        raise ConfigError(f"unseen={unseen!r}: an oracle device input takes 'zero' or 'uniform' for unseen devices")
+    if device.dim() != 1 or device.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise ConfigError(
+            f"device must be a 1-d integer tensor of device indices, got shape {tuple(device.shape)} "
+            f"dtype {device.dtype}"
+        )
+    if device.numel() and int(device.min()) < 0:
+        raise ConfigError(f"device indices must be >= 0, got {int(device.min())}")
+    is_unseen = device >= n_devices
+    one_hot = F.one_hot(torch.where(is_unseen, torch.zeros_like(device), device).long(), n_devices).to(dtype)
+    return replace_unseen_rows(one_hot, is_unseen, unseen)
+
+
+def replace_unseen_rows(one_hot: torch.Tensor, is_unseen: torch.Tensor, unseen: str) -> torch.Tensor:
+    """``one_hot`` ``(batch, N)`` with the rows where ``is_unseen`` ``(batch,)`` holds set to zeros or 1/N."""
+    if unseen not in ("zero", "uniform"):
+        raise ConfigError(f"unseen={unseen!r} is not 'zero' or 'uniform'")
+    fill = 0.0 if unseen == "zero" else 1.0 / one_hot.shape[1]
+    return torch.where(is_unseen[:, None].to(one_hot.device), torch.full_like(one_hot, fill), one_hot)
+
+
 class DeviceConditioning(nn.Module):
     """Eq. 1's ``V_i * E_i`` as a per-sample bias: ``(batch, n_devices) -> (batch, out_channels)``."""
 
