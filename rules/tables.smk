@@ -59,7 +59,8 @@ rule run_stats:
         layers=f"{RESULTS}/tables/layers.csv",
         predictions=lambda wildcards: cell_files(table23_specs(), "predictions.csv"),
     output:
-        f"{RESULTS}/stats/comparisons.csv",
+        comparisons=f"{RESULTS}/stats/comparisons.csv",
+        claims=f"{RESULTS}/stats/claims.csv",
     params:
         preset=P,
         results=lambda wildcards, input: Path(input.layers).parent.parent,
