@@ -73,6 +73,16 @@ def cell_spec(preset: dict, dataset: str, cell: str, seed) -> CellSpec:
     return spec
 
 
+def train_options(preset: dict, dataset: str, cell: str, seed) -> dict:
+    """The keyword options of ``train_cell`` that the preset's grid decides for this cell: whether it
+    scores a validation split for the layer selection, and the dataset's reference device."""
+    from caanet import grid
+
+    spec = cell_spec(preset, dataset, cell, seed)
+    return {"score_validation": grid.scores_validation(preset, spec),
+            "reference_device": grid.reference_devices(preset)[dataset]}
+
+
 def check_preset(preset: dict) -> None:
     """Check every part of the preset that a JSON schema cannot, before any job runs (the grid is
     checked by ``caanet.grid`` when the Snakefile expands it)."""

@@ -12,6 +12,8 @@ checkpoint aggregate_table1:
         table=f"{RESULTS}/tables/table1.csv",
         layers=f"{RESULTS}/tables/layers.csv",
     params:
+        reference_device=grid.reference_devices(P),
+        layer_selection=grid.grid_config(P).layer_selection,
         code=CODE["stats"],
     threads: 1
     resources:
