@@ -243,8 +243,14 @@ def grid_config(preset: Mapping | GridConfig) -> GridConfig:
 
 
 def reference_devices(preset: Mapping | GridConfig) -> dict[str, str]:
-    """``{dataset: reference device}`` of a preset (``datasets.D.reference_device``, default the first)."""
-    return dict(grid_config(preset).reference_device)
+    """``{dataset: reference device}`` of a preset (``datasets.D.reference_device``, default the first).
+
+    Only the ``datasets`` key is read (and checked: an unknown reference device raises ConfigError)."""
+    if isinstance(preset, GridConfig):
+        return dict(preset.reference_device)
+    if not isinstance(preset, Mapping) or "datasets" not in preset:
+        raise ConfigError("config key 'datasets' is missing")
+    return _datasets(preset["datasets"])[1]
 
 
 def scores_validation(preset: Mapping | GridConfig, spec: CellSpec) -> bool:
@@ -356,6 +362,19 @@ def all_cells(preset: Mapping | GridConfig, layers: Mapping[Row, int] | None = N
     cells += _strategy_cells(cfg, "table2", cfg.rows, layers)
     cells += _strategy_cells(cfg, "table3", cfg.table3_rows, layers)
     return list(dict.fromkeys(cells))
+
+
+def best_seed(cells_df: pd.DataFrame, spec: CellSpec) -> int:
+    """The seed of ``spec``'s cell with the best Avg (mean over its devices of the per-device accuracy,
+    as in ``cells.csv``); ties go to the lowest seed. The paper shows "the best result" in Figs. 6 and 7.
+    Raises :class:`ResultsError` when ``cells_df`` has no row of that cell."""
+    sel = cells_df[(cells_df["dataset"].astype(str) == spec.dataset) & (cells_df["cell_id"] == spec.cell_id)
+                   & ~cells_df["device"].astype(str).isin(SUMMARY_DEVICES)]
+    if sel.empty:
+        raise ResultsError(f"cells table: no results of cell {spec.cell_id} of {spec.dataset} to pick a seed from")
+    per_seed = sel.groupby("seed")["accuracy"].mean().reset_index()
+    per_seed = per_seed.sort_values(["accuracy", "seed"], ascending=[False, True], kind="stable")
+    return int(per_seed.iloc[0]["seed"])
 
 
 def cell_dir(results_root: str | os.PathLike, spec: CellSpec) -> Path:

@@ -109,8 +109,8 @@ def table23_specs():
 
 def best_multitask(wildcards):
     """Cell folders of the multi-task models shown in Figs. 6 and 7 (chosen from Table II)."""
-    table2 = checkpoints.aggregate_tables.get().output.table2
-    return ws.figure_cells(P, table2, selected_layers())
+    out = checkpoints.aggregate_tables.get().output
+    return ws.figure_cells(P, out.table2, out.cells, selected_layers())
 
 
 def all_metrics(wildcards):

@@ -394,3 +394,23 @@ def test_layer_selection_on_validation_uses_the_validation_scores():
     cells["validation_accuracy"] = float("nan")
     with pytest.raises(ResultsError, match="no validation accuracy"):
         grid.select_layers_table(cells, summary, "validation")
+
+
+def test_figures_show_the_seed_with_the_best_avg(tmp_path):
+    from caanet import workflow_support as ws
+
+    preset = {"tables": {"table1": {"dataset": "d"}, "table2": {"dataset": "d"}},
+              "datasets": {"d": {"devices": ["a", "b", "c"]}}, "seeds_by_pooling": {"att": [0, 1, 2]}}
+    cid = "atrous-att-multi_task-L2"
+    rows = (cell_rows(cid, seed=0, a=60.0, b=50.0, c=40.0) + cell_rows(cid, seed=1, a=70.0, b=60.0, c=50.0)
+            + cell_rows(cid, seed=2, a=80.0, b=50.0, c=50.0))   # Avg 50, 60, 60: seed 1 (tie -> lowest)
+    cells = frame(rows)
+    spec = CellSpec.from_id(cid, dataset="d")
+    assert grid.best_seed(cells, spec) == 1
+    with pytest.raises(ResultsError, match="no results of cell"):
+        grid.best_seed(cells, CellSpec.from_id("atrous-att-multi_task-L1", dataset="d"))
+    cells.to_csv(tmp_path / "cells.csv", index=False)
+    table2 = grid.summarise_table(cells, "table2", reference_device="a")
+    table2.to_csv(tmp_path / "table2.csv", index=False)
+    out = ws.figure_cells(preset, tmp_path / "table2.csv", tmp_path / "cells.csv", {("atrous", "att"): 2})
+    assert out["fig6"] == f"results/cells/d/{cid}/seed1/evaluation.json" == out["fig7"]
