@@ -33,8 +33,8 @@ CODE = {
     "data": source_hash("data"),
     "features": source_hash("audio.py", "features.py"),
     "train": source_hash("models", "training.py", "evaluation.py", "fidelity.py", "spec.py"),
-    "stats": source_hash("grid.py", "stats.py", "paper"),
-    "render": source_hash("render"),
+    "stats": source_hash("grid.py", "stats.py", "evaluation.py", "paper"),
+    "render": source_hash("render", "fidelity.py", "grid.py", "stats.py"),
 }
 
 

@@ -35,6 +35,7 @@ rule download_dataset:
         remote=lambda wildcards: DATASETS[wildcards.dataset]["remote"],
         base_url=lambda wildcards: DATASETS[wildcards.dataset].get("base_url"),
         dest=lambda wildcards: f"{RESULTS}/zenodo/{wildcards.dataset}",
+        keep_archives=lambda wildcards: DATASETS[wildcards.dataset].get("keep_archives", True),
     threads: 1
     resources:
         mem_mb=1000,

@@ -446,8 +446,13 @@ def test_reference_fidelity_runs_float32_and_paper_may_autocast():
 
 
 def test_reference_device_and_validation_score_in_evaluation(tiny_cache, tmp_path):
+    lines = []
     ev = train_cell(tiny_cache, spec("cnn_pool-max-teacher_forcing-L1"), tiny_cfg(iterations=2), tmp_path / "x",
-                    score_validation=True, reference_device="b")
+                    score_validation=True, reference_device="b", log=lines.append)
+    held = ev["n_validation_clips_per_device"]
+    total = {d: held[d] + ev["n_train_clips_per_device"][d] for d in "abc"}
+    assert any(f"validation clips held out per device: a {held['a']} of {total['a']}" in line for line in lines)
+    assert held["a"] / total["a"] == held["b"] / total["b"] == held["c"] / total["c"]   # the same share
     acc = {d: v["accuracy"] for d, v in ev["per_device"].items()}
     assert ev["reference_device"] == "b" and ev["mean_bc"] == pytest.approx((acc["a"] + acc["c"]) / 2)
     assert ev["n_validation_clips"] > 0 and 0.0 <= ev["validation_accuracy"] <= 1.0

@@ -72,7 +72,7 @@ def test_report_files_exist_and_contain_every_table(pipeline):
     claims = pd.read_csv(pipeline / "results" / "stats" / "claims.csv")
     assert list(claims["claim"]) == ["claim1", "claim2"]       # one row per paper claim, always
     assert claims["paper_z"].round(2).tolist()[0] == 2.40 and claims["paper_holds"].all()
-    assert "The paper&#39;s two claims" in html and 'id="training-data"' in html
+    assert "The paper's two claims" in html and 'id="training-data"' in html
 
 
 def test_every_rule_logged_and_benchmarked(pipeline):
