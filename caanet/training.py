@@ -84,7 +84,9 @@ class TrainConfig:
     """Every training hyperparameter; defaults are the paper's (Sec. IV-B) and the authors' code's.
 
     ``val_fraction`` is the fraction of training clips, taken as whole recording locations, held out
-    for validation where it is needed: the paper-mode lambda rule, or ``selection="best_val"``.
+    for validation where it is needed (:func:`needs_validation`): a multi-task lambda rule measured on
+    validation, ``selection="best_val"``, or Table I's cells under ``layer_selection: validation``;
+    every device loses the same share (:func:`caanet.data.loader.carve_validation`).
     ``selection`` picks the evaluated weights: ``last`` (the paper and the authors) or ``best_val``
     (best validation accuracy every ``val_every`` iterations; never the test set).
     ``amp`` enables bf16 autocast on CUDA only (never in ``reference`` fidelity, which runs float32).
@@ -918,6 +920,9 @@ def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, thre
     say = _as_log(log)
     check_spec(features_path, spec, cfg)
     cfg = effective_config(spec, cfg)
+    if score_validation and cfg.val_fraction == 0:
+        raise ConfigError(f"training.val_fraction: 0 leaves no validation split to select {spec.cell_id}'s layer on "
+                          "(grid.layer_selection: validation)")
     _, device_labels = cache_labels(features_path)
     if reference_device is not None and reference_device not in device_labels:
         raise ConfigError(f"reference_device={reference_device!r} is not one of the devices {device_labels} "

@@ -127,8 +127,10 @@ def test_validation_is_location_disjoint_stratified_and_train_only(tiny_cache):
     tr, va = carve_validation(fs.identifier, fs.scene, fs.device, 0.2, seed=0)
     assert sorted(np.concatenate([tr, va]).tolist()) == list(range(len(fs.scene)))
     assert not set(fs.identifier[tr]) & set(fs.identifier[va])
-    for part in (tr, va):  # every scene/device pair on both sides
-        assert {(s, d) for s, d in zip(fs.scene[part], fs.device[part])} == {(s, d) for s in range(3) for d in range(3)}
+    # every scene/device pair keeps training clips; each location records a x3, b, c: equal shares
+    assert {(s, d) for s, d in zip(fs.scene[tr], fs.device[tr])} == {(s, d) for s in range(3) for d in range(3)}
+    shares = [np.mean(fs.device[va] == d) * va.size / np.sum(fs.device == d) for d in range(3)]
+    assert shares[0] == shares[1] == shares[2] and abs(shares[0] - 0.2) <= 1 / 4   # within one location of 4
     test_ids = set(load_features(tiny_cache, split="test").identifier)
     assert not test_ids & set(fs.identifier[va])
     tr0, va0 = carve_validation(fs.identifier, fs.scene, fs.device, 0.0, seed=0)

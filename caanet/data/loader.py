@@ -75,14 +75,14 @@ def carve_validation(identifier: Sequence[str], scene: np.ndarray, device: np.nd
 
     Scenes are visited in sorted order, each scene's locations in a seeded random order. Greedily, a
     location that reduces ``sum_d ((held_d - fraction * seen_d) / N_d) ** 2`` is held out (the first in
-    seeded order reducing it by at least half the best reduction) until none reduces it (the first location of each scene is held out even so, with the smallest increase,
-    so every scene is in the validation part where the data allow), where ``held_d``
+    seeded order reducing it by at least half the best reduction) until none reduces it, where ``held_d``
     and ``seen_d`` count device ``d``'s held-out clips and all its clips in the scenes visited so far
     and ``N_d`` all its clips (a device's surplus or shortfall in one scene is made up in the next).
     Weighting by ``1 / N_d`` balances the devices' *shares*, so a device recorded at few locations (B
     and C of DCASE Task 1B) does not lose a larger share of its training data than device A. A
     location is never taken when it would leave one of its (scene, device) pairs without a training
-    location, and no location is on both sides. ``fraction == 0`` returns an empty validation part.
+    location, and no location is on both sides. Balance comes first: with few locations per scene a
+    scene may have none in the validation part. ``fraction == 0`` returns an empty validation part.
 
     Shapes: three length-N sequences; returns two sorted int64 index arrays. Raises
     :class:`ConfigError` for a fraction outside [0, 1) or sequences of different lengths.
@@ -118,7 +118,7 @@ def carve_validation(identifier: Sequence[str], scene: np.ndarray, device: np.nd
         for d, k in zip(*np.unique(device[rows], return_counts=True)):
             seen[d.item() if hasattr(d, "item") else d] += int(k)
         train_locs = {d: sum(d in counts[i] for i in ids) for d in set(device[rows].tolist())}
-        remaining, first = list(ids), True
+        remaining = list(ids)
         while remaining:
             allowed = [i for i in remaining if all(train_locs[d] > 1 for d in counts[i])]
             if not allowed:
@@ -126,11 +126,10 @@ def carve_validation(identifier: Sequence[str], scene: np.ndarray, device: np.nd
             now = cost({})
             gains = [now - cost(counts[i]) for i in allowed]
             top = max(gains)
-            if top <= 1e-15 and not first:
+            if top <= 1e-15:
                 break
-            # the first location in seeded order that gains at least half the best gain (or the best)
-            j = next(k for k, g in enumerate(gains) if g >= (0.5 * top if top > 0 else top))
-            best, first = allowed[j], False
+            # the first location in seeded order that gains at least half the best gain
+            best = allowed[next(k for k, g in enumerate(gains) if g >= 0.5 * top)]
             remaining.remove(best)
             val_ids.add(best)
             for d, k in counts[best].items():
