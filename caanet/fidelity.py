@@ -105,6 +105,19 @@ REFERENCE = Fidelity(
 FIDELITIES = {f.name: f for f in (PAPER, REFERENCE)}
 
 
+LAMBDA_ON = ("test", "validation")
+"""Where Eq. 2's lambda rule may measure CNN-d's device accuracy (``training.lambda_on``)."""
+
+
+def lambda_source(fidelity: str | Fidelity, lambda_on: str | None = None) -> str:
+    """Where the lambda rule measures CNN-d: ``lambda_on`` when given, else the fidelity's default.
+
+    Raises :class:`ConfigError` for a ``lambda_on`` outside :data:`LAMBDA_ON`."""
+    if lambda_on is not None and lambda_on not in LAMBDA_ON:
+        raise ConfigError(f"lambda_on={lambda_on!r} is not one of {list(LAMBDA_ON)} or null")
+    return lambda_on or get_fidelity(fidelity).lambda_source
+
+
 def get_fidelity(name: str | Fidelity) -> Fidelity:
     """Return the :class:`Fidelity` called ``name`` ('paper' or 'reference')."""
     if isinstance(name, Fidelity):

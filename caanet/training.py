@@ -54,7 +54,8 @@ from caanet.data.loader import (
 )
 from caanet.errors import ConfigError, SpecError, TrainingError
 from caanet.evaluation import evaluate_predictions, select_attention_examples
-from caanet.fidelity import Fidelity, get_fidelity
+from caanet.fidelity import LAMBDA_ON, Fidelity, get_fidelity
+from caanet.fidelity import lambda_source as _lambda_source
 from caanet.io import atomic_path, write_csv_atomic, write_json_atomic
 from caanet.spec import CellSpec
 
@@ -63,8 +64,6 @@ LOGGER = logging.getLogger("caanet.training")
 METRICS_COLUMNS = ("iteration", "loss", "loss_scene", "loss_device", "lr", "lambda", "device_acc", "elapsed_s")
 PREDICTION_COLUMNS = ("filename", "identifier", "device", "scene", "pred_scene", "correct", "pred_device")
 SELECTIONS = ("last", "best_val")
-LAMBDA_ON = ("test", "validation")
-"""Where Eq. 2's lambda rule measures CNN-d's device accuracy (``TrainConfig.lambda_on``)."""
 CHECKPOINT_FORMAT = 1
 # TrainConfig fields that change nothing computed, so a checkpoint written under another value resumes.
 _RESUME_INDIFFERENT = ("checkpoint_every",)
@@ -305,7 +304,7 @@ class CellData:
 
 def lambda_source(cfg: TrainConfig, fidelity: Fidelity | str) -> str:
     """Where the lambda rule measures CNN-d: ``cfg.lambda_on``, else the fidelity's default."""
-    return cfg.lambda_on or get_fidelity(fidelity).lambda_source
+    return _lambda_source(fidelity, cfg.lambda_on)
 
 
 def needs_validation(spec: CellSpec, cfg: TrainConfig, fidelity: Fidelity | str, *,

@@ -624,3 +624,26 @@ def test_report_uses_the_rendered_table_files(tmp_path, results):
     by_key = {t["key"]: t for t in ctx["tables"]}
     assert "MARKER" in by_key["table2"]["html"] and by_key["table1"]["latex"] == tex[0].read_text()
     assert ctx["compute"] == []
+
+
+def test_selection_notes_state_every_choice_that_touches_test_labels():
+    paper = R.selection_notes(PRESET, [{"selected_on": "test"}])
+    assert paper[0].startswith("Layer selection: on the test set") and "winner's curse" in paper[0]
+    assert "VALIDATION split" in paper[1] and "deliberate, leak-free departure" in paper[1]
+    assert "after the last iteration" in paper[2] and "best Avg" in paper[3]
+    literal = R.selection_notes(dict(PRESET, training={"lambda_on": "test", "selection": "best_val"}),
+                                [{"selected_on": "validation"}])
+    assert literal[0].startswith("Layer selection: on a validation split")
+    assert "TEST split" in literal[1] and "test labels steer" in literal[1] and "best validation" in literal[2]
+    reference = R.selection_notes(dict(PRESET, fidelity="reference"), [])
+    assert "TEST split" in reference[1] and "winner's curse" in reference[0]     # no layers yet: the default
+
+
+def test_training_data_rows_show_the_held_out_share_per_device():
+    cells = pd.DataFrame({"dataset": "d", "cell_id": ["m", "m", "j"], "seed": 0, "strategy": ["multi_task"] * 2 + ["joint"],
+                          "device": ["a", "b", "a"], "n_train_clips": [90, 18, 100], "n_validation_clips": [10, 2, 0]})
+    rows = R.training_data_rows(cells, {"d": "a"})
+    assert [(r["strategy"], r["device"], r["train"], r["validation"], r["share"], r["reference"]) for r in rows] == [
+        ("Multi-task", "a", "90", "10", "10.0", True), ("Multi-task", "b", "18", "2", "10.0", False),
+        ("Joint", "a", "100", "0", "0.0", True)]
+    assert R.training_data_rows(None) == []

@@ -283,9 +283,8 @@ WINNERS_CURSE = (
 
 def selection_notes(preset: dict, layers: list[dict]) -> list[str]:
     """Plain sentences: every selection that touches test labels, and what was chosen here."""
-    from caanet.fidelity import get_fidelity
+    from caanet.fidelity import lambda_source
 
-    fid = get_fidelity(preset.get("fidelity", "paper"))
     training = preset.get("training") or {}
     on = {r.get("selected_on", "test") for r in layers} or {(preset.get("grid") or {}).get("layer_selection", "test")}
     notes = []
@@ -294,7 +293,7 @@ def selection_notes(preset: dict, layers: list[dict]) -> list[str]:
     else:
         notes.append("Layer selection: on a validation split held out of Table I's training data (leak-free); "
                      "the paper selected on the test set.")
-    source = training.get("lambda_on") or fid.lambda_source
+    source = lambda_source(preset.get("fidelity", "paper"), training.get("lambda_on"))
     notes.append(
         f"λ of Eq. (2): switched on CNN-d's device accuracy on the {source.upper()} "
         + ("split, as the paper's text and the authors' code do: test labels steer the multi-task training."
