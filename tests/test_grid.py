@@ -414,3 +414,17 @@ def test_figures_show_the_seed_with_the_best_avg(tmp_path):
     table2.to_csv(tmp_path / "table2.csv", index=False)
     out = ws.figure_cells(preset, tmp_path / "table2.csv", tmp_path / "cells.csv", {("atrous", "att"): 2})
     assert out["fig6"] == f"results/cells/d/{cid}/seed1/evaluation.json" == out["fig7"]
+
+
+def test_train_options_carry_the_layer_selection_and_reference_device():
+    from caanet import workflow_support as ws
+
+    preset = {"tables": {"table1": {"dataset": "d"}, "table2": {"dataset": "d"}},
+              "datasets": {"d": {"devices": ["p1", "zoom", "p2"], "reference_device": "zoom"}},
+              "grid": {"rows": [["atrous", "att"]], "layers": [1, 2], "layer_selection": "validation"}}
+    assert ws.train_options(preset, "d", "atrous-att-teacher_forcing-L2", "0") == {
+        "score_validation": True, "reference_device": "zoom"}
+    assert ws.train_options(preset, "d", "atrous-att-joint", "1") == {"score_validation": False,
+                                                                      "reference_device": "zoom"}
+    paper = dict(preset, grid={"rows": [["atrous", "att"]], "layers": [1, 2]})
+    assert ws.train_options(paper, "d", "atrous-att-teacher_forcing-L2", "0")["score_validation"] is False
