@@ -468,8 +468,9 @@ def claim_comparison(preset: Mapping | GridConfig, claim: PaperClaim,
 def judge_claim(claim: PaperClaim, per_seed: Sequence[Mapping]) -> dict:
     """Judge ``claim`` from :func:`compare_cells` results of its two models, one per seed.
 
-    The decision is the paper's: the one-tailed z-test on the Avg (mean over seeds, as the table shows
-    it) with ``n`` = the test clips of the fold; ``holds`` when ours_a > ours_b and ``p < claim.alpha``.
+    The decision is the paper's: the one-tailed z-test on the Avg (the mean over the seeds both models
+    were trained with: the table's mean when both have the same seeds) with ``n`` = the test clips of
+    the fold; ``holds`` when ours_a > ours_b and ``p < claim.alpha``.
     Beside it, labelled and not deciding: the clip-level z-test on the seed-mean clip accuracy, and
     McNemar's paired test (the largest one-sided p over seeds, with that seed's ``b``/``c``). The
     paper's own numbers go through the same test with ``claim.paper_n``. Raises

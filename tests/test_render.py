@@ -525,7 +525,7 @@ def test_report_statistics_and_claims_are_computed(context):
     claim, other = context["stats"]["claims"]
     assert claim["verdict"] == "does not hold at p < 0.01" and claim["holds"] is False   # Avg 68 vs 60, n = 300
     assert claim["z"] == "2.04" and claim["p"] == "0.0206" and "z=2.40, p=0.0082 (holds)" in claim["paper"]
-    assert other["verdict"].startswith("not tested here") and "z=14.63" in other["paper"]
+    assert other["verdict"].startswith("not tested here") and "z=14.63, p<0.0001 (holds)" in other["paper"]
     assert len(context["stats"]["rows"]) == 12
     s2 = make_summary("table2", 1)  # the fixture's Table II, recomputed by hand
 

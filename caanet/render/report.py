@@ -245,6 +245,12 @@ def _truth(value) -> bool | None:
     return str(value).strip().lower() in ("true", "1", "1.0")
 
 
+def _p_is(p) -> str:
+    """``p=0.0082`` or ``p<0.0001`` (no ``p=<``)."""
+    text = _fmt_p(p)
+    return f"p{text.replace(' ', '')}" if text.startswith("<") else f"p={text}"
+
+
 def claim_record(r: dict) -> dict:
     """One row of claims.csv formatted for the templates, with the verdict in words."""
     holds, alpha = _truth(r.get("holds")), float(r["alpha"])
@@ -262,11 +268,11 @@ def claim_record(r: dict) -> dict:
         "p": _fmt_p(r.get("p")), "verdict": verdict, "holds": holds,
         "clip": ("—" if pd.isna(r.get("clip_z")) else
                  f"{_fmt(r['clip_acc_a'])} vs {_fmt(r['clip_acc_b'])}, z={_fmt(r['clip_z'], '.2f')}, "
-                 f"p={_fmt_p(r['clip_p'])}"),
+                 + _p_is(r['clip_p'])),
         "mcnemar": ("—" if pd.isna(r.get("mcnemar_p")) else
-                    f"b={int(r['mcnemar_b'])}, c={int(r['mcnemar_c'])}, p={_fmt_p(r['mcnemar_p'])}"),
+                    f"b={int(r['mcnemar_b'])}, c={int(r['mcnemar_c'])}, " + _p_is(r['mcnemar_p'])),
         "paper": (f"{_fmt(r['paper_a'])} vs {_fmt(r['paper_b'])}, n={int(r['paper_n'])}: z={_fmt(r['paper_z'], '.2f')}, "
-                  f"p={_fmt_p(r['paper_p'])} ({'holds' if paper_holds else 'does not hold'})"),
+                  + _p_is(r['paper_p']) + f" ({'holds' if paper_holds else 'does not hold'})"),
     }
 
 
