@@ -7,11 +7,19 @@ The grid of a preset (``config.yaml``, already merged) is read from these keys::
       layers:       [1, 2, 3, 4]                 # conditioning layers tried in Table I
       table3_rows:  [[topology, pooling], ...]   # default TABLE3_ROWS
       strategies:   [single_device, joint, teacher_forcing, multi_task]   # Tables II/III columns
+      layer_selection: test                      # test (the paper's) | validation (leak-free)
     tables: {table1: {dataset: D1}, table2: {dataset: D2}, table3: {dataset: D3}}
     seeds: [0]                                   # default seeds of every cell
     seeds_by_pooling: {att: [0, 1, 2]}           # optional per-pooling override
     fidelity: paper
     datasets: {D: {devices: [a, b, c], reference_device: a}}   # reference_device defaults to the first
+
+``reference_device`` (:func:`reference_devices`) is the one definition of the device left out of the
+``bc`` mean: evaluation (``train_cell``), aggregation (:func:`summarise_table`), tables and report all
+take it from here. ``layer_selection`` (:data:`LAYER_SELECTIONS`) says how Table I picks each row's
+conditioning layer: ``test``, the paper's method (the best of the four **test** accuracies, which
+gives the conditional strategies of Tables II/III a winner's-curse advantage), or ``validation``
+(Table I's cells hold out a validation split and the best validation Avg picks the layer; leak-free).
 
 Only ``tables.table1`` is required among the tables; an absent ``table2``/``table3`` has no cells.
 
@@ -64,6 +72,8 @@ TABLE3_ROWS: tuple[Row, ...] = (("cnn_pool", "att"), ("cnn_nopool", "att"), ("at
 """The rows of Table III (DCASE 2019): the attention models of the three topologies."""
 
 TABLES = ("table1", "table2", "table3")
+LAYER_SELECTIONS = ("test", "validation")
+"""How Table I selects the conditioning layer: on test accuracy (the paper) or on validation."""
 SUMMARY_DEVICES = ("avg", "bc")
 """Pseudo-devices of the summaries: ``avg`` over all devices, ``bc`` over the non-reference ones."""
 
@@ -71,7 +81,9 @@ CELL_COLUMNS = ["dataset", "cell_id", "topology", "pooling", "strategy", "cond_l
                 "accuracy", "n", "n_correct"]
 SUMMARY_COLUMNS = ["table", "dataset", "topology", "pooling", "strategy", "cond_layer", "device",
                    "acc_mean", "acc_std", "acc_ci_low", "acc_ci_high", "n_seeds"]
-LAYER_COLUMNS = ["topology", "pooling", "cond_layer", "acc_mean"]
+LAYER_COLUMNS = ["topology", "pooling", "cond_layer", "acc_mean", "selected_on"]
+CLIP_COLUMNS = ["n_train_clips", "n_validation_clips", "validation_accuracy"]
+"""Optional columns of :func:`collect_cells` (NaN for an evaluation.json written before they existed)."""
 PAPER_FILES = {
     "table1": "table1_teacher_forcing_by_layer.csv",
     "table2": "table2_strategies_dcase2018.csv",
@@ -98,6 +110,7 @@ class GridConfig:
     fidelity: str
     devices: Mapping[str, tuple[str, ...]]     # dataset -> device labels
     reference_device: Mapping[str, str]        # dataset -> reference device
+    layer_selection: str = "test"              # LAYER_SELECTIONS
 
 
 def _need_list(value, key: str) -> list:
@@ -196,7 +209,10 @@ def grid_config(preset: Mapping | GridConfig) -> GridConfig:
     grid = preset.get("grid") or {}
     if not isinstance(grid, Mapping):
         raise ConfigError(f"config key 'grid': expected a mapping, got {grid!r}")
-    reject_unknown_keys(grid, {"rows", "layers", "table3_rows", "strategies"}, "config key 'grid'")
+    reject_unknown_keys(grid, {"rows", "layers", "table3_rows", "strategies", "layer_selection"}, "config key 'grid'")
+    layer_selection = grid.get("layer_selection", "test")
+    if layer_selection not in LAYER_SELECTIONS:
+        raise ConfigError(f"config key 'grid.layer_selection': {layer_selection!r} is not one of {list(LAYER_SELECTIONS)}")
     if "datasets" not in preset:
         raise ConfigError("config key 'datasets' is missing")
     if "tables" not in preset:
@@ -223,7 +239,29 @@ def grid_config(preset: Mapping | GridConfig) -> GridConfig:
         fidelity=fidelity,
         devices=devices,
         reference_device=reference,
+        layer_selection=layer_selection,
     )
+
+
+def reference_devices(preset: Mapping | GridConfig) -> dict[str, str]:
+    """``{dataset: reference device}`` of a preset (``datasets.D.reference_device``, default the first).
+
+    Only the ``datasets`` key is read (and checked: an unknown reference device raises ConfigError)."""
+    if isinstance(preset, GridConfig):
+        return dict(preset.reference_device)
+    if not isinstance(preset, Mapping) or "datasets" not in preset:
+        raise ConfigError("config key 'datasets' is missing")
+    return _datasets(preset["datasets"])[1]
+
+
+def scores_validation(preset: Mapping | GridConfig, spec: CellSpec) -> bool:
+    """Whether the cell ``spec`` must hold out and score a validation split for the layer selection:
+    a Table I cell (teacher forcing on table1's dataset, a grid row and layer) under
+    ``layer_selection: validation``."""
+    cfg = grid_config(preset)
+    return (cfg.layer_selection == "validation" and spec.strategy == "teacher_forcing"
+            and spec.dataset == cfg.table_datasets["table1"] and (spec.topology, spec.pooling) in cfg.rows
+            and spec.cond_layer in cfg.layers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,6 +365,19 @@ def all_cells(preset: Mapping | GridConfig, layers: Mapping[Row, int] | None = N
     return list(dict.fromkeys(cells))
 
 
+def best_seed(cells_df: pd.DataFrame, spec: CellSpec) -> int:
+    """The seed of ``spec``'s cell with the best Avg (mean over its devices of the per-device accuracy,
+    as in ``cells.csv``); ties go to the lowest seed. The paper shows "the best result" in Figs. 6 and 7.
+    Raises :class:`ResultsError` when ``cells_df`` has no row of that cell."""
+    sel = cells_df[(cells_df["dataset"].astype(str) == spec.dataset) & (cells_df["cell_id"] == spec.cell_id)
+                   & ~cells_df["device"].astype(str).isin(SUMMARY_DEVICES)]
+    if sel.empty:
+        raise ResultsError(f"cells table: no results of cell {spec.cell_id} of {spec.dataset} to pick a seed from")
+    per_seed = sel.groupby("seed")["accuracy"].mean().reset_index()
+    per_seed = per_seed.sort_values(["accuracy", "seed"], ascending=[False, True], kind="stable")
+    return int(per_seed.iloc[0]["seed"])
+
+
 def cell_dir(results_root: str | os.PathLike, spec: CellSpec) -> Path:
     """``{results_root}/cells/{dataset}/{cell_id}/seed{seed}``: the folder of one training job."""
     return Path(results_root) / "cells" / spec.dataset / spec.cell_id / f"seed{spec.seed}"
@@ -372,9 +423,13 @@ def _cell_rows(path: Path) -> list[dict]:
             raise ResultsError(f"{where}.accuracy = {acc!r} is not a fraction in [0, 1]")
         if not isinstance(n, int) or not isinstance(k, int) or n <= 0 or not 0 <= k <= n:
             raise ResultsError(f"{where}: n = {n!r}, n_correct = {k!r} must be ints with 0 <= n_correct <= n, n > 0")
+        val_acc = ev.get("validation_accuracy")
         rows.append(dict(dataset=spec.dataset, cell_id=spec.cell_id, topology=spec.topology, pooling=spec.pooling,
                          strategy=spec.strategy, cond_layer=spec.cond_layer, device=str(device), seed=spec.seed,
-                         accuracy=100.0 * float(acc), n=n, n_correct=k))
+                         accuracy=100.0 * float(acc), n=n, n_correct=k,
+                         n_train_clips=(ev.get("n_train_clips_per_device") or {}).get(device, math.nan),
+                         n_validation_clips=(ev.get("n_validation_clips_per_device") or {}).get(device, math.nan),
+                         validation_accuracy=math.nan if val_acc is None else 100.0 * float(val_acc)))
     return rows
 
 
@@ -382,7 +437,8 @@ def collect_cells(eval_json_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """One row per (cell, seed, device) of ``evaluation.json`` files; ``accuracy`` in percent.
 
     Columns: ``dataset, cell_id, topology, pooling, strategy, cond_layer, device, seed, accuracy, n,
-    n_correct``. A file read twice, or two files of the same (cell, seed), raise :class:`ResultsError`.
+    n_correct`` and :data:`CLIP_COLUMNS`: the device's training and held-out validation clips, and the
+    cell's validation Avg in percent (the same on each of its device rows; NaN where none). A file read twice, or two files of the same (cell, seed), raise :class:`ResultsError`.
     """
     rows: list[dict] = []
     seen: dict[tuple, Path] = {}
@@ -394,9 +450,10 @@ def collect_cells(eval_json_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
             raise ResultsError(f"{path}: cell {key[1]} seed {key[2]} of {key[0]} was already read from {seen[key]}")
         seen[key] = path
         rows += cell_rows
-    df = pd.DataFrame(rows, columns=CELL_COLUMNS)
+    df = pd.DataFrame(rows, columns=CELL_COLUMNS + CLIP_COLUMNS)
     return df.astype({"cond_layer": "Int64", "seed": "int64", "n": "int64", "n_correct": "int64",
-                      "accuracy": "float64"})
+                      "accuracy": "float64", "n_train_clips": "float64", "n_validation_clips": "float64",
+                      "validation_accuracy": "float64"})
 
 
 def filter_cells(cells_df: pd.DataFrame, specs: Iterable[CellSpec]) -> pd.DataFrame:
@@ -433,7 +490,12 @@ def _model_seed_rows(cells_df: pd.DataFrame, reference_device: str | Mapping[str
     out = [df[keys + ["device", "seed", "accuracy"]]]
     for _, model in df.groupby(gkeys, sort=False):
         dataset = model["dataset"].iloc[0]
-        ref = reference_device.get(dataset, "a") if isinstance(reference_device, Mapping) else reference_device
+        if isinstance(reference_device, Mapping):
+            if dataset not in reference_device:
+                raise ConfigError(f"no reference device for dataset {dataset!r} (known: {sorted(reference_device)})")
+            ref = reference_device[dataset]
+        else:
+            ref = reference_device
         all_devices = set(model["device"])
         for seed, one in model.groupby("seed"):
             if set(one["device"]) != all_devices:
@@ -466,14 +528,15 @@ def _order_key(series: pd.Series, order: Sequence) -> pd.Series:
 
 
 def summarise_table(cells_df: pd.DataFrame, table: str, *,
-                    reference_device: str | Mapping[str, str] = "a") -> pd.DataFrame:
+                    reference_device: str | Mapping[str, str]) -> pd.DataFrame:
     """Aggregate (cell, seed, device) rows over seeds into one table's long format.
 
     ``cells_df`` holds the table's cells only (see :func:`filter_cells`/:func:`table_cells`).
     Columns: ``table, dataset, topology, pooling, strategy, cond_layer, device, acc_mean, acc_std,
     acc_ci_low, acc_ci_high, n_seeds``; ``device`` is each device label plus ``avg`` (mean over all
     devices) and ``bc`` (mean over the non-reference devices), each computed per seed first.
-    ``reference_device`` is one label or a dataset -> label mapping (e.g. ``GridConfig.reference_device``).
+    ``reference_device`` (required: there is no silent default) is one label or a dataset -> label
+    mapping (:func:`reference_devices`).
     """
     _check_table(table)
     _check_cells_frame(cells_df)
@@ -503,12 +566,17 @@ def summarise_table(cells_df: pd.DataFrame, table: str, *,
 # Layer selection
 # --------------------------------------------------------------------------------------------
 
-def layers_table(table1_summary_df: pd.DataFrame) -> pd.DataFrame:
-    """The selected layer per row: ``topology, pooling, cond_layer, acc_mean`` (``results/tables/layers.csv``).
+def layers_table(table1_summary_df: pd.DataFrame, selected_on: str = "test") -> pd.DataFrame:
+    """The selected layer per row: ``topology, pooling, cond_layer, acc_mean, selected_on``
+    (``results/tables/layers.csv``).
 
     The layer with the best mean over seeds of the all-device average (``device == "avg"``) of the
     teacher-forcing cells; ties (within 1e-9) go to the lowest layer. Rows keep Table I's order.
+    ``selected_on`` names what ``acc_mean`` measures: ``test`` (Table I's summary, the paper) or
+    ``validation`` (a :func:`validation_summary`).
     """
+    if selected_on not in LAYER_SELECTIONS:
+        raise ConfigError(f"layer selection {selected_on!r} is not one of {list(LAYER_SELECTIONS)}")
     need = ["topology", "pooling", "strategy", "cond_layer", "device", "acc_mean"]
     missing = [c for c in need if c not in table1_summary_df.columns]
     if missing:
@@ -524,10 +592,44 @@ def layers_table(table1_summary_df: pd.DataFrame) -> pd.DataFrame:
         best = float(g["acc_mean"].max())
         layer = int(g.loc[g["acc_mean"] >= best - _LAYER_TIE_TOL, "cond_layer"].astype(int).min())
         rows.append({"topology": topology, "pooling": pooling, "cond_layer": layer,
-                     "acc_mean": float(g.loc[g["cond_layer"].astype(int) == layer, "acc_mean"].iloc[0])})
+                     "acc_mean": float(g.loc[g["cond_layer"].astype(int) == layer, "acc_mean"].iloc[0]),
+                     "selected_on": selected_on})
     if not rows:
         raise ResultsError("Table I summary: no teacher_forcing rows with device 'avg'")
     return pd.DataFrame(rows, columns=LAYER_COLUMNS)
+
+
+def validation_summary(cells_df: pd.DataFrame) -> pd.DataFrame:
+    """Table I's cells scored on their validation split: one ``device == "avg"`` row per (row, strategy,
+    layer) with ``acc_mean`` = the mean over seeds of each cell's validation Avg (percent), the input of
+    :func:`layers_table` under ``layer_selection: validation``. A cell without a validation score
+    raises :class:`ResultsError` naming it."""
+    _check_cells_frame(cells_df)
+    if "validation_accuracy" not in cells_df.columns:
+        raise ResultsError("cells frame: column 'validation_accuracy' is missing (layer_selection: validation)")
+    per_cell = cells_df.drop_duplicates(["dataset", "cell_id", "seed"])
+    missing = per_cell[per_cell["validation_accuracy"].isna()]
+    if len(missing):
+        first = missing.iloc[0]
+        raise ResultsError(f"cell {first['cell_id']} seed {first['seed']} of {first['dataset']} has no validation "
+                           "accuracy (it was trained without a validation split; rerun it under "
+                           "layer_selection: validation)")
+    rows = []
+    for _, g in per_cell.groupby(["topology", "pooling", "strategy", "cond_layer"], sort=False):
+        r = g.iloc[0]
+        rows.append({"topology": r["topology"], "pooling": r["pooling"], "strategy": r["strategy"],
+                     "cond_layer": r["cond_layer"], "device": "avg", "acc_mean": float(g["validation_accuracy"].mean()),
+                     "n_seeds": len(g)})
+    return pd.DataFrame(rows).astype({"cond_layer": "Int64"})
+
+
+def select_layers_table(cells_df: pd.DataFrame, table1_summary_df: pd.DataFrame,
+                        layer_selection: str = "test") -> pd.DataFrame:
+    """``layers.csv`` by the preset's ``layer_selection``: on Table I's test Avg (the paper) or on the
+    validation Avg of the same cells (:func:`validation_summary`)."""
+    if layer_selection == "validation":
+        return layers_table(validation_summary(cells_df), selected_on="validation")
+    return layers_table(table1_summary_df, selected_on=layer_selection)
 
 
 def layers_from_frame(layers_df: pd.DataFrame) -> dict[Row, int]:

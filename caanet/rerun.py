@@ -23,8 +23,8 @@ TRAINING_KEYS_CHANGING_NOTHING = ("checkpoint_every", "log_every")
 PRESET_KEYS_CHANGING_NOTHING = ("resources",)
 # Dataset keys that change nothing computed by themselves: where a local dataset lives (its content
 # is tracked by caanet.data.manifest) and which mirror serves the archives (they are verified
-# against the catalogue's sizes and checksums).
-DATASET_KEYS_CHANGING_NOTHING = ("path", "base_url")
+# against the catalogue's sizes and checksums), and whether the archives are kept after extraction.
+DATASET_KEYS_CHANGING_NOTHING = ("path", "base_url", "keep_archives")
 
 
 def training_params(training: Mapping | None) -> dict:

@@ -8,10 +8,12 @@ proportion ``p = (k1 + k2) / (n1 + n2)``::
 
 ``n`` is the number of **test clips** each model classified (DCASE 2018 Task 1B: 2,518 + 180 + 180
 = 2,878; a single-device "model" is its three cells together, one per device, so it covers the same
-clips). ``k/n`` is the clip-level proportion correct (micro accuracy), not the paper's class-wise mean;
-the paper applied the test to its reported percentages with this ``n``, which
-:func:`ztest_from_percent` reproduces. The test treats the two models' clips as independent samples
-although both models classified the *same* clips, so it is conservative for paired data.
+clips). The paper applied the test to its reported **Avg** (the mean over devices A, B, C of the
+class-wise accuracy, Table II) with this ``n``: :func:`ztest_from_percent` on :func:`avg_percent`.
+That is the statistic that decides the paper's claims here (:data:`PAPER_CLAIMS`,
+:func:`run_claims`). The clip-level test (``k/n`` = micro accuracy over all clips, 87 % of them
+from device A in DCASE 2018) is reported beside it, labelled, but decides nothing. Both treat the
+two models' clips as independent samples although both models classified the *same* clips.
 
 **McNemar's test** uses that pairing: on the clips both models classified, ``b`` = clips model A got
 right and model B wrong, ``c`` = the reverse. Exact binomial test of ``b ~ Bin(b + c, 1/2)`` when
@@ -20,8 +22,11 @@ right and model B wrong, ``c`` = the reverse. Exact binomial test of ``b ~ Bin(b
 ``sign(b - c) max(|b - c| - 1, 0) / sqrt(b + c)``).
 
 :func:`run_comparisons` writes one row per comparison and seed with ``n`` (clips per model),
-``acc_a``/``acc_b`` (clip-level percent: exactly what the z-test used), ``z``/``p_z`` and McNemar's
-``b``, ``c``, ``p`` and method, all one-sided for "model A better than model B" like the paper.
+``avg_a``/``avg_b`` with ``z_avg``/``p_avg`` (the paper's statistic), ``acc_a``/``acc_b`` (clip-level
+percent) with ``z``/``p_z``, and McNemar's ``b``, ``c``, ``p`` and method, all one-sided for "model A
+better than model B" like the paper. :func:`run_claims` writes ``results/stats/claims.csv``: one row
+per paper claim (:data:`CLAIM_COLUMNS`), decided by the z-test on the Avg (over the seed mean), with
+the clip-level and McNemar tests beside it and the same test on the paper's own numbers.
 """
 
 from __future__ import annotations
@@ -38,13 +43,15 @@ import pandas as pd
 from scipy import stats as _sps
 
 from caanet.errors import ConfigError, ResultsError
-from caanet.grid import GridConfig, Row, cell_dir, grid_config, seeds_for
+from caanet.evaluation import evaluate_predictions
+from caanet.grid import GridConfig, Row, cell_dir, grid_config, paper_table, seeds_for
 from caanet.spec import CellSpec
 
 ALTERNATIVES = ("greater", "less", "two-sided")
 MCNEMAR_EXACT_BELOW = 25
-COMPARISON_COLUMNS = ["table", "dataset", "comparison", "row", "model_a", "model_b", "seed", "n", "acc_a",
-                      "acc_b", "z", "p_z", "mcnemar_b", "mcnemar_c", "mcnemar_p", "method", "paper_claim"]
+COMPARISON_COLUMNS = ["table", "dataset", "comparison", "row", "model_a", "model_b", "seed", "n", "avg_a", "avg_b",
+                      "z_avg", "p_avg", "acc_a", "acc_b", "z", "p_z", "mcnemar_b", "mcnemar_c", "mcnemar_p", "method",
+                      "paper_claim"]
 PREDICTION_COLUMNS = ("filename", "correct")
 """The ``predictions.csv`` columns the tests need (see docs/design.md)."""
 
@@ -213,10 +220,42 @@ def compare_cells(pred_a_df, pred_b_df, label_a: str, label_b: str, *, alternati
     n, k_a, k_b = len(merged), int(ca.sum()), int(cb.sum())
     z, p_z = two_proportion_ztest(k_a, n, k_b, n, alternative)
     mc = mcnemar(ca, cb, alternative=alternative)
-    return {"model_a": label_a, "model_b": label_b, "n": n, "k_a": k_a, "k_b": k_b,
-            "acc_a": 100.0 * k_a / n, "acc_b": 100.0 * k_b / n, "z": z, "p_z": p_z,
-            "mcnemar_b": mc.b, "mcnemar_c": mc.c, "mcnemar_statistic": mc.statistic, "mcnemar_p": mc.p,
-            "method": mc.method}
+    out = {"model_a": label_a, "model_b": label_b, "n": n, "k_a": k_a, "k_b": k_b,
+           "acc_a": 100.0 * k_a / n, "acc_b": 100.0 * k_b / n, "z": z, "p_z": p_z,
+           "mcnemar_b": mc.b, "mcnemar_c": mc.c, "mcnemar_statistic": mc.statistic, "mcnemar_p": mc.p,
+           "method": mc.method, "avg_a": math.nan, "avg_b": math.nan, "z_avg": math.nan, "p_avg": math.nan}
+    if _has_avg_columns(pred_a_df) and _has_avg_columns(pred_b_df):
+        out["avg_a"], out["avg_b"] = avg_percent(pred_a_df, label_a), avg_percent(pred_b_df, label_b)
+        out["z_avg"], out["p_avg"] = ztest_from_percent(out["avg_a"], n, out["avg_b"], n, alternative)
+    return out
+
+
+AVG_COLUMNS = ("device", "scene", "pred_scene")
+"""The ``predictions.csv`` columns the Avg statistic needs."""
+
+
+def _has_avg_columns(pred) -> bool:
+    frames = pred if isinstance(pred, (list, tuple)) else [pred]
+    return all(all(c in f.columns for c in AVG_COLUMNS) for f in frames)
+
+
+def avg_percent(pred, label: str) -> float:
+    """The paper's **Avg** in percent: the mean over the devices present of each device's class-wise
+    accuracy (unweighted mean over scenes of the per-scene accuracy; Sec. IV-B, Table II's Avg column).
+
+    ``pred`` is a predictions frame or a list of them (one model's cells, joined); it needs the
+    columns :data:`AVG_COLUMNS` (labels as strings). Missing columns raise :class:`ResultsError`.
+    """
+    df = concat_predictions(pred if isinstance(pred, (list, tuple)) else [pred], label)
+    missing = [c for c in AVG_COLUMNS if c not in df.columns]
+    if missing:
+        raise ResultsError(f"predictions of {label}: columns {missing} are missing (needed for the Avg)")
+    if df.empty:
+        raise ResultsError(f"predictions of {label}: no clips")
+    df = pd.DataFrame({c: df[c].astype(str).to_numpy() for c in AVG_COLUMNS})
+    scenes = sorted(set(df["scene"]) | set(df["pred_scene"]))
+    devices = sorted(set(df["device"]))
+    return 100.0 * float(evaluate_predictions(df, scenes, devices)["mean_all"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,14 +319,53 @@ def _comparison(cfg: GridConfig, table: str, row_a: Row, strategy_a: str, row_b:
                       seeds=seeds, paper_claim=paper_claim)
 
 
-PAPER_CLAIMS: tuple[tuple[Row, Row, str], ...] = (
-    (("atrous", "att"), ("atrous", "att"),
-     "Sec. IV-C: multi-task atrous CNN + attention 68.0% > single-device 65.0%, one-tailed z-test p < 0.01"),
-    (("atrous", "att"), ("cnn_nopool", "roi"),
-     "Sec. IV-C: multi-task atrous CNN + attention 68.0% > single-device CNN w/o pool + ROI 49.0%, "
-     "one-tailed z-test p < 0.001"),
+@dataclass(frozen=True)
+class PaperClaim:
+    """One significance claim of the paper, as data: "``strategy_a`` of ``row_a`` beats ``strategy_b``
+    of ``row_b`` on ``table``'s Avg, one-tailed z-test p < ``alpha``".
+
+    The paper's own Avg values are read from its packaged table (:func:`caanet.grid.paper_table`),
+    never repeated here; ``paper_n`` is the number of test clips of the fold the paper tested on.
+    """
+
+    key: str
+    table: str
+    row_a: Row
+    strategy_a: str
+    row_b: Row
+    strategy_b: str
+    alpha: float
+    paper_n: int
+    source: str
+
+    def paper_avg(self, which: str) -> float:
+        """The paper's Avg (percent) of model ``"a"`` or ``"b"`` (Table II/III, device ``avg``)."""
+        row, strategy = (self.row_a, self.strategy_a) if which == "a" else (self.row_b, self.strategy_b)
+        df = paper_table(self.table)
+        sel = df[(df["topology"] == row[0]) & (df["pooling"] == row[1]) & (df["strategy"] == strategy)
+                 & (df["device"] == "avg")]
+        if len(sel) != 1:
+            raise ResultsError(f"claim {self.key}: the paper's {self.table} has {len(sel)} Avg values for "
+                               f"{row[0]}-{row[1]} {strategy}")
+        return float(sel["paper_acc"].iloc[0])
+
+    @property
+    def text(self) -> str:
+        return (f"{self.source}: {self.strategy_a.replace('_', '-')} {'-'.join(self.row_a)} "
+                f"{self.paper_avg('a'):.1f}% > {self.strategy_b.replace('_', '-')} {'-'.join(self.row_b)} "
+                f"{self.paper_avg('b'):.1f}% (Avg), one-tailed z-test p < {self.alpha:g}")
+
+
+DCASE2018_FOLD1_TEST_CLIPS = 2518 + 180 + 180
+"""Test clips of DCASE 2018 Task 1B development fold 1 (devices A, B, C): the paper's ``n``."""
+
+PAPER_CLAIMS: tuple[PaperClaim, ...] = (
+    PaperClaim("claim1", "table2", ("atrous", "att"), "multi_task", ("atrous", "att"), "single_device",
+               alpha=0.01, paper_n=DCASE2018_FOLD1_TEST_CLIPS, source="Sec. IV-C"),
+    PaperClaim("claim2", "table2", ("atrous", "att"), "multi_task", ("cnn_nopool", "roi"), "single_device",
+               alpha=0.001, paper_n=DCASE2018_FOLD1_TEST_CLIPS, source="Sec. IV-C"),
 )
-"""The paper's two significance claims (Table II): multi_task of the first row vs single_device of the second."""
+"""The paper's two significance claims (Sec. IV-C, on Table II): defined here once."""
 
 ROW_TESTS = (("teacher_forcing", "single_device"), ("teacher_forcing", "joint"),
              ("multi_task", "single_device"), ("multi_task", "joint"))
@@ -300,9 +378,10 @@ def paper_comparisons(preset: Mapping | GridConfig, layers: Mapping[Row, int]) -
     strategies = set(cfg.strategies)
     out: list[Comparison] = []
     if "table2" in cfg.table_datasets and {"multi_task", "single_device"} <= strategies:
-        for row_a, row_b, claim in PAPER_CLAIMS:
-            if row_a in cfg.rows and row_b in cfg.rows:
-                out.append(_comparison(cfg, "table2", row_a, "multi_task", row_b, "single_device", layers, claim))
+        for claim in PAPER_CLAIMS:
+            if claim.row_a in cfg.rows and claim.row_b in cfg.rows:
+                out.append(_comparison(cfg, claim.table, claim.row_a, claim.strategy_a, claim.row_b,
+                                       claim.strategy_b, layers, claim.key))
     for table, rows in (("table2", cfg.rows), ("table3", cfg.table3_rows)):
         if table not in cfg.table_datasets:
             continue
@@ -356,7 +435,96 @@ def run_comparisons(comparisons: Iterable[Comparison], predictions_loader: Predi
             res = compare_cells(frames_a, frames_b, comp.label_a, comp.label_b, alternative="greater")
             rows.append({"table": comp.table, "dataset": comp.dataset, "comparison": comp.comparison,
                          "row": comp.row, "model_a": comp.label_a, "model_b": comp.label_b, "seed": seed,
-                         "n": res["n"], "acc_a": res["acc_a"], "acc_b": res["acc_b"], "z": res["z"],
+                         "n": res["n"], "avg_a": res["avg_a"], "avg_b": res["avg_b"], "z_avg": res["z_avg"],
+                         "p_avg": res["p_avg"], "acc_a": res["acc_a"], "acc_b": res["acc_b"], "z": res["z"],
                          "p_z": res["p_z"], "mcnemar_b": res["mcnemar_b"], "mcnemar_c": res["mcnemar_c"],
                          "mcnemar_p": res["mcnemar_p"], "method": res["method"], "paper_claim": comp.paper_claim})
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------------
+# The paper's claims, judged with the paper's statistic
+# --------------------------------------------------------------------------------------------
+
+AVG_STATISTIC = "one-tailed two-proportion z-test on the Avg, n = test clips (the paper's)"
+CLAIM_COLUMNS = ["claim", "text", "table", "dataset", "cell_a", "cell_b", "statistic", "seeds", "n", "ours_a", "ours_b",
+                 "z", "p", "alpha", "holds", "clip_acc_a", "clip_acc_b", "clip_z", "clip_p", "mcnemar_b", "mcnemar_c",
+                 "mcnemar_p", "paper_a", "paper_b", "paper_n", "paper_z", "paper_p", "paper_holds", "status"]
+"""Columns of ``results/stats/claims.csv`` (docs/design.md): ``ours_*``/``paper_*`` are Avg percentages."""
+
+
+def claim_comparison(preset: Mapping | GridConfig, claim: PaperClaim,
+                     layers: Mapping[Row, int]) -> Comparison | None:
+    """The :class:`Comparison` of ``claim`` in this preset's grid, or None when the grid lacks its
+    table, rows or strategies."""
+    cfg = grid_config(preset)
+    if (claim.table not in cfg.table_datasets or not {claim.strategy_a, claim.strategy_b} <= set(cfg.strategies)
+            or claim.row_a not in cfg.rows or claim.row_b not in cfg.rows):
+        return None
+    return _comparison(cfg, claim.table, claim.row_a, claim.strategy_a, claim.row_b, claim.strategy_b, layers,
+                       claim.key)
+
+
+def judge_claim(claim: PaperClaim, per_seed: Sequence[Mapping]) -> dict:
+    """Judge ``claim`` from :func:`compare_cells` results of its two models, one per seed.
+
+    The decision is the paper's: the one-tailed z-test on the Avg (the mean over the seeds both models
+    were trained with: the table's mean when both have the same seeds) with ``n`` = the test clips of
+    the fold; ``holds`` when ours_a > ours_b and ``p < claim.alpha``.
+    Beside it, labelled and not deciding: the clip-level z-test on the seed-mean clip accuracy, and
+    McNemar's paired test (the largest one-sided p over seeds, with that seed's ``b``/``c``). The
+    paper's own numbers go through the same test with ``claim.paper_n``. Raises
+    :class:`ResultsError` when the seeds disagree on ``n`` or lack the Avg.
+    """
+    paper_a, paper_b = claim.paper_avg("a"), claim.paper_avg("b")
+    paper_z, paper_p = ztest_from_percent(paper_a, claim.paper_n, paper_b, claim.paper_n)
+    row = {"claim": claim.key, "text": claim.text, "table": claim.table, "statistic": AVG_STATISTIC,
+           "alpha": claim.alpha, "paper_a": paper_a, "paper_b": paper_b, "paper_n": claim.paper_n,
+           "paper_z": paper_z, "paper_p": paper_p, "paper_holds": bool(paper_a > paper_b and paper_p < claim.alpha)}
+    if not per_seed:
+        return row
+    ns = {int(r["n"]) for r in per_seed}
+    if len(ns) != 1:
+        raise ResultsError(f"claim {claim.key}: the seeds were tested on different numbers of clips {sorted(ns)}")
+    n = ns.pop()
+    if any(math.isnan(float(r["avg_a"])) or math.isnan(float(r["avg_b"])) for r in per_seed):
+        raise ResultsError(f"claim {claim.key}: the predictions lack the columns {list(AVG_COLUMNS)} for the Avg")
+    ours_a = float(np.mean([r["avg_a"] for r in per_seed]))
+    ours_b = float(np.mean([r["avg_b"] for r in per_seed]))
+    z, p = ztest_from_percent(ours_a, n, ours_b, n)
+    clip_a = float(np.mean([r["acc_a"] for r in per_seed]))
+    clip_b = float(np.mean([r["acc_b"] for r in per_seed]))
+    clip_z, clip_p = ztest_from_percent(clip_a, n, clip_b, n)
+    worst = max(per_seed, key=lambda r: r["mcnemar_p"])
+    row.update(n=n, ours_a=ours_a, ours_b=ours_b, z=z, p=p, holds=bool(ours_a > ours_b and p < claim.alpha),
+               clip_acc_a=clip_a, clip_acc_b=clip_b, clip_z=clip_z, clip_p=clip_p, mcnemar_b=int(worst["mcnemar_b"]),
+               mcnemar_c=int(worst["mcnemar_c"]), mcnemar_p=float(worst["mcnemar_p"]))
+    return row
+
+
+def run_claims(preset: Mapping | GridConfig, layers: Mapping[Row, int], loader: PredictionsLoader,
+               claims: Sequence[PaperClaim] = PAPER_CLAIMS) -> pd.DataFrame:
+    """One row per paper claim (columns :data:`CLAIM_COLUMNS`): ``results/stats/claims.csv``.
+
+    Every claim has a row; ``status`` says ``evaluated``, ``not in this preset's grid`` or
+    ``no predictions`` (then ``holds`` and our columns are empty, the paper's are filled).
+    """
+    rows = []
+    for claim in claims:
+        comp = claim_comparison(preset, claim, layers)
+        per_seed, seeds = [], []
+        if comp is not None:
+            for seed in comp.seeds:
+                frames_a = _load_model(comp.model_a, seed, loader)
+                frames_b = _load_model(comp.model_b, seed, loader)
+                if frames_a is None or frames_b is None:
+                    continue
+                per_seed.append(compare_cells(frames_a, frames_b, comp.label_a, comp.label_b, alternative="greater"))
+                seeds.append(seed)
+        row = judge_claim(claim, per_seed)
+        row["status"] = ("not in this preset's grid" if comp is None else "evaluated" if per_seed else "no predictions")
+        if comp is not None:
+            row.update(dataset=comp.dataset, cell_a=comp.label_a, cell_b=comp.label_b)
+        row["seeds"] = " ".join(map(str, seeds))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)

@@ -50,6 +50,7 @@ from caanet.data.loader import (
     cache_labels,
     carve_validation,
     chunks,
+    held_out_counts,
     fit_normalisation,
     load_features,
     normalise_,
@@ -64,7 +65,8 @@ from caanet.devices import (
 )
 from caanet.errors import ConfigError, SpecError, TrainingError
 from caanet.evaluation import evaluate_predictions, select_attention_examples
-from caanet.fidelity import Fidelity, get_fidelity
+from caanet.fidelity import LAMBDA_ON, Fidelity, get_fidelity
+from caanet.fidelity import lambda_source as _lambda_source
 from caanet.io import atomic_path, write_csv_atomic, write_json_atomic
 from caanet.rerun import TRAINING_KEYS_CHANGING_NOTHING
 from caanet.spec import CellSpec
@@ -95,10 +97,15 @@ class TrainConfig:
     """Every training hyperparameter; defaults are the paper's (Sec. IV-B) and the authors' code's.
 
     ``val_fraction`` is the fraction of training clips, taken as whole recording locations, held out
-    for validation where it is needed: the paper-mode lambda rule, or ``selection="best_val"``.
+    for validation where it is needed (:func:`needs_validation`): a multi-task lambda rule measured on
+    validation, ``selection="best_val"``, or Table I's cells under ``layer_selection: validation``;
+    every device loses the same share (:func:`caanet.data.loader.carve_validation`).
     ``selection`` picks the evaluated weights: ``last`` (the paper and the authors) or ``best_val``
     (best validation accuracy every ``val_every`` iterations; never the test set).
-    ``amp`` enables bf16 autocast on CUDA only. ``log_every`` sets the metrics.csv rows.
+    ``amp`` enables bf16 autocast on CUDA only (never in ``reference`` fidelity, which runs float32).
+    ``lambda_on`` chooses where the lambda rule measures the device accuracy: ``"test"`` (the paper's
+    text and the authors' code), ``"validation"`` (leak-free), or ``None`` for the fidelity's default
+    (:attr:`caanet.fidelity.Fidelity.lambda_source`). ``log_every`` sets the metrics.csv rows.
     ``unseen_device``: what conditioned models get for test clips of devices absent from training,
     ``{teacher_forcing: zero|uniform, multi_task: predicted|zero|uniform}`` (a single name sets both;
     :mod:`caanet.devices` defines each policy; multi_task covers both multi-task strategies).
@@ -124,6 +131,7 @@ class TrainConfig:
     channels: tuple[int, ...] = (64, 128, 256, 512)
     device_channels: tuple[int, ...] = (64, 128)
     amp: bool = True
+    lambda_on: str | None = None
     attention_examples_per_class_device: int = 2
     deterministic: bool = True
     unseen_device: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_UNSEEN_POLICY))
@@ -173,6 +181,8 @@ class TrainConfig:
         if self.selection not in SELECTIONS:
             bad("selection", f"expected one of {list(SELECTIONS)}")
         self.unseen_device = normalise_unseen_policy(self.unseen_device, f"{where}.unseen_device")
+        if self.lambda_on is not None and self.lambda_on not in LAMBDA_ON:
+            bad("lambda_on", f"expected one of {list(LAMBDA_ON)} or null (the fidelity's default)")
         for key in ("amp", "deterministic"):
             if not isinstance(getattr(self, key), bool):
                 bad(key, "expected true or false")
@@ -239,7 +249,7 @@ class LambdaRule:
     def from_config(cls, cfg: TrainConfig, fidelity: Fidelity | str) -> "LambdaRule":
         fid = get_fidelity(fidelity)
         return cls(high=cfg.lambda_high, low=cfg.lambda_low, switch_acc=cfg.lambda_switch_acc,
-                   check_every=cfg.lambda_check_every, sticky=fid.lambda_sticky, source=fid.lambda_source)
+                   check_every=cfg.lambda_check_every, sticky=fid.lambda_sticky, source=lambda_source(cfg, fid))
 
     def due(self, iteration: int) -> bool:
         """Whether a device-accuracy check is needed after ``iteration`` completed iterations."""
@@ -343,9 +353,28 @@ def seen_devices_first(features_path, data: CellData) -> CellData:
     return dataclasses.replace(data, device_labels=labels, n_seen=len(seen))
 
 
-def needs_validation(cfg: TrainConfig, fidelity: Fidelity) -> bool:
-    """Whether the cell holds out a validation split: the paper's lambda source or best-on-validation."""
-    return cfg.selection == "best_val" or fidelity.lambda_source == "validation"
+def lambda_source(cfg: TrainConfig, fidelity: Fidelity | str) -> str:
+    """Where the lambda rule measures CNN-d: ``cfg.lambda_on``, else the fidelity's default."""
+    return _lambda_source(fidelity, cfg.lambda_on)
+
+
+def needs_validation(spec: CellSpec, cfg: TrainConfig, fidelity: Fidelity | str, *,
+                     score_validation: bool = False) -> bool:
+    """Whether this cell holds a validation split out of its training data.
+
+    Only cells that use one do: a multi-task cell whose lambda rule measures on the validation split,
+    every cell under ``selection="best_val"``, and a cell asked to score the validation split
+    (``score_validation``: Table I's cells under ``layer_selection: validation``). Every other cell
+    trains on the whole official training split."""
+    uses_lambda = spec.strategy == "multi_task" and lambda_source(cfg, fidelity) == "validation"
+    return cfg.selection == "best_val" or uses_lambda or bool(score_validation)
+
+
+def effective_config(spec: CellSpec, cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` as this cell runs it: bf16 autocast off in a fidelity that runs float32 (``reference``)."""
+    if cfg.amp and not get_fidelity(spec.fidelity).bf16_autocast:
+        return dataclasses.replace(cfg, amp=False)
+    return cfg
 
 
 def check_spec(features_path, spec: CellSpec, cfg: TrainConfig) -> tuple[list, list]:
@@ -361,7 +390,7 @@ def check_spec(features_path, spec: CellSpec, cfg: TrainConfig) -> tuple[list, l
     if spec.strategy == "single_device" and spec.device not in device_labels:
         raise SpecError(f"cell {spec.cell_id}: device {spec.device!r} is not in the cache {features_path} "
                         f"(devices: {device_labels})")
-    if spec.strategy == "multi_task" and fid.lambda_source == "validation" and cfg.val_fraction == 0:
+    if spec.strategy == "multi_task" and lambda_source(cfg, fid) == "validation" and cfg.val_fraction == 0:
         raise ConfigError(f"training.val_fraction: 0 leaves no validation split for the lambda rule of {spec.cell_id}")
     if cfg.selection == "best_val" and cfg.val_fraction == 0:
         raise ConfigError("training.val_fraction: 0 leaves no validation split for selection='best_val'")
@@ -381,8 +410,20 @@ def validation_filenames(features_path, spec: CellSpec, cfg: TrainConfig) -> set
     return set(cols["filename"][rows[val]].tolist())
 
 
-def prepare_data(features_path, spec: CellSpec, cfg: TrainConfig) -> CellData:
-    """Load the cell's clips, carve the validation split, fit and apply the per-mel-bin normalisation."""
+def held_out_line(data: CellData) -> str:
+    """One log line: the validation clips held out of each device's training clips (count and %)."""
+    counts = held_out_counts(data.train.device, data.train_idx, data.val_idx, data.device_labels)
+    parts = []
+    for d in data.device_labels:
+        tr, va = counts["train"].get(d, 0), counts["validation"].get(d, 0)
+        if tr + va:
+            parts.append(f"{d} {va} of {tr + va} ({100.0 * va / (tr + va):.1f} %)")
+    return "validation clips held out per device: " + (", ".join(parts) if data.val_idx.size else "none")
+
+
+def prepare_data(features_path, spec: CellSpec, cfg: TrainConfig, *, score_validation: bool = False) -> CellData:
+    """Load the cell's clips, carve the validation split (only where :func:`needs_validation`), fit and
+    apply the per-mel-bin normalisation."""
     fid = get_fidelity(spec.fidelity)
     devices = [spec.device] if spec.strategy == "single_device" else None
     train_fs = load_features(features_path, split="train", devices=devices)
@@ -393,10 +434,10 @@ def prepare_data(features_path, spec: CellSpec, cfg: TrainConfig) -> CellData:
             raise SpecError(f"cell {spec.cell_id}: the cache {features_path} has no {name} clips"
                             + (f" of device {spec.device!r}" if devices else ""))
     is_val = np.zeros(len(train), dtype=bool)
-    if needs_validation(cfg, fid):
+    needed = needs_validation(spec, cfg, fid, score_validation=score_validation)
+    if needed:
         is_val = np.isin(train.filename, list(validation_filenames(features_path, spec, cfg)))
     train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
-    needed = cfg.selection == "best_val" or (spec.strategy == "multi_task" and fid.lambda_source == "validation")
     if needed and val_idx.size == 0:
         raise TrainingError(f"cell {spec.cell_id}: no validation clips: {features_path} has too few recording "
                             "locations per scene and device to hold any out of training")
@@ -888,8 +929,12 @@ class CellTrainer:
         out["loss_log_variances"] = self.rule.weighting.log_vars() if self.learned else None
         return out
 
-    def evaluate(self, code_version=None) -> tuple[dict, pd.DataFrame, dict | None]:
-        """Evaluate the selected weights on the test clips: ``(evaluation, predictions, attention or None)``."""
+    def evaluate(self, code_version=None, reference_device: str | None = None) -> tuple[dict, pd.DataFrame, dict | None]:
+        """Evaluate the selected weights on the test clips: ``(evaluation, predictions, attention or None)``.
+
+        ``reference_device`` (default: the cache's first device) is left out of ``mean_bc``. Where the cell
+        holds a validation split, the selected weights' ``validation_accuracy`` (Avg over its devices) is
+        recorded too; ``n_train_clips``/``n_validation_clips`` (and ``*_per_device``) say what it trained on."""
         cfg, data, st = self.cfg, self.data, self.state
         train_seconds = self.elapsed()
         selected = cfg.iterations
@@ -899,17 +944,26 @@ class CellTrainer:
         scene_pred, device_pred = predict(self.model, data.test, np.arange(len(data.test)), dev=self.dev,
                                           batch_size=cfg.eval_batch_size, amp=cfg.amp, oracle=self.oracle)
         preds_df = _predictions_frame(data, scene_pred, device_pred)
+        counts = held_out_counts(data.train.device, data.train_idx, data.val_idx, data.device_labels)
+        present = [d for d in data.device_labels if counts["train"][d] + counts["validation"][d] > 0]
+        val_acc = (validation_accuracy(self.model, data, dev=self.dev, cfg=cfg, oracle=self.oracle)
+                   if data.val_idx.size else None)
         evaluation = {
             "cell_id": self.spec.cell_id, "spec": self.spec.to_dict(),
             "scene_labels": data.scene_labels, "device_labels": data.device_labels,
-            **evaluate_predictions(preds_df, data.scene_labels, data.device_labels),
+            **evaluate_predictions(preds_df, data.scene_labels, data.device_labels, reference_device=reference_device),
+            "reference_device": reference_device or data.device_labels[0],
             "iterations": cfg.iterations, "train_seconds": round(train_seconds, 3),
             "device_accuracy": float(np.mean(device_pred == data.test.device)) if device_pred is not None else None,
             "fidelity": self.fidelity.name, "selection": cfg.selection, "selected_iteration": selected,
+            "bf16_autocast": bool(cfg.amp and self.dev.type == "cuda"),
             "test_device_labels_used": self.oracle,
             "lambda_source": self.rule.source if self.multi else None,
             "lambda_switched_at": self.rule.switched_at if self.multi else None,
-            "n_train": int(data.train_idx.size), "n_val": int(data.val_idx.size), "n_test": len(data.test),
+            "n_train_clips": int(data.train_idx.size), "n_validation_clips": int(data.val_idx.size),
+            "n_train_clips_per_device": {d: counts["train"][d] for d in present},
+            "n_validation_clips_per_device": {d: counts["validation"][d] for d in present},
+            "n_test": len(data.test), "validation_accuracy": val_acc,
             "validation_history": st.val_history,
             "code_version": code_version,
         }
@@ -927,7 +981,8 @@ class CellTrainer:
 
 def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, threads: int | None = None,
                device="auto", log=None, code_version: str | None = None,
-               callback: Callable[[int], None] | None = None) -> dict:
+               callback: Callable[[int], None] | None = None, score_validation: bool = False,
+               reference_device: str | None = None) -> dict:
     """Train and evaluate one table cell; write the contract's outputs into ``out_dir``; return evaluation.json.
 
     ``threads`` sets torch's intra-op threads (inter-op 1) so a job uses the cores its rule declares.
@@ -937,23 +992,35 @@ def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, thre
     ``evaluation.json``; a checkpoint written by other code is discarded (logged) rather than
     resumed, while one of another spec or config is refused. ``callback(iteration)`` is called after
     each completed iteration (a test hook; an exception raised there aborts the job like a kill,
-    leaving the last periodic checkpoint). Nothing is written before the spec, config and cache
-    have been checked.
+    leaving the last periodic checkpoint). ``score_validation``: hold a validation split out and
+    record the accuracy on it (Table I's cells under ``layer_selection: validation``).
+    ``reference_device``: the device left out of ``mean_bc`` (default: the cache's first). A fidelity
+    that runs float32 (``reference``) turns ``cfg.amp`` off (:func:`effective_config`). Nothing is
+    written before the spec, config and cache have been checked.
     """
     features_path, out_dir = Path(features_path), Path(out_dir)
     say = _as_log(log)
     check_spec(features_path, spec, cfg)
+    cfg = effective_config(spec, cfg)
+    if score_validation and cfg.val_fraction == 0:
+        raise ConfigError(f"training.val_fraction: 0 leaves no validation split to select {spec.cell_id}'s layer on "
+                          "(grid.layer_selection: validation)")
+    _, device_labels = cache_labels(features_path)
+    if reference_device is not None and reference_device not in device_labels:
+        raise ConfigError(f"reference_device={reference_device!r} is not one of the devices {device_labels} "
+                          f"of {features_path}")
     dev = _resolve_device(device)
     _set_threads(threads)
-    data = seen_devices_first(features_path, prepare_data(features_path, spec, cfg))
+    data = seen_devices_first(features_path, prepare_data(features_path, spec, cfg, score_validation=score_validation))
     ck_path = out_dir / "checkpoints" / "last.pt"
     with _determinism(cfg.deterministic, spec.seed), _StopFlag() as stop:
         trainer = CellTrainer(spec, cfg, data, dev, say)
         trainer.resume(ck_path, code_version)
         say(f"{trainer.name} ({trainer.fidelity.name}): {data.train_idx.size} training clips, {data.val_idx.size} "
             f"validation, {len(data.test)} test; {cfg.iterations} iterations on {dev}")
+        say(f"{trainer.name}: " + held_out_line(data))
         trainer.run(ck_path, code_version, stop, callback)
-        evaluation, preds_df, attention = trainer.evaluate(code_version)
+        evaluation, preds_df, attention = trainer.evaluate(code_version, reference_device)
         _write_outputs(out_dir, spec=spec, cfg=cfg, model=trainer.model, model_cfg=trainer.model_cfg, data=data,
                        metrics=trainer.state.metrics, evaluation=evaluation, preds_df=preds_df, attention=attention)
     with contextlib.suppress(FileNotFoundError):

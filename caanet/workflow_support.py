@@ -6,6 +6,7 @@ The Snakefile calls these at parse time, so they stay cheap: no torch import her
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -83,6 +84,16 @@ def cell_spec(preset: dict, dataset: str, cell: str, seed) -> CellSpec:
     return spec
 
 
+def train_options(preset: dict, dataset: str, cell: str, seed) -> dict:
+    """The keyword options of ``train_cell`` that the preset's grid decides for this cell: whether it
+    scores a validation split for the layer selection, and the dataset's reference device."""
+    from caanet import grid
+
+    spec = cell_spec(preset, dataset, cell, seed)
+    return {"score_validation": grid.scores_validation(preset, spec),
+            "reference_device": grid.reference_devices(preset)[dataset]}
+
+
 def check_preset(preset: dict) -> None:
     """Check every part of the preset that a JSON schema cannot, before any job runs (the grid is
     checked by ``caanet.grid`` when the Snakefile expands it)."""
@@ -93,8 +104,10 @@ def check_preset(preset: dict) -> None:
     train_config(train_settings(preset), preset["name"])
 
 
-def figure_cells(preset: dict, table2_csv: str | Path, layers: dict, results: str = "results") -> dict:
-    """Evaluation files of the models in Figs. 6 and 7.
+def figure_cells(preset: dict, table2_csv: str | Path, cells_csv: str | Path, layers: dict,
+                 results: str = "results") -> dict:
+    """Evaluation files of the models in Figs. 6 and 7, each at its seed with the best Avg
+    (:func:`caanet.grid.best_seed`, from ``cells.csv``; the path names the seed).
 
     Fig. 6: the multi-task model with the best A/B/C average in Table II. Fig. 7: the multi-task
     model with attention pooling (the CAA-Net itself: atrous + attention when that row exists,
@@ -105,16 +118,16 @@ def figure_cells(preset: dict, table2_csv: str | Path, layers: dict, results: st
     from caanet import grid
 
     df = pd.read_csv(table2_csv)
+    cells = pd.read_csv(cells_csv, dtype={"device": str, "dataset": str})
     mt = df[(df.strategy == "multi_task") & (df.device == "avg")]
     if mt.empty:
         raise ConfigError("Table II has no multi_task rows: Figs. 6 and 7 need the multi-task strategy")
     dataset = preset["tables"]["table2"]["dataset"]
 
     def spec_for(row) -> CellSpec:
-        seed = grid.seeds_for(preset, row.pooling)[0]
-        return CellSpec(dataset, row.topology, row.pooling, "multi_task",
-                        cond_layer=int(layers[(row.topology, row.pooling)]), seed=seed,
-                        fidelity=preset.get("fidelity", "paper"))
+        spec = CellSpec(dataset, row.topology, row.pooling, "multi_task",
+                        cond_layer=int(layers[(row.topology, row.pooling)]), fidelity=preset.get("fidelity", "paper"))
+        return dataclasses.replace(spec, seed=grid.best_seed(cells, spec))
 
     best = mt.sort_values("acc_mean", ascending=False, kind="stable").iloc[0]
     att = mt[mt.pooling.isin(["att", "roi_att"])]

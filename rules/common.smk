@@ -35,8 +35,8 @@ CODE = {
     "data": source_hash("data"),
     "features": source_hash("audio.py", "features.py"),
     "train": source_hash("models", "training.py", "evaluation.py", "fidelity.py", "spec.py"),
-    "stats": source_hash("grid.py", "stats.py", "paper"),
-    "render": source_hash("render"),
+    "stats": source_hash("grid.py", "stats.py", "evaluation.py", "paper"),
+    "render": source_hash("render", "fidelity.py", "grid.py", "stats.py"),
 }
 
 
@@ -122,8 +122,8 @@ def table23_specs():
 
 def best_multitask(wildcards):
     """Cell folders of the multi-task models shown in Figs. 6 and 7 (chosen from Table II)."""
-    table2 = checkpoints.aggregate_tables.get().output.table2
-    return ws.figure_cells(P, table2, selected_layers())
+    out = checkpoints.aggregate_tables.get().output
+    return ws.figure_cells(P, out.table2, out.cells, selected_layers())
 
 
 def all_metrics(wildcards):

@@ -32,8 +32,8 @@ rule download_dataset:
     wildcard_constraints:
         dataset=_names_regex(DATASETS_BY_SOURCE["zenodo"]),
     params:
-        # the mirror (base_url) is read by the job from the config: the archives are verified
-        # against the catalogue, so another mirror changes nothing downloaded (caanet.rerun)
+        # the mirror (base_url) and keep_archives are read by the job from the config: the archives
+        # are verified against the catalogue, so neither changes what is extracted (caanet.rerun)
         remote=lambda wildcards: DATASETS[wildcards.dataset]["remote"],
         dest=lambda wildcards: f"{RESULTS}/zenodo/{wildcards.dataset}",
     threads: 1

@@ -71,6 +71,8 @@ rule render_report:
         figures=rules.render_figures.output,
         summaries=[f"{RESULTS}/tables/table{n}.csv" for n in (1, 2, 3)],
         stats=f"{RESULTS}/stats/comparisons.csv",
+        claims=f"{RESULTS}/stats/claims.csv",
+        cells=f"{RESULTS}/tables/cells.csv",
         benchmarks=all_benchmarks,
     output:
         html=report(f"{REPORTS}/paper.html", caption="report/paper.rst", category="Report"),

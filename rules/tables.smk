@@ -12,6 +12,8 @@ checkpoint aggregate_table1:
         table=f"{RESULTS}/tables/table1.csv",
         layers=f"{RESULTS}/tables/layers.csv",
     params:
+        reference_device=grid.reference_devices(P),
+        layer_selection=grid.grid_config(P).layer_selection,
         code=CODE["stats"],
     threads: 1
     resources:
@@ -59,7 +61,8 @@ rule run_stats:
         layers=f"{RESULTS}/tables/layers.csv",
         predictions=lambda wildcards: cell_files(table23_specs(), "predictions.csv"),
     output:
-        f"{RESULTS}/stats/comparisons.csv",
+        comparisons=f"{RESULTS}/stats/comparisons.csv",
+        claims=f"{RESULTS}/stats/claims.csv",
     params:
         preset=rerun.preset_params(P),
         results=lambda wildcards, input: Path(input.layers).parent.parent,

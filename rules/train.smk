@@ -14,6 +14,7 @@ rule train_cell:
     params:
         spec=lambda wildcards: ws.cell_spec(P, wildcards.dataset, wildcards.cell, wildcards.seed).to_dict(),
         training=rerun.training_params(ws.train_settings(P)),
+        options=lambda wildcards: ws.train_options(P, wildcards.dataset, wildcards.cell, wildcards.seed),
         code=CODE["train"],
     threads: P["resources"]["train"]["threads"]
     resources:

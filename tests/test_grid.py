@@ -4,6 +4,7 @@ import copy
 import json
 import math
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -178,7 +179,7 @@ def test_summarise_three_seeds_against_hand_computation():
     rows = (cell_rows("atrous-att-multi_task-L3", seed=0, a=60.0, b=50.0, c=40.0)
             + cell_rows("atrous-att-multi_task-L3", seed=1, a=62.0, b=52.0, c=44.0)
             + cell_rows("atrous-att-multi_task-L3", seed=2, a=67.0, b=48.0, c=42.0))
-    s = grid.summarise_table(frame(rows), "table2")
+    s = grid.summarise_table(frame(rows), "table2", reference_device="a")
     assert list(s.columns) == grid.SUMMARY_COLUMNS
     assert list(s["device"]) == ["a", "b", "c", "avg", "bc"]
     a = pick(s, device="a")
@@ -201,7 +202,7 @@ def test_single_device_avg_and_bc_come_from_three_cells_per_seed():
         rows += cell_rows("cnn_pool-max-single_device-a", seed=seed, a=a)
         rows += cell_rows("cnn_pool-max-single_device-b", seed=seed, b=b)
         rows += cell_rows("cnn_pool-max-single_device-c", seed=seed, c=c)
-    s = grid.summarise_table(frame(rows), "table2")
+    s = grid.summarise_table(frame(rows), "table2", reference_device="a")
     assert set(s["strategy"]) == {"single_device"} and len(s) == 5
     assert pick(s, device="avg")["acc_mean"] == pytest.approx((60.0 + 62.0) / 2)
     assert pick(s, device="bc")["acc_mean"] == pytest.approx((55.0 + 57.0) / 2)
@@ -213,7 +214,7 @@ def test_incomplete_single_device_seed_is_left_out_of_avg():
     rows = (cell_rows("cnn_pool-max-single_device-a", seed=0, a=70.0)
             + cell_rows("cnn_pool-max-single_device-b", seed=0, b=60.0)
             + cell_rows("cnn_pool-max-single_device-a", seed=1, a=90.0))
-    s = grid.summarise_table(frame(rows), "table2")
+    s = grid.summarise_table(frame(rows), "table2", reference_device="a")
     assert pick(s, device="avg")["acc_mean"] == pytest.approx(65.0)
     assert pick(s, device="avg")["n_seeds"] == 1
     assert pick(s, device="a")["n_seeds"] == 2
@@ -230,7 +231,7 @@ def test_one_seed_has_no_spread_and_reference_device_is_configurable():
 def test_summarise_rejects_duplicates():
     rows = cell_rows("atrous-max-joint", a=60.0) * 2
     with pytest.raises(ResultsError, match="duplicate"):
-        grid.summarise_table(frame(rows), "table2")
+        grid.summarise_table(frame(rows), "table2", reference_device="a")
 
 
 def write_eval(path, spec, per_device):
@@ -248,7 +249,8 @@ def test_collect_cells_and_filter(tmp_path):
     paths = [write_eval(grid.cell_dir(tmp_path, tf) / "evaluation.json", tf, {"a": (0.7, 7), "b": (0.5, 5)}),
              write_eval(grid.cell_dir(tmp_path, sd) / "evaluation.json", sd, {"b": (0.25, 3)})]
     df = grid.collect_cells(paths)
-    assert list(df.columns) == grid.CELL_COLUMNS and len(df) == 3
+    assert list(df.columns) == grid.CELL_COLUMNS + grid.CLIP_COLUMNS and len(df) == 3
+    assert df["n_train_clips"].isna().all()          # an evaluation.json without clip counts
     row = df[(df["cell_id"] == "atrous-att-teacher_forcing-L2") & (df["device"] == "a")].iloc[0]
     assert row["accuracy"] == pytest.approx(70.0) and row["seed"] == 1 and row["cond_layer"] == 2
     assert row["n"] == 10 and row["n_correct"] == 7
@@ -306,7 +308,7 @@ def test_select_layers_from_full_summary_pipeline():
     for layer, accs in {1: (60.0, 61.0), 2: (64.0, 66.0), 3: (66.0, 63.0)}.items():
         for seed, acc in enumerate(accs):
             rows += cell_rows(f"atrous-att-teacher_forcing-L{layer}", seed=seed, a=acc + 10, b=acc - 5, c=acc - 5)
-    s = grid.summarise_table(frame(rows), "table1")
+    s = grid.summarise_table(frame(rows), "table1", reference_device="a")
     assert grid.select_layers(s) == {("atrous", "att"): 2}   # means 60.5, 65, 64.5
 
 
@@ -324,11 +326,105 @@ def test_paper_tables_load_in_our_vocabulary():
 
 def test_compare_with_paper_adds_diff():
     rows = cell_rows("atrous-att-multi_task-L3", dataset="embedded2018", a=72.4, b=70.9, c=62.8)
-    s = grid.compare_with_paper(grid.summarise_table(frame(rows), "table2"), "table2")
+    s = grid.compare_with_paper(grid.summarise_table(frame(rows), "table2", reference_device="a"), "table2")
     assert pick(s, device="b")["diff"] == pytest.approx(2.0)
     assert pick(s, device="avg")["paper_acc"] == pytest.approx(68.0)
     assert pd.isna(pick(s, device="bc")["paper_acc"])
-    t1 = grid.summarise_table(frame(cell_rows("atrous-att-teacher_forcing-L2", a=63.7, b=62.7, c=61.7)), "table1")
+    t1 = grid.summarise_table(frame(cell_rows("atrous-att-teacher_forcing-L2", a=63.7, b=62.7, c=61.7)), "table1", reference_device="a")
     c1 = grid.compare_with_paper(t1, "table1")
     assert pick(c1, device="avg")["paper_acc"] == pytest.approx(62.7)
     assert pick(c1, device="avg")["diff"] == pytest.approx(0.0, abs=1e-9)
+
+
+# --------------------------------------------------------------------------- reference device, layer selection
+
+def test_reference_device_named_otherwise_is_one_definition_from_config_to_table(tmp_path):
+    """Devices [zoom, phone1, phone2] at 90/50/40 %, zoom the reference: B/C is 45.0, not 60.0."""
+    import yaml
+
+    from caanet.config import load_schema, validate_config
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    config["datasets"]["mine"] = {"source": "local", "path": str(tmp_path), "clip_seconds": 1.0,
+                                  "devices": ["phone1", "zoom", "phone2"], "reference_device": "zoom"}
+    config["presets"]["mine"] = {"tables": {t: {"dataset": "mine"} for t in ("table1", "table2", "table3")}}
+    config["preset"] = "mine"
+    validate_config(config, load_schema())                     # the schema accepts reference_device
+    from caanet.config import resolve
+    preset = resolve(config)
+    assert grid.reference_devices(preset) == {"mine": "zoom"}
+    rows = cell_rows("cnn_pool-max-joint", dataset="mine", zoom=90.0, phone1=50.0, phone2=40.0)
+    s = grid.summarise_table(frame(rows), "table2", reference_device=grid.reference_devices(preset))
+    assert pick(s, device="bc")["acc_mean"] == pytest.approx(45.0)
+    assert pick(s, device="avg")["acc_mean"] == pytest.approx(60.0)
+    bad = dict(config, datasets=dict(config["datasets"], mine=dict(config["datasets"]["mine"], reference_device="a")))
+    with pytest.raises(ConfigError, match="reference_device"):
+        grid.grid_config(resolve(bad))
+
+
+def test_reference_device_with_more_than_three_devices():
+    rows = cell_rows("cnn_pool-max-joint", dataset="d", s1=80.0, s2=70.0, s3=60.0, s4=50.0, s5=40.0)
+    s = grid.summarise_table(frame(rows), "table2", reference_device={"d": "s3"})
+    assert pick(s, device="bc")["acc_mean"] == pytest.approx((80 + 70 + 50 + 40) / 4)
+    assert pick(s, device="avg")["acc_mean"] == pytest.approx(60.0)
+    with pytest.raises(ConfigError, match="no reference device for dataset 'd'"):
+        grid.summarise_table(frame(rows), "table2", reference_device={"other": "s1"})
+
+
+def test_layer_selection_on_validation_uses_the_validation_scores():
+    preset = {"tables": {"table1": {"dataset": "d"}}, "datasets": {"d": {"devices": ["a", "b", "c"]}},
+              "grid": {"rows": [["atrous", "att"]], "layers": [1, 2], "layer_selection": "validation"}}
+    cfg = grid.grid_config(preset)
+    assert cfg.layer_selection == "validation"
+    tf1, tf2 = grid.table1_cells(preset)
+    assert grid.scores_validation(preset, tf1) and grid.scores_validation(preset, tf2)
+    joint = CellSpec("d", "atrous", "att", "joint")
+    assert not grid.scores_validation(preset, joint)
+    assert not grid.scores_validation(dict(preset, grid={"rows": [["atrous", "att"]]}), tf1)   # test: the paper's
+    with pytest.raises(ConfigError, match="layer_selection"):
+        grid.grid_config(dict(preset, grid={"layer_selection": "train"}))
+    # layer 1 is best on test (70 > 60), layer 2 on validation (55 > 50)
+    rows = (cell_rows(tf1.cell_id, a=70.0, b=70.0, c=70.0) + cell_rows(tf2.cell_id, a=60.0, b=60.0, c=60.0))
+    cells = frame(rows)
+    cells["validation_accuracy"] = [50.0] * 3 + [55.0] * 3
+    summary = grid.summarise_table(cells[grid.CELL_COLUMNS], "table1", reference_device="a")
+    on_test = grid.select_layers_table(cells, summary, "test")
+    on_val = grid.select_layers_table(cells, summary, "validation")
+    assert on_test[["cond_layer", "selected_on"]].values.tolist() == [[1, "test"]]
+    assert on_val[["cond_layer", "acc_mean", "selected_on"]].values.tolist() == [[2, 55.0, "validation"]]
+    cells["validation_accuracy"] = float("nan")
+    with pytest.raises(ResultsError, match="no validation accuracy"):
+        grid.select_layers_table(cells, summary, "validation")
+
+
+def test_figures_show_the_seed_with_the_best_avg(tmp_path):
+    from caanet import workflow_support as ws
+
+    preset = {"tables": {"table1": {"dataset": "d"}, "table2": {"dataset": "d"}},
+              "datasets": {"d": {"devices": ["a", "b", "c"]}}, "seeds_by_pooling": {"att": [0, 1, 2]}}
+    cid = "atrous-att-multi_task-L2"
+    rows = (cell_rows(cid, seed=0, a=60.0, b=50.0, c=40.0) + cell_rows(cid, seed=1, a=70.0, b=60.0, c=50.0)
+            + cell_rows(cid, seed=2, a=80.0, b=50.0, c=50.0))   # Avg 50, 60, 60: seed 1 (tie -> lowest)
+    cells = frame(rows)
+    spec = CellSpec.from_id(cid, dataset="d")
+    assert grid.best_seed(cells, spec) == 1
+    with pytest.raises(ResultsError, match="no results of cell"):
+        grid.best_seed(cells, CellSpec.from_id("atrous-att-multi_task-L1", dataset="d"))
+    cells.to_csv(tmp_path / "cells.csv", index=False)
+    table2 = grid.summarise_table(cells, "table2", reference_device="a")
+    table2.to_csv(tmp_path / "table2.csv", index=False)
+    out = ws.figure_cells(preset, tmp_path / "table2.csv", tmp_path / "cells.csv", {("atrous", "att"): 2})
+    assert out["fig6"] == f"results/cells/d/{cid}/seed1/evaluation.json" == out["fig7"]
+
+
+def test_train_options_carry_the_layer_selection_and_reference_device():
+    from caanet import workflow_support as ws
+
+    preset = {"tables": {"table1": {"dataset": "d"}, "table2": {"dataset": "d"}},
+              "datasets": {"d": {"devices": ["p1", "zoom", "p2"], "reference_device": "zoom"}},
+              "grid": {"rows": [["atrous", "att"]], "layers": [1, 2], "layer_selection": "validation"}}
+    assert ws.train_options(preset, "d", "atrous-att-teacher_forcing-L2", "0") == {
+        "score_validation": True, "reference_device": "zoom"}
+    assert ws.train_options(preset, "d", "atrous-att-joint", "1") == {"score_validation": False,
+                                                                      "reference_device": "zoom"}
+    paper = dict(preset, grid={"rows": [["atrous", "att"]], "layers": [1, 2]})
+    assert ws.train_options(paper, "d", "atrous-att-teacher_forcing-L2", "0")["score_validation"] is False

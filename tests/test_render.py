@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from caanet import stats
 from caanet.errors import ResultsError
 from caanet.render import figures as F
 from caanet.render import report as R
@@ -80,7 +81,9 @@ def make_cells(summary1: pd.DataFrame, summary2: pd.DataFrame) -> pd.DataFrame:
                 rows.append({"dataset": r["dataset"], "cell_id": cid, "topology": r["topology"],
                              "pooling": r["pooling"], "strategy": r["strategy"], "cond_layer": layer,
                              "device": r["device"], "seed": seed, "accuracy": r["acc_mean"] + seed - 1,
-                             "n": 30, "n_correct": 15})
+                             "n": 30, "n_correct": 15, "n_train_clips": 90 if r["device"] == "a" else 18,
+                             "n_validation_clips": (10 if r["device"] == "a" else 2)
+                             if r["strategy"] == "multi_task" else 0, "validation_accuracy": None})
     return pd.DataFrame(rows).drop_duplicates(["dataset", "cell_id", "device", "seed"])
 
 
@@ -151,17 +154,25 @@ def make_results(root):
     comps = [
         {"table": "table2", "dataset": "embedded2018", "comparison": "multi_task vs single_device",
          "row": "atrous-att", "model_a": "atrous-att-multi_task-L2", "model_b": "atrous-att-single_device[a+b+c]",
-         "seed": 0, "n": 300, "acc_a": 68.0, "acc_b": 60.0, "z": 2.04, "p_z": 0.0207, "mcnemar_b": 30,
-         "mcnemar_c": 12, "mcnemar_p": 0.004, "method": "chi2",
-         "paper_claim": "Sec. IV-C: multi-task atrous CNN + attention 68.0% > single-device 65.0%, one-tailed z-test p < 0.01"},
+         "seed": 0, "n": 300, "avg_a": 68.0, "avg_b": 60.0, "z_avg": 2.04, "p_avg": 0.0207, "acc_a": 70.0,
+         "acc_b": 66.0, "z": 1.0, "p_z": 0.15, "mcnemar_b": 30, "mcnemar_c": 12, "mcnemar_p": 0.004, "method": "chi2",
+         "paper_claim": "claim1"},
     ]
     for row in ("atrous-att", "cnn_pool-max", "cnn_nopool-roi"):
         for a, b in R.CLAIM_TESTS:
             comps.append({"table": "table2", "dataset": "embedded2018", "comparison": f"{a} vs {b}", "row": row,
-                          "model_a": f"{row}-{a}", "model_b": f"{row}-{b}", "seed": 0, "n": 300, "acc_a": 61.0,
-                          "acc_b": 55.0, "z": 1.5, "p_z": 0.03 if row == "atrous-att" else 0.2, "mcnemar_b": 10,
+                          "model_a": f"{row}-{a}", "model_b": f"{row}-{b}", "seed": 0, "n": 300, "avg_a": 62.0,
+                          "avg_b": 56.0, "z_avg": 1.5, "p_avg": 0.03 if row == "atrous-att" else 0.2, "acc_a": 61.0,
+                          "acc_b": 55.0, "z": 1.5, "p_z": 0.2, "mcnemar_b": 10,
                           "mcnemar_c": 5, "mcnemar_p": 0.15, "method": "exact", "paper_claim": ""})
     pd.DataFrame(comps).to_csv(root / "stats" / "comparisons.csv", index=False)
+    seed0 = {"n": 300, "avg_a": 68.0, "avg_b": 60.0, "acc_a": 70.0, "acc_b": 66.0, "mcnemar_b": 30, "mcnemar_c": 12,
+             "mcnemar_p": 0.004}
+    claim1, claim2 = stats.PAPER_CLAIMS
+    claims = [dict(stats.judge_claim(claim1, [seed0]), status="evaluated", seeds="0", dataset="embedded2018",
+                   cell_a="atrous-att-multi_task-L2", cell_b="atrous-att-single_device[a+b+c]"),
+              dict(stats.judge_claim(claim2, []), status="not in this preset's grid", seeds="")]
+    pd.DataFrame(claims, columns=stats.CLAIM_COLUMNS).to_csv(root / "stats" / "claims.csv", index=False)
     cell = root / "cells" / "embedded2018" / "atrous-att-multi_task-L2" / "seed0"
     cell.mkdir(parents=True)
     (cell / "evaluation.json").write_text(json.dumps(make_evaluation()))
@@ -502,13 +513,19 @@ def test_report_html_is_self_contained_and_complete(tmp_path, context):
         assert field in html, field
     assert html.count("data:image/png;base64,") == 4
     assert not re.search(r'(src|href)="(https?:)?//', html) and "<link" not in html
-    assert "oracle information" in html and "p &lt; 0.01" in html
+    assert "oracle information" in html and "does not hold at p &lt; 0.01" in html
+    assert "decided by" in html and "McNemar&#39;s test is the more appropriate" in html
+    assert "winner&#39;s curse" in html and 'id="training-data"' in html
+    assert "<td>embedded2018</td><td>Multi-task</td><td>b</td><td>18</td><td>2</td><td>10.0</td>" in html
+    assert "<td>embedded2018</td><td>Joint</td><td>a (reference)</td><td>90</td><td>0</td><td>0.0</td>" in html
     assert "<td>Table II</td><td>1</td><td>0:00:20</td><td>0:00:15</td>" in html
 
 
 def test_report_statistics_and_claims_are_computed(context):
-    claim = context["stats"]["claims"][0]
-    assert claim["level"] == 0.01 and not claim["holds"]  # p = 0.0207 is not < 0.01
+    claim, other = context["stats"]["claims"]
+    assert claim["verdict"] == "does not hold at p < 0.01" and claim["holds"] is False   # Avg 68 vs 60, n = 300
+    assert claim["z"] == "2.04" and claim["p"] == "0.0206" and "z=2.40, p=0.0082 (holds)" in claim["paper"]
+    assert other["verdict"].startswith("not tested here") and "z=14.63, p<0.0001 (holds)" in other["paper"]
     assert len(context["stats"]["rows"]) == 12
     s2 = make_summary("table2", 1)  # the fixture's Table II, recomputed by hand
 
@@ -543,6 +560,7 @@ def test_benchmark_file_validation(tmp_path):
 
 def test_report_without_stats_or_figures_still_renders(tmp_path, results):
     (results / "stats" / "comparisons.csv").unlink()
+    (results / "stats" / "claims.csv").unlink()
     (results / "tables" / "table3.csv").unlink()
     real = dict(PRESET, datasets={"dcase2018_task1b": {"source": "zenodo", "devices": ["a", "b", "c"]}},
                 tables={"table1": {"dataset": "dcase2018_task1b"}})
@@ -574,7 +592,7 @@ def test_report_tex_is_balanced_and_includes_figure_pdfs(tmp_path, context):
     assert r"\begin{longtable}" in per_row and r"\begin{table}" not in per_row  # breaks across pages
     rows = [l for l in per_row.splitlines() if l.startswith("table2 & ")]
     assert len(rows) == len(context["stats"]["rows"]) == 12
-    assert r"table2 & cnn\_pool-max & multi-task vs single-device & 0 & 300 & 61.0 & 55.0" in per_row
+    assert r"table2 & cnn\_pool-max & multi-task vs single-device & 0 & 300 & 62.0 & 56.0 & 1.50 & 0.2000 & 61.0 & 55.0" in per_row
     assert "12 tests are in" in per_row and "results/stats/comparisons.csv" in per_row
 
 
@@ -606,3 +624,26 @@ def test_report_uses_the_rendered_table_files(tmp_path, results):
     by_key = {t["key"]: t for t in ctx["tables"]}
     assert "MARKER" in by_key["table2"]["html"] and by_key["table1"]["latex"] == tex[0].read_text()
     assert ctx["compute"] == []
+
+
+def test_selection_notes_state_every_choice_that_touches_test_labels():
+    paper = R.selection_notes(PRESET, [{"selected_on": "test"}])
+    assert paper[0].startswith("Layer selection: on the test set") and "winner's curse" in paper[0]
+    assert "VALIDATION split" in paper[1] and "deliberate, leak-free departure" in paper[1]
+    assert "after the last iteration" in paper[2] and "best Avg" in paper[3]
+    literal = R.selection_notes(dict(PRESET, training={"lambda_on": "test", "selection": "best_val"}),
+                                [{"selected_on": "validation"}])
+    assert literal[0].startswith("Layer selection: on a validation split")
+    assert "TEST split" in literal[1] and "test labels steer" in literal[1] and "best validation" in literal[2]
+    reference = R.selection_notes(dict(PRESET, fidelity="reference"), [])
+    assert "TEST split" in reference[1] and "winner's curse" in reference[0]     # no layers yet: the default
+
+
+def test_training_data_rows_show_the_held_out_share_per_device():
+    cells = pd.DataFrame({"dataset": "d", "cell_id": ["m", "m", "j"], "seed": 0, "strategy": ["multi_task"] * 2 + ["joint"],
+                          "device": ["a", "b", "a"], "n_train_clips": [90, 18, 100], "n_validation_clips": [10, 2, 0]})
+    rows = R.training_data_rows(cells, {"d": "a"})
+    assert [(r["strategy"], r["device"], r["train"], r["validation"], r["share"], r["reference"]) for r in rows] == [
+        ("Multi-task", "a", "90", "10", "10.0", True), ("Multi-task", "b", "18", "2", "10.0", False),
+        ("Joint", "a", "100", "0", "0.0", True)]
+    assert R.training_data_rows(None) == []

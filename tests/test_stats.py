@@ -168,8 +168,8 @@ def test_paper_comparisons_enumerates_claims_and_row_tests():
     assert len(comps) == 2 + 14 * 4 + 3 * 4
     claim1, claim2 = comps[:2]
     assert claim1.label_a == "atrous-att-multi_task-L3"
-    assert claim1.label_b == "atrous-att-single_device[a+b+c]" and "p < 0.01" in claim1.paper_claim
-    assert claim2.label_b == "cnn_nopool-roi-single_device[a+b+c]" and "p < 0.001" in claim2.paper_claim
+    assert claim1.label_b == "atrous-att-single_device[a+b+c]" and claim1.paper_claim == "claim1"
+    assert claim2.label_b == "cnn_nopool-roi-single_device[a+b+c]" and claim2.paper_claim == "claim2"
     assert claim1.seeds == (0, 1) and claim2.seeds == (0,)            # roi has only seed 0
     assert {c.table for c in comps[2:]} == {"table2", "table3"}
     assert {c.comparison for c in comps[2:]} == {"teacher_forcing vs single_device", "teacher_forcing vs joint",
@@ -209,7 +209,7 @@ def test_run_comparisons_from_files(tmp_path):
     z, p = stats.two_proportion_ztest(k_a, 60, k_b, 60)
     assert out["acc_a"].item() == pytest.approx(100 * k_a / 60)
     assert out["z"].item() == pytest.approx(z) and out["p_z"].item() == pytest.approx(p)
-    assert "p < 0.01" in out["paper_claim"].item()
+    assert out["paper_claim"].item() == "claim1"
 
 
 def test_load_predictions_names_the_file(tmp_path):
@@ -217,3 +217,100 @@ def test_load_predictions_names_the_file(tmp_path):
     pd.DataFrame({"filename": ["x.wav"], "scene": ["park"]}).to_csv(path, index=False)
     with pytest.raises(ResultsError, match=r"predictions\.csv.*correct"):
         stats.load_predictions(path)
+
+
+# --------------------------------------------------------------------------- the paper's claims
+
+SCENES = [f"s{i}" for i in range(10)]
+TEST_CLIPS = {"a": 2518, "b": 180, "c": 180}     # DCASE 2018 Task 1B development fold 1
+
+
+def device_predictions(device, accuracy, n_clips):
+    """Predictions of one device's test clips whose class-wise accuracy is ``accuracy`` (percent).
+
+    The clips are spread evenly over 10 scenes; round(accuracy * clips) of them are right, spread evenly too."""
+    rows = []
+    for i in range(n_clips):
+        scene = SCENES[i % 10]
+        rows.append((f"audio/{scene}-{i:04d}-{device}.wav", device, scene))
+    df = pd.DataFrame(rows, columns=["filename", "device", "scene"])
+    df["pred_scene"] = df["scene"]
+    right = int(round(accuracy / 100 * n_clips))
+    for j, (scene, idx) in enumerate(df.groupby("scene").groups.items()):
+        wrong = len(idx) - (right // 10 + (j < right % 10))
+        other = SCENES[(SCENES.index(scene) + 1) % 10]
+        df.loc[idx[:wrong], "pred_scene"] = other
+    df["correct"] = (df["scene"] == df["pred_scene"]).astype(int)
+    df["identifier"], df["pred_device"] = "x", ""
+    return df
+
+
+def table2_predictions(topology, pooling, strategy):
+    paper = grid.paper_table("table2")
+    sel = paper[(paper.topology == topology) & (paper.pooling == pooling) & (paper.strategy == strategy)]
+    acc = dict(zip(sel.device, sel.paper_acc))
+    return {d: device_predictions(d, acc[d], n) for d, n in TEST_CLIPS.items()}
+
+
+def test_paper_claims_on_the_papers_own_numbers():
+    claim1, claim2 = stats.PAPER_CLAIMS
+    assert (claim1.paper_avg("a"), claim1.paper_avg("b")) == (68.0, 65.0)
+    assert claim2.paper_avg("b") == 49.0 and claim1.paper_n == 2878
+    z, p = stats.ztest_from_percent(68.0, 2878, 65.0, 2878)
+    assert round(z, 2) == 2.40 and round(p, 4) == 0.0082
+    z, p = stats.ztest_from_percent(68.0, 2878, 49.0, 2878)
+    assert round(z, 1) == 14.6 and p == pytest.approx(8.7e-49, rel=0.01)
+    row = stats.judge_claim(claim1, [])
+    assert row["paper_z"] == pytest.approx(2.4017, abs=1e-4) and row["paper_p"] == pytest.approx(0.00816, abs=1e-5)
+    assert row["paper_holds"] is True and "holds" not in row
+
+
+def test_avg_percent_is_the_mean_of_class_wise_device_accuracies():
+    df = pd.concat([device_predictions("a", 80.0, 100), device_predictions("b", 50.0, 20)])
+    assert stats.avg_percent(df, "m") == pytest.approx(65.0)          # clip-level would be 75.0
+    with pytest.raises(ResultsError, match="pred_scene"):
+        stats.avg_percent(df.drop(columns=["pred_scene"]), "m")
+
+
+def test_claims_from_table2_accuracies_hold_with_the_papers_statistic(tmp_path):
+    """Predictions reproducing Table II's per-device accuracies: both claims hold, as in the paper;
+    the clip-level test (87 % of the clips from device A) would not decide claim 1 at p < 0.01."""
+    preset = dict(PRESET, seeds_by_pooling={})
+    layers = {row: 3 for row in grid.DEFAULT_ROWS}
+    for claim in stats.PAPER_CLAIMS:
+        comp = stats.claim_comparison(preset, claim, layers)
+        mt = table2_predictions(*claim.row_a, "multi_task")
+        write_preds(tmp_path, comp.model_a[0], pd.concat(mt.values(), ignore_index=True))
+        single = table2_predictions(*claim.row_b, "single_device")
+        for spec in comp.model_b:
+            write_preds(tmp_path, spec, single[spec.device])
+    out = stats.run_claims(preset, layers, stats.predictions_loader(tmp_path))
+    assert list(out.columns) == stats.CLAIM_COLUMNS and list(out["claim"]) == ["claim1", "claim2"]
+    c1, c2 = out.iloc[0], out.iloc[1]
+    assert c1["status"] == "evaluated" and c1["n"] == 2878 and c1["seeds"] == "0"
+    assert c1["ours_a"] == pytest.approx((72.4 + 68.9 + 62.8) / 3, abs=0.05)
+    assert c1["ours_b"] == pytest.approx((70.7 + 61.1 + 63.3) / 3, abs=0.05)
+    assert c1["z"] == pytest.approx(2.40, abs=0.02) and c1["p"] < 0.01 and bool(c1["holds"])
+    assert c1["clip_z"] == pytest.approx(1.62, abs=0.05) and c1["clip_p"] > 0.05   # not the deciding test
+    assert bool(c2["holds"]) and c2["p"] < 0.001 and c2["ours_b"] == pytest.approx(49.0, abs=0.05)
+    assert c1["paper_z"] == pytest.approx(2.40, abs=0.005) and bool(c1["paper_holds"])
+    assert 0 <= c1["mcnemar_p"] <= 1 and c1["mcnemar_b"] + c1["mcnemar_c"] > 0
+
+
+def test_claims_outside_the_grid_still_have_a_row():
+    preset = dict(PRESET, grid={"rows": [["atrous", "att"]], "strategies": ["joint", "multi_task"]})
+    out = stats.run_claims(preset, LAYERS, lambda spec: None)
+    assert list(out["status"]) == ["not in this preset's grid"] * 2
+    assert out["holds"].isna().all() and out["paper_p"].notna().all()
+
+
+def test_claims_seed_mean_and_mismatched_clips(tmp_path):
+    claim = stats.PAPER_CLAIMS[0]
+    base = {"n": 100, "acc_a": 70.0, "acc_b": 60.0, "mcnemar_b": 12, "mcnemar_c": 2, "mcnemar_p": 0.01}
+    row = stats.judge_claim(claim, [dict(base, avg_a=70.0, avg_b=60.0),
+                                    dict(base, avg_a=60.0, avg_b=62.0, mcnemar_p=0.2, mcnemar_b=5)])
+    assert row["ours_a"] == 65.0 and row["ours_b"] == 61.0
+    assert row["z"] == pytest.approx(stats.ztest_from_percent(65.0, 100, 61.0, 100)[0])
+    assert row["mcnemar_p"] == 0.2 and row["mcnemar_b"] == 5             # the largest p over seeds
+    with pytest.raises(ResultsError, match="different numbers of clips"):
+        stats.judge_claim(claim, [dict(base, avg_a=1.0, avg_b=1.0), dict(base, n=99, avg_a=1.0, avg_b=1.0)])

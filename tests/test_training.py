@@ -127,8 +127,10 @@ def test_validation_is_location_disjoint_stratified_and_train_only(tiny_cache):
     tr, va = carve_validation(fs.identifier, fs.scene, fs.device, 0.2, seed=0)
     assert sorted(np.concatenate([tr, va]).tolist()) == list(range(len(fs.scene)))
     assert not set(fs.identifier[tr]) & set(fs.identifier[va])
-    for part in (tr, va):  # every scene/device pair on both sides
-        assert {(s, d) for s, d in zip(fs.scene[part], fs.device[part])} == {(s, d) for s in range(3) for d in range(3)}
+    # every scene/device pair keeps training clips; each location records a x3, b, c: equal shares
+    assert {(s, d) for s, d in zip(fs.scene[tr], fs.device[tr])} == {(s, d) for s in range(3) for d in range(3)}
+    shares = [np.mean(fs.device[va] == d) * va.size / np.sum(fs.device == d) for d in range(3)]
+    assert shares[0] == shares[1] == shares[2] and abs(shares[0] - 0.2) <= 1 / 4   # within one location of 4
     test_ids = set(load_features(tiny_cache, split="test").identifier)
     assert not test_ids & set(fs.identifier[va])
     tr0, va0 = carve_validation(fs.identifier, fs.scene, fs.device, 0.0, seed=0)
@@ -138,8 +140,56 @@ def test_validation_is_location_disjoint_stratified_and_train_only(tiny_cache):
     assert va1.size > 0
 
 
+def test_only_cells_that_use_a_validation_split_hold_one_out(tiny_cache):
+    """Paper mode: single-device, joint and teacher-forcing cells train on the whole training split;
+    a multi-task cell (lambda on validation) and any best_val or validation-scored cell hold one out."""
+    n_train = len(load_features(tiny_cache, split="train").scene)
+    for cell in ("cnn_pool-max-joint", "cnn_pool-max-teacher_forcing-L1"):
+        data = training.prepare_data(tiny_cache, spec(cell), tiny_cfg())
+        assert data.val_idx.size == 0 and data.train_idx.size == n_train
+    one = training.prepare_data(tiny_cache, spec("cnn_pool-max-single_device-b"), tiny_cfg())
+    assert one.val_idx.size == 0 and one.train_idx.size == len(one.train)
+    assert training.prepare_data(tiny_cache, spec("cnn_pool-max-multi_task-L1"), tiny_cfg()).val_idx.size > 0
+    assert training.prepare_data(tiny_cache, spec("cnn_pool-max-multi_task-L1"),
+                                 tiny_cfg(lambda_on="test")).val_idx.size == 0
+    assert training.prepare_data(tiny_cache, spec("cnn_pool-max-joint"), tiny_cfg(selection="best_val")).val_idx.size
+    assert training.prepare_data(tiny_cache, spec("cnn_pool-max-teacher_forcing-L1"), tiny_cfg(),
+                                 score_validation=True).val_idx.size
+
+
+def test_validation_share_is_equal_for_every_device():
+    """DCASE 2018 Task 1B's shape: device A at every location, B and C (parallel, few clips) at a third
+    of them. Each device loses the same share (within one location's worth), every scene is held out."""
+    rng = np.random.default_rng(1)
+    ident, scene, dev = [], [], []
+    for s in range(10):
+        for loc in range(24):
+            counts = {"a": int(rng.integers(20, 40))}
+            if loc % 3 == 0:
+                counts.update(b=int(rng.integers(2, 5)), c=int(rng.integers(2, 5)))
+            for d, k in counts.items():
+                ident += [f"{s}-{loc}"] * k
+                scene += [s] * k
+                dev += [d] * k
+    ident, scene, dev = np.array(ident), np.array(scene), np.array(dev)
+    for seed in range(3):
+        _, va = carve_validation(ident, scene, dev, 0.1, seed)
+        for d in "abc":
+            n_d = int((dev == d).sum())
+            one_location = max(int(((ident == i) & (dev == d)).sum()) for i in np.unique(ident))
+            assert abs((dev[va] == d).sum() - 0.1 * n_d) <= one_location, (seed, d)
+        assert set(scene[va]) == set(range(10))
+    # the tiny cache's locations record every device: the shares are equal exactly
+    t_ident = np.repeat([f"{s}-{loc}" for s in range(3) for loc in range(4)], 5)
+    t_dev = np.tile(["a", "a", "a", "b", "c"], 12)
+    t_scene = np.repeat(range(3), 20)
+    _, va = carve_validation(t_ident, t_scene, t_dev, 0.2, 0)
+    shares = [(t_dev[va] == d).sum() / (t_dev == d).sum() for d in "abc"]
+    assert shares[0] == shares[1] == shares[2] > 0
+
+
 def test_single_device_cells_share_the_joint_cells_validation_locations(tiny_cache):
-    cfg = tiny_cfg()
+    cfg = tiny_cfg(selection="best_val")
     joint = training.prepare_data(tiny_cache, spec("cnn_pool-max-joint"), cfg)
     names = {part: set(joint.train.filename[getattr(joint, part)]) for part in ("train_idx", "val_idx")}
     assert names["val_idx"] and not names["val_idx"] & names["train_idx"]
@@ -148,7 +198,7 @@ def test_single_device_cells_share_the_joint_cells_validation_locations(tiny_cac
         assert set(one.train.device.tolist()) == set(one.test.device.tolist()) == {"abc".index(d)}
         for part in ("train_idx", "val_idx"):
             assert set(one.train.filename[getattr(one, part)]) == {f for f in names[part] if f.endswith(f"-{d}.wav")}
-    ref = training.prepare_data(tiny_cache, spec("cnn_pool-max-joint", fidelity="reference"), cfg)
+    ref = training.prepare_data(tiny_cache, spec("cnn_pool-max-multi_task-L1", fidelity="reference"), tiny_cfg())
     assert ref.val_idx.size == 0 and ref.train_idx.size == len(ref.train)  # the authors train on all of it
 
 
@@ -165,19 +215,22 @@ def test_lambda_source_is_validation_in_paper_mode_and_test_in_reference(tiny_ca
     ev = train_cell(tiny_cache, spec("cnn_pool-max-multi_task-L1"), tiny_cfg(), tmp_path / "p")
     assert len(seen) == 1  # sticky: switched at 10, no check at 20
     assert seen[0][0] <= train_ids and ev["lambda_switched_at"] == 10 and ev["lambda_source"] == "validation"
-    assert seen[0][1] == ev["n_val"] > 0
+    assert seen[0][1] == ev["n_validation_clips"] > 0
+    assert sum(ev["n_validation_clips_per_device"].values()) == ev["n_validation_clips"]
+    assert sum(ev["n_train_clips_per_device"].values()) == ev["n_train_clips"]
+    assert set(ev["n_train_clips_per_device"]) == {"a", "b", "c"} and ev["validation_accuracy"] is not None
     metrics = pd.read_csv(tmp_path / "p" / "metrics.csv")
     assert metrics.set_index("iteration").loc[[10, 15, 20], "lambda"].tolist() == [1.0, 1e-4, 1e-4]
     seen.clear()
     ev = train_cell(tiny_cache, spec("cnn_pool-max-multi_task-L1", fidelity="reference"), tiny_cfg(), tmp_path / "r")
     assert len(seen) == 2 and all(s == (set(test_fs.identifier), len(test_fs.scene)) for s in seen)
-    assert ev["n_val"] == 0 and ev["lambda_source"] == "test"
+    assert ev["n_validation_clips"] == 0 and ev["lambda_source"] == "test" and ev["validation_accuracy"] is None
     lrs = pd.read_csv(tmp_path / "r" / "metrics.csv")["lr"]
     assert (lrs == 1e-3).all()
 
 
 def test_normalisation_uses_the_training_clips_actually_used(tiny_cache, tmp_path):
-    train_cell(tiny_cache, spec("cnn_pool-avg-joint"), tiny_cfg(iterations=2), tmp_path)
+    train_cell(tiny_cache, spec("cnn_pool-avg-joint"), tiny_cfg(iterations=2, selection="best_val"), tmp_path)
     saved = torch.load(tmp_path / "model.pt", weights_only=True)
     fs = load_features(tiny_cache, split="train")
     val = training.validation_filenames(tiny_cache, spec("cnn_pool-avg-joint"), tiny_cfg())
@@ -370,3 +423,41 @@ def test_bad_config_and_cache_rejected_before_any_output(tiny_cache, tmp_path):
         with pytest.raises(ConfigError, match="CUDA is not available"):
             train_cell(tiny_cache, spec("cnn_pool-max-joint"), tiny_cfg(), tmp_path / "out", device="cuda")
     assert not (tmp_path / "out").exists()
+
+
+def test_lambda_on_test_follows_the_papers_text_in_paper_mode(tiny_cache, tmp_path, monkeypatch):
+    seen = []
+
+    def fake_device_accuracy(model, clips, positions, **kw):
+        seen.append(set(clips.identifier[positions]))
+        return 0.5
+
+    monkeypatch.setattr(training, "device_accuracy", fake_device_accuracy)
+    ev = train_cell(tiny_cache, spec("cnn_pool-max-multi_task-L1"), tiny_cfg(lambda_on="test"), tmp_path)
+    assert ev["lambda_source"] == "test" and ev["n_validation_clips"] == 0
+    assert seen and all(s == set(load_features(tiny_cache, split="test").identifier) for s in seen)
+    with pytest.raises(ConfigError, match="lambda_on"):
+        TrainConfig.from_dict({"lambda_on": "train"})
+
+
+def test_reference_fidelity_runs_float32_and_paper_may_autocast():
+    cfg = tiny_cfg(amp=True)
+    assert training.effective_config(spec("cnn_pool-max-joint", fidelity="reference"), cfg).amp is False
+    assert training.effective_config(spec("cnn_pool-max-joint"), cfg).amp is True
+    assert PAPER.bf16_autocast and not REFERENCE.bf16_autocast
+
+
+def test_reference_device_and_validation_score_in_evaluation(tiny_cache, tmp_path):
+    lines = []
+    ev = train_cell(tiny_cache, spec("cnn_pool-max-teacher_forcing-L1"), tiny_cfg(iterations=2), tmp_path / "x",
+                    score_validation=True, reference_device="b", log=lines.append)
+    held = ev["n_validation_clips_per_device"]
+    total = {d: held[d] + ev["n_train_clips_per_device"][d] for d in "abc"}
+    assert any(f"validation clips held out per device: a {held['a']} of {total['a']}" in line for line in lines)
+    assert held["a"] / total["a"] == held["b"] / total["b"] == held["c"] / total["c"]   # the same share
+    acc = {d: v["accuracy"] for d, v in ev["per_device"].items()}
+    assert ev["reference_device"] == "b" and ev["mean_bc"] == pytest.approx((acc["a"] + acc["c"]) / 2)
+    assert ev["n_validation_clips"] > 0 and 0.0 <= ev["validation_accuracy"] <= 1.0
+    assert ev["n_train_clips"] + ev["n_validation_clips"] == len(load_features(tiny_cache, split="train").scene)
+    with pytest.raises(ConfigError, match="reference_device='z'"):
+        train_cell(tiny_cache, spec("cnn_pool-max-joint"), tiny_cfg(iterations=2), tmp_path / "y", reference_device="z")

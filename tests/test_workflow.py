@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,6 +69,10 @@ def test_report_files_exist_and_contain_every_table(pipeline):
         assert (pipeline / "reports" / "figures" / f"{fig}.pdf").stat().st_size > 0
     assert (pipeline / "reports" / "data" / "tiny2018.html").is_file()
     assert (pipeline / "results" / "stats" / "comparisons.csv").is_file()
+    claims = pd.read_csv(pipeline / "results" / "stats" / "claims.csv")
+    assert list(claims["claim"]) == ["claim1", "claim2"]       # one row per paper claim, always
+    assert claims["paper_z"].round(2).tolist()[0] == 2.40 and claims["paper_holds"].all()
+    assert "The paper's two claims" in html and 'id="training-data"' in html
 
 
 def test_every_rule_logged_and_benchmarked(pipeline):

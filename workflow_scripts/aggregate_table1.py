@@ -4,8 +4,9 @@ from caanet.io import write_csv_atomic
 from caanet.workflow_support import logged
 
 with logged(snakemake.log[0], "aggregate_table1") as log:
-    summary = grid.summarise_table(grid.collect_cells(snakemake.input.evaluations), "table1")
-    layers = grid.layers_table(summary)
+    cells = grid.collect_cells(snakemake.input.evaluations)
+    summary = grid.summarise_table(cells, "table1", reference_device=snakemake.params.reference_device)
+    layers = grid.select_layers_table(cells, summary, snakemake.params.layer_selection)
     write_csv_atomic(snakemake.output.table, summary)
     write_csv_atomic(snakemake.output.layers, layers)
-    log.info("selected layers:\n%s", layers.to_string(index=False))
+    log.info("selected layers (on %s):\n%s", snakemake.params.layer_selection, layers.to_string(index=False))

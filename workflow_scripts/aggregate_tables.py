@@ -5,9 +5,10 @@ from caanet.workflow_support import logged
 
 with logged(snakemake.log[0], "aggregate_tables") as log:
     preset, layers = snakemake.params.preset, grid.read_layers(snakemake.input.layers)
+    reference = grid.reference_devices(preset)
     cells = grid.collect_cells(snakemake.input.evaluations)
     write_csv_atomic(snakemake.output.cells, cells)
     for table in ("table2", "table3"):
         table_cells = grid.filter_cells(cells, grid.table_cells(preset, table, layers))
-        write_csv_atomic(snakemake.output[table], grid.summarise_table(table_cells, table))
+        write_csv_atomic(snakemake.output[table], grid.summarise_table(table_cells, table, reference_device=reference))
     log.info("aggregated %d cell results", len(cells))

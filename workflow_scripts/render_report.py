@@ -9,6 +9,7 @@ with logged(snakemake.log[0], "render_report"):
         tables_dir=snakemake.input.tables,
         figures=snakemake.input.figures,
         stats_csv=snakemake.input.stats,
+        claims_csv=snakemake.input.claims,
         benchmarks=snakemake.input.benchmarks,
     )
     report.render_report_html(context, snakemake.output.html)

@@ -1,10 +1,14 @@
-"""The paper's one-tailed z-tests and paired McNemar tests (caanet.stats)."""
+"""The paper's claims (claims.csv) and every per-row comparison (comparisons.csv) (caanet.stats)."""
 from caanet import grid, stats
 from caanet.io import write_csv_atomic
 from caanet.workflow_support import logged
 
 with logged(snakemake.log[0], "run_stats") as log:
-    comparisons = stats.paper_comparisons(snakemake.params.preset, grid.read_layers(snakemake.input.layers))
-    df = stats.run_comparisons(comparisons, stats.predictions_loader(snakemake.params.results))
-    write_csv_atomic(snakemake.output[0], df)
-    log.info("%d comparisons", len(df))
+    preset, layers = snakemake.params.preset, grid.read_layers(snakemake.input.layers)
+    loader = stats.predictions_loader(snakemake.params.results)
+    df = stats.run_comparisons(stats.paper_comparisons(preset, layers), loader)
+    claims = stats.run_claims(preset, layers, loader)
+    write_csv_atomic(snakemake.output.comparisons, df)
+    write_csv_atomic(snakemake.output.claims, claims)
+    log.info("%d comparisons; claims:\n%s", len(df), claims[["claim", "status", "ours_a", "ours_b", "z", "p", "holds"]]
+             .to_string(index=False))

@@ -16,4 +16,5 @@ with logged(snakemake.log[0], "train_cell") as log:
         threads=snakemake.threads,
         code_version=snakemake.params.code,
         log=log,
+        **snakemake.params.options,
     )

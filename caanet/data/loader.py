@@ -70,13 +70,22 @@ def load_features(path: str | Path, *, split: str | None = None, devices: Sequen
 
 def carve_validation(identifier: Sequence[str], scene: np.ndarray, device: np.ndarray, fraction: float,
                      seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split training clips into ``(train_idx, val_idx)`` by whole locations (``identifier``).
+    """Split training clips into ``(train_idx, val_idx)`` by whole locations (``identifier``), holding
+    out the same share ``fraction`` of **every device's** clips (within about one location's worth).
 
-    Per scene, locations are visited in a seeded random order and moved to validation until it holds
-    ``fraction`` of that scene's clips; a location is preferred when it adds a device not yet in the
-    scene's validation part, and is skipped when it would take the last training location of one of
-    its (scene, device) pairs. So every scene and device appears in both parts where the data allow,
-    and no location is on both sides. ``fraction == 0`` returns an empty validation part.
+    Scenes are visited in sorted order, each scene's locations in a seeded random order. Greedily, a
+    location that reduces ``sum_d ((held_d - fraction * seen_d) / N_d) ** 2`` is held out (the first in
+    seeded order reducing it by at least half the best reduction) until none reduces it, where ``held_d``
+    and ``seen_d`` count device ``d``'s held-out clips and all its clips in the scenes visited so far
+    and ``N_d`` all its clips (a device's surplus or shortfall in one scene is made up in the next).
+    Weighting by ``1 / N_d`` balances the devices' *shares*, so a device recorded at few locations (B
+    and C of DCASE Task 1B) does not lose a larger share of its training data than device A. A
+    location is never taken when it would leave one of its (scene, device) pairs without a training
+    location, and no location is on both sides. Balance comes first: with few locations per scene a
+    scene may have none in the validation part. ``fraction == 0`` returns an empty validation part.
+
+    Shapes: three length-N sequences; returns two sorted int64 index arrays. Raises
+    :class:`ConfigError` for a fraction outside [0, 1) or sequences of different lengths.
     """
     if not 0.0 <= fraction < 1.0:
         raise ConfigError(f"val_fraction={fraction!r} must be in [0, 1)")
@@ -89,29 +98,64 @@ def carve_validation(identifier: Sequence[str], scene: np.ndarray, device: np.nd
     if fraction == 0.0 or n == 0:
         return np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5A11]))
+    devices, totals = np.unique(device, return_counts=True)
+    total = dict(zip(devices.tolist(), totals.astype(float).tolist()))
+    held = dict.fromkeys(total, 0.0)
+    seen = dict.fromkeys(total, 0.0)
+
+    def cost(extra: dict) -> float:
+        return sum(((held[d] + extra.get(d, 0) - fraction * seen[d]) / total[d]) ** 2 for d in total)
+
     val_ids: set[str] = set()
     for s in np.unique(scene):
         rows = np.flatnonzero(scene == s)
         ids = np.unique(identifier[rows])
         ids = ids[rng.permutation(ids.size)].tolist()
-        clips = {i: rows[identifier[rows] == i] for i in ids}
-        devs = {i: set(device[clips[i]].tolist()) for i in ids}
-        train_locs = {d: sum(d in devs[i] for i in ids) for d in set(device[rows].tolist())}
-        target = fraction * rows.size
-        taken, covered, remaining = 0, set(), list(ids)
-        while taken < target and remaining:
-            allowed = [i for i in remaining if all(train_locs[d] > 1 for d in devs[i])]
+        counts = {}
+        for i in ids:
+            devs, k = np.unique(device[rows[identifier[rows] == i]], return_counts=True)
+            counts[i] = dict(zip(devs.tolist(), k.tolist()))
+        for d, k in zip(*np.unique(device[rows], return_counts=True)):
+            seen[d.item() if hasattr(d, "item") else d] += int(k)
+        train_locs = {d: sum(d in counts[i] for i in ids) for d in set(device[rows].tolist())}
+        remaining = list(ids)
+        while remaining:
+            allowed = [i for i in remaining if all(train_locs[d] > 1 for d in counts[i])]
             if not allowed:
                 break
-            best = max(allowed, key=lambda i: len(devs[i] - covered))  # first of the best, in seeded order
+            now = cost({})
+            gains = [now - cost(counts[i]) for i in allowed]
+            top = max(gains)
+            if top <= 1e-15:
+                break
+            # the first location in seeded order that gains at least half the best gain
+            best = allowed[next(k for k, g in enumerate(gains) if g >= 0.5 * top)]
             remaining.remove(best)
             val_ids.add(best)
-            taken += clips[best].size
-            covered |= devs[best]
-            for d in devs[best]:
+            for d, k in counts[best].items():
+                held[d] += k
                 train_locs[d] -= 1
     is_val = np.isin(identifier, list(val_ids))
     return np.flatnonzero(~is_val).astype(np.int64), np.flatnonzero(is_val).astype(np.int64)
+
+
+def held_out_counts(device: Sequence, train_idx: np.ndarray, val_idx: np.ndarray,
+                    device_labels: Sequence[str] | None = None) -> dict[str, dict]:
+    """``{"train": {device: clips}, "validation": {device: clips}}`` of a carve-out (labels as str).
+
+    ``device`` holds each training clip's device (label, or index into ``device_labels``)."""
+    device = np.asarray(device)
+
+    def count(idx):
+        labs = device[np.asarray(idx, dtype=np.int64)]
+        if device_labels is not None:
+            labs = np.asarray(device_labels, dtype=object)[labs.astype(np.int64)] if labs.size else labs
+        out = {str(d): 0 for d in (device_labels if device_labels is not None else np.unique(device).tolist())}
+        for d, k in zip(*np.unique(labs.astype(str), return_counts=True)):
+            out[str(d)] = int(k)
+        return out
+
+    return {"train": count(train_idx), "validation": count(val_idx)}
 
 
 def fit_normalisation(x: np.ndarray, idx: np.ndarray | None = None, *,

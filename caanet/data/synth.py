@@ -1,7 +1,7 @@
 """The embedded dataset: a synthetic multi-device acoustic-scene set, written in the real DCASE layout.
 
 The pipeline generates it itself (seeded, deterministic) so that every later stage runs unchanged
-without the 10-24 GB DCASE downloads. It is a dataset, not a mock: ten procedural scene textures
+without the 11-19 GB (archives) DCASE downloads. It is a dataset, not a mock: ten procedural scene textures
 whose identity lives in time-frequency structure, recorded by three simulated devices, with
 location-disjoint train/evaluate splits and parallel recordings, in the folder layout of
 DCASE 2018 or 2019 Task 1B (see :mod:`caanet.data.layout`). ``docs/embedded_dataset.md`` describes it.
@@ -9,7 +9,8 @@ DCASE 2018 or 2019 Task 1B (see :mod:`caanet.data.layout`). ``docs/embedded_data
 How a clip comes to be:
 
 1. :func:`plan_segments` lays out scenes x cities x locations x segments, assigns each location to
-   train or evaluate (or to no split, for ``unsplit_cities``, like Milan in 2019) and chooses the
+   train or evaluate (or to no split, for ``unsplit_cities``: a simplification of DCASE 2019's
+   test-only city Milan, part of which is in ``fold1_evaluate`` and the rest in no split) and chooses the
    subset of segments that the non-reference devices also record (parallel recordings).
 2. :func:`synthesise_scene` renders one segment's scene at ``scene_rate`` as a binaural pair:
    noise-like components (ambience, babble, footsteps, cars, clacks, ...) add power to one
@@ -85,9 +86,13 @@ class DeviceRecipe:
 
 
 def default_devices() -> dict[str, DeviceRecipe]:
-    """Device A: binaural in-ear microphones (Soundman OKM II + Zoom F8): 48 kHz stereo 24-bit, nearly flat.
-    B (a phone held in the hand) and C (a phone in a backpack strap sleeve): 44.1 kHz mono 16-bit,
-    band-limited, resonant, noisier, compressed; C is the more muffled one."""
+    """Device A: binaural in-ear microphones (Soundman OKM II + Zoom F8), nearly flat, written at 48 kHz
+    stereo 24-bit. B (a phone held in the hand) and C (a phone in a backpack strap sleeve): 44.1 kHz
+    mono 16-bit, band-limited, resonant, noisier, compressed; C is the more muffled one.
+
+    A's format is the recording device's, NOT the released dataset's: the DCASE Task 1B development
+    sets are 44.1 kHz 24-bit mono for every device (A was resampled and averaged before release).
+    The embedded A keeps 48 kHz stereo deliberately, to exercise the pipeline's resampler and down-mix."""
     return {
         "a": DeviceRecipe(sample_rate=48000, channels=2, subtype="PCM_24", gain_db=0.0, noise_dbfs=-92.0,
                           highpass_hz=20.0, highpass_order=1, lowpass_hz=18000.0, lowpass_order=2,

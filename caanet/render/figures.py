@@ -184,6 +184,12 @@ def load_evaluation(evaluation_json) -> tuple[dict, str]:
     return ev, source
 
 
+def seed_note(ev: dict) -> str:
+    """``", seed N (best Avg of its seeds)"`` for a figure title, from an evaluation.json's spec."""
+    seed = (ev.get("spec") or {}).get("seed")
+    return "" if seed is None else f", seed {seed} (best Avg of its seeds)"
+
+
 def fig6_confusion(evaluation_json, out_stem) -> list[Path]:
     """Fig. 6: confusion matrix per device (rows: true scene, normalised; cells annotated with counts)."""
     ev, source = load_evaluation(evaluation_json)
@@ -221,7 +227,8 @@ def fig6_confusion(evaluation_json, out_stem) -> list[Path]:
         if ax is axes[0]:
             ax.set_ylabel("true scene")
     fig.colorbar(image, ax=list(axes), shrink=0.7, label="fraction of the true scene")
-    fig.suptitle(f"Fig. 6: confusion matrices of {ev.get('cell_id', 'the model')}", fontsize=10, y=1.0, va="bottom")
+    fig.suptitle(f"Fig. 6: confusion matrices of {ev.get('cell_id', 'the model')}{seed_note(ev)}", fontsize=10,
+                 y=1.0, va="bottom")
     return save_figure(fig, out_stem)
 
 
@@ -407,7 +414,7 @@ def render_all(*, cells_csv, fig6_evaluation, fig7_evaluation, metrics_csvs, out
             "fig6_confusion": fig6_confusion(fig6_evaluation, out / "fig6_confusion")}
     ev, _ = load_evaluation(fig7_evaluation)
     npz = Path(fig7_evaluation).with_name("attention.npz")
-    title = f"Fig. 7: attention of the true class, {ev.get('cell_id', 'multi-task model')}"
+    title = f"Fig. 7: attention of the true class, {ev.get('cell_id', 'multi-task model')}{seed_note(ev)}"
     if npz.exists():
         done["fig7_attention"] = fig7_attention(npz, out / "fig7_attention", scene_labels=ev["scene_labels"], title=title)
     else:

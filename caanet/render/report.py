@@ -7,6 +7,13 @@ dict. :func:`render_report_html` and :func:`render_report_tex` fill the Jinja2 t
 ``caanet/render/templates``; :func:`build_pdf` compiles the LaTeX with ``latexmk`` (or ``pdflatex``
 twice) and returns a message instead of raising when LaTeX is absent, so the HTML still builds.
 
+The paper's two significance claims are rendered from ``results/stats/claims.csv``
+(:func:`caanet.stats.run_claims`: the paper's z-test on the Avg decides; the clip-level z-test and
+McNemar's paired test are shown beside it, labelled). Every selection that touches test labels (the
+layer selection of Table I, the lambda rule's source, model selection, teacher forcing's oracle
+device) and what each cell trained on (``cells.csv``: training and held-out validation clips per
+device) are stated, computed from the preset and the result files.
+
 The "do the paper's claims hold here?" paragraph is computed, never written by hand: for each
 conditional strategy against each baseline, the rows of Tables II/III where ours is higher on
 device B, device C and the average, next to the same count from the paper's own numbers, and how
@@ -29,6 +36,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+from caanet import grid
 from caanet.errors import ResultsError
 from caanet.io import atomic_path, write_text_atomic
 from caanet.render import tables as T
@@ -54,12 +62,18 @@ ZTEST_FORMULA = "z = (p̂_a − p̂_b) / √( p̂ (1 − p̂) (1/n_a + 1/n_b) ),
 ZTEST_FORMULA_TEX = (r"z = \frac{\hat p_a - \hat p_b}{\sqrt{\hat p(1-\hat p)(1/n_a + 1/n_b)}},\quad"
                      r"\hat p = \frac{k_a + k_b}{n_a + n_b},\quad p = 1 - \Phi(z)")
 N_EXPLAINED = (
-    "k is the number of test clips a model classifies correctly and n the number of test clips it is evaluated "
-    "on (all devices together; a single-device model is its three per-device cells together, so both models "
-    "see the same clips). The proportions k/n are clip-level accuracies, not the paper's class-wise mean. The test "
-    "is one-tailed (H1: model a is better). It treats the two models' clips as independent although they are "
-    "the same clips, so McNemar's paired test is given beside it (b: clips only model a got right, c: clips "
-    "only model b got right)."
+    "As in the paper, p̂_a and p̂_b are the two models' Avg (the mean over the devices of the class-wise "
+    "accuracy, Table II's Avg column) and n_a = n_b = n the number of test clips of the fold (all devices "
+    "together; a single-device model is its per-device cells together, so both models see the same clips; "
+    "2,878 in the paper's DCASE 2018 fold 1). The test is one-tailed (H1: model a is better); this is the "
+    "statistic that decides each of the paper's claims. Beside it, labelled and not deciding: the same z-test "
+    "on the clip-level accuracy k/n (dominated by device A, which has most of the test clips) and McNemar's "
+    "paired test (b: clips only model a got right, c: clips only model b got right)."
+)
+MCNEMAR_NOTE = (
+    "McNemar's test is the more appropriate test here: both models classify the same clips, and it uses that "
+    "pairing (only the clips on which they disagree count), whereas both z-tests treat the two models' clips "
+    "as independent samples."
 )
 ORACLE_NOTE = (
     "Teacher-forcing conditional training feeds the TRUE device label to the network at test time as well "
@@ -175,14 +189,18 @@ def claim_threshold(text: str) -> float | None:
 def _comparison_record(r: dict) -> dict:
     threshold = claim_threshold(r.get("paper_claim", ""))
     level = threshold if threshold is not None else SIGNIFICANCE
-    better = float(r["acc_a"]) > float(r["acc_b"])
-    p = float(r["p_z"]) if not pd.isna(r["p_z"]) else math.nan
+    has_avg = not pd.isna(r.get("p_avg", math.nan))
+    a_key, b_key, p_key = ("avg_a", "avg_b", "p_avg") if has_avg else ("acc_a", "acc_b", "p_z")
+    better = float(r[a_key]) > float(r[b_key])
+    p = float(r[p_key]) if not pd.isna(r[p_key]) else math.nan
     holds = bool(better and not math.isnan(p) and p < level)
     return {
         "table": r["table"], "comparison": r["comparison"], "row": r["row"], "model_a": r["model_a"],
         "model_b": r["model_b"], "seed": "" if pd.isna(r.get("seed")) else int(r["seed"]),
         "n": "" if pd.isna(r["n"]) else int(r["n"]), "acc_a": _fmt(r["acc_a"]), "acc_b": _fmt(r["acc_b"]),
         "z": _fmt(r["z"], ".2f"), "p_z": _fmt_p(r["p_z"]),
+        "avg_a": _fmt(r.get("avg_a")), "avg_b": _fmt(r.get("avg_b")), "z_avg": _fmt(r.get("z_avg"), ".2f"),
+        "p_avg": _fmt_p(r.get("p_avg")),
         "mcnemar": "—" if pd.isna(r.get("mcnemar_p", np.nan)) else
         f"b={int(r['mcnemar_b'])}, c={int(r['mcnemar_c'])}, p={_fmt_p(r['mcnemar_p'])}",
         "method": r.get("method", "") if not pd.isna(r.get("method", "")) else "",
@@ -191,15 +209,131 @@ def _comparison_record(r: dict) -> dict:
     }
 
 
-def statistics_section(comparisons: pd.DataFrame | None) -> dict:
-    """The paper's two claims and the per-row tests, formatted for the templates."""
+def statistics_section(comparisons: pd.DataFrame | None, claims: pd.DataFrame | None = None) -> dict:
+    """The paper's claims (from claims.csv) and the per-row tests, formatted for the templates."""
     out = {"formula": ZTEST_FORMULA, "formula_tex": ZTEST_FORMULA_TEX, "n_explained": N_EXPLAINED,
-           "present": comparisons is not None and len(comparisons) > 0, "claims": [], "rows": []}
-    if not out["present"]:
-        return out
-    records = [_comparison_record(r) for r in comparisons.to_dict("records")]
-    out["claims"] = [r for r in records if r["paper_claim"]]
-    out["rows"] = [r for r in records if not r["paper_claim"]]
+           "mcnemar_note": MCNEMAR_NOTE,
+           "present": (comparisons is not None and len(comparisons) > 0) or (claims is not None and len(claims) > 0),
+           "claims": [], "rows": []}
+    if claims is not None:
+        out["claims"] = [claim_record(r) for r in claims.to_dict("records")]
+    if comparisons is not None and len(comparisons):
+        records = [_comparison_record(r) for r in comparisons.to_dict("records")]
+        out["rows"] = [r for r in records if not r["paper_claim"]]
+    return out
+
+
+# --------------------------------------------------------------------------------------------- the paper's claims
+
+def read_claims(path) -> pd.DataFrame:
+    """Read ``results/stats/claims.csv`` and check its columns (:data:`caanet.stats.CLAIM_COLUMNS`)."""
+    from caanet.stats import CLAIM_COLUMNS
+
+    try:
+        df = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ResultsError(f"{path}: cannot read the claims: {exc}") from exc
+    missing = [c for c in CLAIM_COLUMNS if c not in df.columns]
+    if missing:
+        raise ResultsError(f"{path}: missing column(s) {missing} (has {list(df.columns)})")
+    return df
+
+
+def _truth(value) -> bool | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return str(value).strip().lower() in ("true", "1", "1.0")
+
+
+def _p_is(p) -> str:
+    """``p=0.0082`` or ``p<0.0001`` (no ``p=<``)."""
+    text = _fmt_p(p)
+    return f"p{text.replace(' ', '')}" if text.startswith("<") else f"p={text}"
+
+
+def claim_record(r: dict) -> dict:
+    """One row of claims.csv formatted for the templates, with the verdict in words."""
+    holds, alpha = _truth(r.get("holds")), float(r["alpha"])
+    if r.get("status") != "evaluated" or holds is None:
+        verdict = f"not tested here ({r.get('status', 'no result')})"
+    else:
+        verdict = ("holds" if holds else "does not hold") + f" at p < {alpha:g}"
+    paper_holds = _truth(r.get("paper_holds"))
+    return {
+        "claim": r["claim"], "text": r["text"], "cell_a": "" if pd.isna(r.get("cell_a")) else r["cell_a"],
+        "cell_b": "" if pd.isna(r.get("cell_b")) else r["cell_b"],
+        "seeds": "" if pd.isna(r.get("seeds")) else str(r["seeds"]),
+        "n": "" if pd.isna(r.get("n")) else int(r["n"]), "statistic": r["statistic"],
+        "ours_a": _fmt(r.get("ours_a")), "ours_b": _fmt(r.get("ours_b")), "z": _fmt(r.get("z"), ".2f"),
+        "p": _fmt_p(r.get("p")), "verdict": verdict, "holds": holds,
+        "clip": ("—" if pd.isna(r.get("clip_z")) else
+                 f"{_fmt(r['clip_acc_a'])} vs {_fmt(r['clip_acc_b'])}, z={_fmt(r['clip_z'], '.2f')}, "
+                 + _p_is(r['clip_p'])),
+        "mcnemar": ("—" if pd.isna(r.get("mcnemar_p")) else
+                    f"b={int(r['mcnemar_b'])}, c={int(r['mcnemar_c'])}, " + _p_is(r['mcnemar_p'])),
+        "paper": (f"{_fmt(r['paper_a'])} vs {_fmt(r['paper_b'])}, n={int(r['paper_n'])}: z={_fmt(r['paper_z'], '.2f')}, "
+                  + _p_is(r['paper_p']) + f" ({'holds' if paper_holds else 'does not hold'})"),
+    }
+
+
+# --------------------------------------------------------------------------------------------- disclosure
+
+WINNERS_CURSE = (
+    "Each conditional row of Tables II and III uses the conditioning layer Table I selected as the best of its "
+    "four TEST accuracies (the paper's method). Choosing the best of four on the test set biases those "
+    "conditional cells upwards (a winner's curse), so the comparisons with the single-device and joint "
+    "baselines, and the z-tests, favour the conditional strategies. Set grid.layer_selection: validation "
+    "to select the layer on a validation split instead."
+)
+
+
+def selection_notes(preset: dict, layers: list[dict]) -> list[str]:
+    """Plain sentences: every selection that touches test labels, and what was chosen here."""
+    from caanet.fidelity import lambda_source
+
+    training = preset.get("training") or {}
+    on = {r.get("selected_on", "test") for r in layers} or {(preset.get("grid") or {}).get("layer_selection", "test")}
+    notes = []
+    if "test" in on:
+        notes.append("Layer selection: on the test set (the paper's method). " + WINNERS_CURSE)
+    else:
+        notes.append("Layer selection: on a validation split held out of Table I's training data (leak-free); "
+                     "the paper selected on the test set.")
+    source = lambda_source(preset.get("fidelity", "paper"), training.get("lambda_on"))
+    notes.append(
+        f"λ of Eq. (2): switched on CNN-d's device accuracy on the {source.upper()} "
+        + ("split, as the paper's text and the authors' code do: test labels steer the multi-task training."
+           if source == "test" else
+           "split carved from the training data (a deliberate, leak-free departure from the paper's text, "
+           "which uses the test subset; training.lambda_on: test follows the text)."))
+    notes.append("Model selection: " + ("the weights with the best validation accuracy (training.selection: best_val)."
+                                        if training.get("selection") == "best_val" else
+                                        "the weights after the last iteration (as the paper and the authors' code)."))
+    notes.append("Figs. 6 and 7 show each model at its seed with the best Avg (named in the figure), as the paper "
+                 "shows \"the best result\"; the tables show the mean over seeds.")
+    return notes
+
+
+def training_data_rows(cells_df: pd.DataFrame | None, reference_device: dict | None = None) -> list[dict]:
+    """Per dataset, strategy and device: the training clips and the held-out validation clips of its
+    cells (a range where cells differ) and the held-out share, from ``cells.csv``."""
+    if cells_df is None or cells_df.empty or "n_train_clips" not in cells_df.columns:
+        return []
+    df = cells_df.dropna(subset=["n_train_clips"])
+    out = []
+
+    def span(values) -> str:
+        lo, hi = int(values.min()), int(values.max())
+        return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+    for (ds, strategy, device), g in df.groupby(["dataset", "strategy", "device"], sort=False):
+        val = g["n_validation_clips"].fillna(0)
+        total = g["n_train_clips"] + val
+        share = 100.0 * float((val / total).mean()) if (total > 0).all() else math.nan
+        out.append({"dataset": ds, "strategy": T.STRATEGY_NAMES.get(strategy, strategy), "device": str(device),
+                    "reference": bool(reference_device and reference_device.get(ds) == str(device)),
+                    "train": span(g["n_train_clips"]), "validation": span(val), "share": _fmt(share),
+                    "cells": int(g[["cell_id", "seed"]].drop_duplicates().shape[0])})
     return out
 
 
@@ -227,7 +361,10 @@ def _significant(comparisons: pd.DataFrame | None, table: str, strategy_a: str, 
                       & (comparisons["paper_claim"] == "")]
     if sel.empty:
         return 0, 0
-    sig = (pd.to_numeric(sel["p_z"], errors="coerce") < SIGNIFICANCE) & (sel["acc_a"] > sel["acc_b"])
+    if "p_avg" in sel.columns and sel["p_avg"].notna().all():    # the paper's statistic
+        sig = (pd.to_numeric(sel["p_avg"], errors="coerce") < SIGNIFICANCE) & (sel["avg_a"] > sel["avg_b"])
+    else:
+        sig = (pd.to_numeric(sel["p_z"], errors="coerce") < SIGNIFICANCE) & (sel["acc_a"] > sel["acc_b"])
     return int(sig.sum()), len(sel)
 
 
@@ -401,7 +538,7 @@ def figure_entries(figure_paths) -> list[dict]:
 
 
 def build_context(*, preset: dict, results_dir="results", tables_dir=None, figures=None, stats_csv=None,
-                  benchmarks=None, versions: dict | None = None, commit: str | None = None,
+                  claims_csv=None, benchmarks=None, versions: dict | None = None, commit: str | None = None,
                   date: str | None = None, repo_dir=None) -> dict:
     """Collect everything the report shows, from files.
 
@@ -409,7 +546,8 @@ def build_context(*, preset: dict, results_dir="results", tables_dir=None, figur
     (``tables/table{1,2,3}.csv``, ``tables/layers.csv``, ``stats/comparisons.csv``, ``benchmarks/``).
     ``tables_dir``: a folder or list of rendered ``table{n}.html``/``.tex`` files (re-rendered from the
     summaries where absent). ``figures``: a folder or list of figure PNG/PDFs. ``stats_csv`` and
-    ``benchmarks`` (a folder or list of TSVs) default to their places under ``results_dir``.
+    ``claims_csv`` (``stats/claims.csv``) and ``benchmarks`` (a folder or list of TSVs) default to their
+    places under ``results_dir``; ``tables/cells.csv`` gives the clip counts per cell.
     ``versions``/``commit``/``date`` override the gathered provenance (tests, reproducible builds).
     """
     results = Path(results_dir)
@@ -440,6 +578,13 @@ def build_context(*, preset: dict, results_dir="results", tables_dir=None, figur
     comparisons = read_comparisons(stats_path) if stats_path.exists() else None
     if comparisons is None:
         warnings.append(f"{stats_path} is missing: no significance tests")
+    claims_path = Path(claims_csv) if claims_csv else results / "stats" / "claims.csv"
+    claims_df = read_claims(claims_path) if claims_path.exists() else None
+    if claims_df is None:
+        warnings.append(f"{claims_path} is missing: the paper's claims are not judged")
+    cells_csv = results / "tables" / "cells.csv"
+    cells_df = pd.read_csv(cells_csv, dtype={"device": str}) if cells_csv.exists() else None
+    reference = grid.reference_devices(preset) if preset.get("datasets") else {}
     claims = qualitative_claims(summaries, comparisons)
     bench = _as_paths(benchmarks if benchmarks is not None else results / "benchmarks")
     bench = [p for p in bench if p.suffix == ".tsv" and p.exists()]
@@ -451,8 +596,12 @@ def build_context(*, preset: dict, results_dir="results", tables_dir=None, figur
         "tables": table_entries,
         "layers": [{"row": f"{T.TOPOLOGY_NAMES.get(r['topology'], r['topology'])} + "
                            f"{T.POOLING_NAMES.get(r['pooling'], r['pooling'])}",
-                    "layer": int(r["cond_layer"]), "acc": _fmt(r.get("acc_mean"))} for r in layers],
-        "stats": statistics_section(comparisons),
+                    "layer": int(r["cond_layer"]), "acc": _fmt(r.get("acc_mean")),
+                    "on": r.get("selected_on", "test")} for r in layers],
+        "stats": statistics_section(comparisons, claims_df),
+        "selection_notes": selection_notes(preset, layers),
+        "training_data": training_data_rows(cells_df, reference),
+        "reference_devices": ", ".join(f"{k}: {v}" for k, v in sorted(reference.items())),
         "claims": claims,
         "claims_sentences": claims_sentences(claims),
         "best_sentences": [s for s in (best_strategy_sentence(summaries[t], t) for t in ("table2", "table3")
