@@ -8,9 +8,11 @@ no traceback; ``predict`` runs every other file first); 2 for a usage error (arg
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -96,9 +98,11 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", metavar="LABEL",
                    help="the recording device of the audio (required by teacher-forcing models, which take it as input)")
-    p.add_argument("--threads", type=_positive_int, metavar="N", help="torch threads (default: torch's choice)")
-    p.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="torch threads (default: 1 per worker of --jobs, else torch's choice)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
                    help="windows per forward pass (default: %(default)s)")
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how many of the most probable scenes to list (default: %(default)s)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the results to FILE (atomically) instead of stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--jobs", type=_positive_int, default=min(2, os.cpu_count() or 1), metavar="N",
+                   help="worker threads, each reading, transforming and classifying a share of the files "
+                        "(default: %(default)s, the CPU count up to 2)")
     _add_runtime_options(p)
     _add_model_options(p)
 
@@ -157,11 +164,19 @@ def _load_model(args):
     return load_model_file(args.model)
 
 
-def _set_threads(threads):
-    if threads is not None:
-        import torch
+@contextlib.contextmanager
+def _torch_threads(threads):
+    """torch's intra-op thread count set to ``threads`` (None: unchanged) and restored afterwards
+    (``main`` may be called in-process)."""
+    import torch
 
+    before = torch.get_num_threads()
+    if threads is not None:
         torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _write_output(text: str, output: str | None) -> None:
@@ -249,11 +264,15 @@ def format_records(records: list[dict], fmt: str, top_k: int, mf, meta: dict) ->
 
 
 def cmd_predict(args) -> int:
+    with _torch_threads(args.threads if args.threads is not None or args.jobs <= 1 else 1):
+        return _predict(args)
+
+
+def _predict(args) -> int:
     from tqdm import tqdm
 
-    from caanet.inference import Predictor, expand_audio_paths, iter_features
+    from caanet.inference import Predictor, expand_audio_paths, predict_files
 
-    _set_threads(args.threads)
     mf = _load_model(args)
     predictor = Predictor(mf, device_label=args.device, batch_size=args.batch_size)
     if args.top_k > len(mf.scene_labels):
@@ -263,33 +282,18 @@ def cmd_predict(args) -> int:
     for _, message in problems:
         _err(message)
         failed += 1
-    records, pending = [], []
+    records = []
     show = not args.quiet and len(paths) >= PROGRESS_MIN_FILES and sys.stderr.isatty()
-    bar = tqdm(total=len(paths), unit="file", desc="predict", disable=not show, file=sys.stderr)
-
-    def flush():
-        for pred in predictor.predict(pending):
-            records.append(prediction_record(pred, mf, args.top_k, args.device))
-        bar.update(len(pending))
-        pending.clear()
-
-    try:
-        n_windows = 0
-        for path, clip, error in iter_features(paths, mf.params):
+    group = max(1, min(args.batch_size, -(-len(paths) // max(args.jobs, 1)))) if paths else 1
+    with tqdm(total=len(paths), unit="file", desc="predict", disable=not show, file=sys.stderr) as bar:
+        for path, pred, error in predict_files(predictor, paths, jobs=args.jobs, group=group):
             if error is not None:
                 bar.clear()
                 _err(error)
                 failed += 1
-                bar.update(1)
-                continue
-            pending.append(clip)
-            n_windows += clip.logmel.shape[0]
-            if n_windows >= args.batch_size:
-                flush()
-                n_windows = 0
-        flush()
-    finally:
-        bar.close()
+            else:
+                records.append(prediction_record(pred, mf, args.top_k, args.device))
+            bar.update(1)
     meta = {"path": str(mf.path), "cell_id": mf.cell_id, "kind": mf.kind, "clip_seconds": mf.clip_seconds,
             "sample_rate": mf.params.sample_rate, "device_source": mf.device_source}
     if args.device is not None:
@@ -305,11 +309,15 @@ def cmd_predict(args) -> int:
 # ------------------------------------------------------------------------------------------ explain
 
 def cmd_explain(args) -> int:
+    with _torch_threads(args.threads):
+        return _explain(args)
+
+
+def _explain(args) -> int:
     from caanet.explain import explain_clip, map_kind
     from caanet.inference import Predictor
     from caanet.render.explain import FORMATS as FIG_FORMATS, draw_explanation
 
-    _set_threads(args.threads)
     out = Path(args.output)
     if out.suffix.lower().lstrip(".") not in FIG_FORMATS:
         raise UserError(f"-o {args.output}: the figure's name must end in .png, .pdf or .svg")

