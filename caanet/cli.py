@@ -100,7 +100,7 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
                    help="the recording device of the audio (required by teacher-forcing models, which take it as input)")
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="torch threads (default: 1 per worker of --jobs, else torch's choice)")
-    p.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
+    p.add_argument("--batch-size", type=_positive_int, default=16, metavar="N",
                    help="windows per forward pass (default: %(default)s)")
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from caanet.errors import ConfigError
-from caanet.features import logmel, logmel_batch
+from caanet.features import logmel, logmel_batch, single_threaded_blas
 from caanet.inference import ClipFeatures, ClipPrediction, Predictor, load_signal, signal_windows
 from caanet.models.backbones import TOPOLOGY_TABLE
 
@@ -136,12 +136,13 @@ def explain_clip(predictor: Predictor, path, *, class_name: str | None = None, t
     map_kind(mf.config.pooling)  # refuse flatten/roi before reading audio
     y = load_signal(path, params.sample_rate)
     windows, starts = signal_windows(y, params.n_samples)
-    feats = logmel_batch(windows, params)
+    full = y if y.shape[-1] >= params.n_samples else windows[0]
+    with single_threaded_blas():
+        feats = logmel_batch(windows, params)
+        spec = logmel(full, params)
     clip = ClipFeatures(str(path), feats, starts, y.shape[-1] / params.sample_rate, params.sample_rate)
     prediction = predictor.predict([clip])[0]
     classes = choose_classes(prediction, mf.scene_labels, class_name=class_name, top_k=top_k)
-    full = y if y.shape[-1] >= params.n_samples else signal_windows(y, params.n_samples)[0][0]
-    spec = logmel(full, params)
     raw, kind = window_maps(predictor, predictor.normalise(feats))
     raw = raw[:, classes]  # (W, C, P, Q)
     cell = cell_size(mf.config)
