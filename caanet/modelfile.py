@@ -222,7 +222,8 @@ def _read(path) -> dict:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
         raise ConfigError(f"{path}: not a model file readable with torch.load(weights_only=True) "
-                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); an authors' "
+                          "checkpoint is read with --network and --strategy") from None
     if not isinstance(obj, dict):
         raise ConfigError(f"{path}: not a model file (holds a {type(obj).__name__}, not a dict)")
     return obj

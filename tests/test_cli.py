@@ -144,8 +144,10 @@ def test_long_clip_is_the_mean_of_its_windows_and_48k_stereo_works(tmp_path, wor
     # the same clip at 48 kHz stereo, 24 bit
     y48 = soxr.resample(y, 44100, 48000, quality="HQ")
     sf.write(tmp_path / "stereo48k.wav", np.stack([y48, y48], axis=1), 48000, subtype="PCM_24")
+    # a 0.4 s FLAC: padded at the end to the model's 1 s, as the cache pads
+    sf.write(tmp_path / "short.flac", y[: int(0.4 * sr)], sr, subtype="PCM_16")
     proc = run_cli("predict", world["models"]["trained"], src, tmp_path / "long.wav", tmp_path / "stereo48k.wav",
-                   "--format", "json", "--top-k", "10")
+                   tmp_path / "short.flac", "--format", "json", "--top-k", "10")
     res = {Path(r["file"]).name: r for r in json.loads(proc.stdout)["results"]}
     one, long, st = res[Path(src).name], res["long.wav"], res["stereo48k.wav"]
     assert (one["windows"], long["windows"], st["windows"]) == (1, 25, 1)
@@ -154,6 +156,9 @@ def test_long_clip_is_the_mean_of_its_windows_and_48k_stereo_works(tmp_path, wor
         assert long["probabilities"][s] == pytest.approx(one["probabilities"][s], abs=1e-5)
         assert st["probabilities"][s] == pytest.approx(one["probabilities"][s], abs=0.02)
     assert [t["scene"] for t in long["top"]] == [t["scene"] for t in one["top"]]
+    short = res["short.flac"]
+    assert short["windows"] == 1 and short["duration_s"] == 0.4
+    assert sum(short["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     assert "device" in one and set(one["device_probabilities"]) == {"a", "b", "c"}
 
 
@@ -166,6 +171,10 @@ def test_bad_inputs_exit_1_naming_the_file_and_the_rest_still_run(tmp_path, worl
     assert str(missing) in proc.stderr and "notes.wav" in proc.stderr and "Traceback" not in proc.stderr
     out = pd.read_csv(__import__("io").StringIO(proc.stdout))
     assert out["file"].tolist() == [good]
+    (tmp_path / "empty").mkdir()
+    rc, out, err = call_cli("predict", world["models"]["trained"], tmp_path / "empty", str(tmp_path / "*.flac"), good)
+    assert rc == 1 and "empty: folder holds no" in err and "*.flac: no file matches" in err
+    assert good in out
 
 
 def test_teacher_forcing_needs_device(world):
@@ -224,6 +233,20 @@ def test_explain_in_process_cam_and_coarse_grid(tmp_path, world):
     assert ex.classes == ["park"] and ex.raw.shape == (1, 1, 1, 4) and ex.cell == (16, 16)
     assert ex.maps.shape == (1, 31, 64) and ex.maps.sum() == pytest.approx(1.0, abs=1e-5)
     assert (ex.maps[0, 16:] == 0).all()  # frames 16..30 are not under any 16-frame cell (floor pooling)
+
+
+def test_explain_long_recording_places_windows(tmp_path, world):
+    from caanet.explain import explain_clip
+    from caanet.inference import Predictor
+
+    y, sr = sf.read(_test_wavs(world)[3], dtype="float32", always_2d=True)
+    sf.write(tmp_path / "long.wav", np.tile(y, (3, 1))[: int(2.5 * sr)], sr, subtype="FLOAT")
+    ex = explain_clip(Predictor(world["trained"]), tmp_path / "long.wav", top_k=3)
+    assert ex.raw.shape == (3, 3, 31, 64) and ex.window_starts_s == pytest.approx([0.0, 1.0, 1.5])
+    np.testing.assert_allclose(ex.raw.sum(axis=(2, 3)), 1.0, atol=1e-5)
+    np.testing.assert_allclose(ex.maps.sum(axis=(1, 2)), 1.0, atol=1e-5)
+    assert ex.logmel.shape == ex.maps.shape[1:] == (1 + (int(2.5 * 44100) - 2048) // 1376, 64)
+    assert ex.classes == [t for t, _ in ex.prediction.top(SCENE_LABELS, 3)]
 
 
 # ------------------------------------------------------------------------------------ inspect
