@@ -147,9 +147,12 @@ def explain_clip(predictor: Predictor, path, *, class_name: str | None = None, t
     raw = raw[:, classes]  # (W, C, P, Q)
     cell = cell_size(mf.config)
     n_frames = feats.shape[1]
-    maps = place_windows([[to_input_grid(raw[w, c], cell, (n_frames, params.n_mels)) for c in range(len(classes))]
+    grid_shape = (n_frames, params.n_mels)
+    mask = covered(raw.shape[2:], cell, grid_shape)
+    maps = place_windows([[to_input_grid(raw[w, c], cell, grid_shape) for c in range(len(classes))]
                           for w in range(len(starts))],
-                         [s // params.hop_length for s in starts], spec.shape[0], normalise=kind == "attention")
+                         [s // params.hop_length for s in starts], spec.shape[0], normalise=kind == "attention",
+                         masks=[mask] * len(starts))
     return Explanation(
         path=str(path), logmel=spec, maps=maps.astype(np.float32), raw=np.transpose(raw, (1, 0, 2, 3)).astype(np.float32),
         classes=[mf.scene_labels[i] for i in classes], kind=kind, prediction=prediction,
@@ -157,22 +160,32 @@ def explain_clip(predictor: Predictor, path, *, class_name: str | None = None, t
         scene_labels=list(mf.scene_labels))
 
 
-def place_windows(window_maps, first_frames, n_frames: int, *, normalise: bool) -> np.ndarray:
+def covered(n_cells: tuple[int, int], cell: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """Boolean ``shape`` mask of the bins under one of ``n_cells`` map cells of ``cell`` bins each."""
+    mask = np.zeros(shape, dtype=bool)
+    mask[: n_cells[0] * cell[0], : n_cells[1] * cell[1]] = True
+    return mask
+
+
+def place_windows(window_maps, first_frames, n_frames: int, *, normalise: bool, masks=None) -> np.ndarray:
     """Combine per-window maps ``[W][C] (T_w, M)`` into ``(C, n_frames, M)`` on the recording's frames.
 
     Window ``w`` starts at frame ``first_frames[w]``; where windows overlap (the last window of a long
-    recording) their values are averaged, so no region counts twice. ``normalise``: scale each
-    class's map to sum to 1 (attention: the share of the recording's attention per bin).
+    recording) their values are averaged over the windows whose map covers the bin (``masks[w]``,
+    ``(T_w, M)`` bool, default all), so no region counts twice and a bin a window's pooling dropped
+    does not dilute another window's value. ``normalise``: scale each class's map to sum to 1
+    (attention: the share of the recording's attention per bin).
     """
     n_classes = len(window_maps[0])
     t_w, m = window_maps[0][0].shape
     total = np.zeros((n_classes, n_frames, m))
-    cover = np.zeros((n_frames, 1))
-    for maps, f0 in zip(window_maps, first_frames):
+    cover = np.zeros((n_frames, m))
+    for w, (maps, f0) in enumerate(zip(window_maps, first_frames)):
         f1 = min(f0 + t_w, n_frames)
+        mask = np.ones((t_w, m), dtype=bool) if masks is None else masks[w]
         for c in range(n_classes):
-            total[c, f0:f1] += maps[c][: f1 - f0]
-        cover[f0:f1] += 1
+            total[c, f0:f1] += np.where(mask, maps[c], 0.0)[: f1 - f0]
+        cover[f0:f1] += mask[: f1 - f0]
     out = np.divide(total, cover, out=np.zeros_like(total), where=cover > 0)
     if normalise:
         sums = out.sum(axis=(1, 2), keepdims=True)

@@ -302,6 +302,9 @@ def test_to_input_grid_and_place_windows_keep_sums():
     out = place_windows([[a], [b]], [0, 1], 3, normalise=False)
     assert out[0, :, 0].tolist() == [1.0, 2.0, 3.0]  # the overlap is averaged, not summed
     assert place_windows([[a], [b]], [0, 1], 3, normalise=True).sum() == pytest.approx(1.0)
+    # a bin the first window's pooling dropped takes the second window's value alone
+    masks = [np.array([[True], [False]]), np.ones((2, 1), bool)]
+    assert place_windows([[a], [b]], [0, 1], 3, normalise=False, masks=masks)[0, :, 0].tolist() == [1.0, 3.0, 3.0]
 
 
 def test_cell_size():

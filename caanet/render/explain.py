@@ -9,6 +9,7 @@ and written atomically.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -72,8 +73,11 @@ def draw_explanation(ex: Explanation, out_path, *, title: str | None = None, dpi
             ax.axvline(s + x0, color="white", lw=0.6, ls=":")
     axes[-1].set_xlabel("time (s)", fontsize=8)
     cell = ex.cell
-    note = "" if cell == (1, 1) else f"; each map cell covers {cell[0]} frames x {cell[1]} mel bands"
-    fig.suptitle(title or f"Fig. 7 for one recording: {KIND_TITLES[ex.kind]}{note}", fontsize=10)
+    note = "" if cell == (1, 1) else (f"\neach map cell covers {cell[0]} frames x {cell[1]} mel bands; "
+                                      "bins under no cell (dropped by the pooling) are 0")
+    text = title or f"Fig. 7 for one recording: {KIND_TITLES[ex.kind]}{note}"
+    fig.suptitle("\n".join(textwrap.fill(line, int(width * 11)) for line in text.split("\n")), fontsize=10)
     with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=dpi, metadata={"Software": None} if fmt == "png" else None)
+        fig.savefig(tmp, format=fmt, dpi=dpi, metadata={"Software": None} if fmt == "png" else None,
+                    bbox_inches="tight", pad_inches=0.1)
     return out_path
