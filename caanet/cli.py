@@ -57,6 +57,24 @@ over the bins it covers. Flatten and ROI heads have no such map (an error says s
 Time is in seconds, frequency on the mel scale labelled in Hz. The class is the predicted one,
 --class NAME, or the --top-k K most probable."""
 
+EXAMPLES = """\
+examples:
+  caanet predict model.pt recording.flac more/*.wav a_folder/
+  caanet predict model.pt a_folder/ --format csv -o predictions.csv
+  caanet predict teacher_forcing_model.pt clip.wav --device b
+  caanet explain model.pt clip.wav -o fig7.png --top-k 3 --npy maps.npy
+  caanet inspect model.pt
+  caanet inspect results/features/embedded2018-<hash>.h5
+  caanet predict state_dict.pt clip.wav --network CnnAtrous_Attention --strategy multi_task \\
+      --cond-layer 4 --norm-from results/features/dcase2018_task1b-<hash>.h5"""
+
+PREDICT_OUTPUT = """\
+output: per file the predicted scene and its probability, the --top-k most probable scenes and,
+for multi-task models, CNN-d's predicted device and its probability. table: aligned text; csv:
+also every scene's probability (p_<scene>) and device's (p_device_<label>); json: {"model": ...,
+"results": [...]} with all probabilities. Probabilities are those of the mean log-probabilities
+of a recording's windows, renormalised."""
+
 INSPECT_HELP = """\
 Describe a feature cache (.h5: parameters and clip counts per device, scene and split) or a model
 file (its cell, labels, feature parameters, architecture and a summary of its training metrics)."""
@@ -107,12 +125,12 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``caanet`` argument parser (subcommands predict, explain, inspect)."""
-    parser = _Parser(prog="caanet", description=DESCRIPTION)
+    parser = _Parser(prog="caanet", description=DESCRIPTION, epilog=EXAMPLES)
     parser.add_argument("--version", action="version", version=f"caanet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("predict", help="classify recordings (scene, device)", description=PREDICT_HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=PREDICT_OUTPUT, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="a model.pt written by the workflow, or an authors' checkpoint")
     p.add_argument("audio", metavar="AUDIO", nargs="+", help="audio files, folders or glob patterns")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: %(default)s)")
@@ -344,7 +362,8 @@ def _explain(args) -> int:
     probs = {c: float(__import__("numpy").exp(ex.prediction.scene_logprob[mf.scene_labels.index(c)]))
              for c in ex.classes}
     shown = ", ".join(f"{c} (p = {p:.3f})" for c, p in probs.items())
-    print(f"{out}: {ex.kind} map of {shown}" + (f"; raw map {args.npy}" if args.npy else ""))
+    kind = "attention map" if ex.kind == "attention" else "class activation map"
+    print(f"{out}: {kind} of {shown}" + (f"; raw map {args.npy}" if args.npy else ""))
     return EXIT_OK
 
 

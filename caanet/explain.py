@@ -11,8 +11,9 @@
 
 The head's grid is coarser than the spectrogram where the backbone pools (``cnn_pool``: 16 frames x
 16 mel bins per cell) or where ROI regions are taken (``roi_att``: ``roi_size`` cells per region):
-:func:`to_input_grid` spreads each cell's value evenly over the spectrogram bins it covers (so sums
-are kept; bins no cell covers, the floor-mode remainder of ``cnn_pool``, get 0). A recording of
+:func:`to_input_grid` spreads each attention cell's value evenly over the spectrogram bins it
+covers (so sums are kept) and gives a CAM cell's value to each of its bins; bins no cell covers
+(the floor-mode remainder of ``cnn_pool``) get 0 and are blank in the figure. A recording of
 several windows (:mod:`caanet.inference`) gets its windows' maps placed at their frames (to the
 nearest frame) and averaged where windows overlap (:func:`place_windows`); an attention map of a
 whole recording is then scaled to sum to 1 (each window's own ``A'`` sums to 1 already).
@@ -58,11 +59,13 @@ def cell_size(config) -> tuple[int, int]:
     return s, s
 
 
-def to_input_grid(m: np.ndarray, cell: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
-    """Spread a ``(P, Q)`` map over a ``shape`` ``(T, M)`` grid, ``cell`` bins per map cell, evenly.
+def to_input_grid(m: np.ndarray, cell: tuple[int, int], shape: tuple[int, int], *, spread: bool = True) -> np.ndarray:
+    """Place a ``(P, Q)`` map on a ``shape`` ``(T, M)`` grid, ``cell`` bins per map cell.
 
-    Cell ``(i, j)`` covers rows ``[i*ct, min((i+1)*ct, T))`` and columns likewise; its value is divided
-    by the number of bins it covers, so ``out.sum() == m.sum()`` when every cell covers one bin or more.
+    Cell ``(i, j)`` covers rows ``[i*ct, min((i+1)*ct, T))`` and columns likewise. ``spread`` (for a
+    distribution such as A'): its value is divided by the number of bins it covers, so
+    ``out.sum() == m.sum()`` when every cell covers one bin or more; otherwise (a score such as a
+    CAM) each covered bin takes the cell's value.
     """
     m = np.asarray(m, dtype=np.float64)
     (ct, cm), (t, mm) = cell, shape
@@ -75,7 +78,7 @@ def to_input_grid(m: np.ndarray, cell: tuple[int, int], shape: tuple[int, int]) 
             c0, c1 = j * cm, min((j + 1) * cm, mm)
             if c0 >= c1:
                 continue
-            out[r0:r1, c0:c1] = m[i, j] / ((r1 - r0) * (c1 - c0))
+            out[r0:r1, c0:c1] = m[i, j] / ((r1 - r0) * (c1 - c0)) if spread else m[i, j]
     return out
 
 
@@ -116,6 +119,7 @@ class Explanation:
     params: object
     cell: tuple[int, int]
     scene_labels: list
+    covered: np.ndarray  # (T, M) bool: bins under a cell of the head's map (the others are 0 in maps)
 
 
 def choose_classes(prediction: ClipPrediction, labels, *, class_name: str | None, top_k: int) -> list[int]:
@@ -149,15 +153,18 @@ def explain_clip(predictor: Predictor, path, *, class_name: str | None = None, t
     n_frames = feats.shape[1]
     grid_shape = (n_frames, params.n_mels)
     mask = covered(raw.shape[2:], cell, grid_shape)
-    maps = place_windows([[to_input_grid(raw[w, c], cell, grid_shape) for c in range(len(classes))]
-                          for w in range(len(starts))],
-                         [s // params.hop_length for s in starts], spec.shape[0], normalise=kind == "attention",
+    first = [s // params.hop_length for s in starts]
+    attention = kind == "attention"
+    maps = place_windows([[to_input_grid(raw[w, c], cell, grid_shape, spread=attention) for c in range(len(classes))]
+                          for w in range(len(starts))], first, spec.shape[0], normalise=attention,
                          masks=[mask] * len(starts))
+    covered_bins = place_windows([[mask.astype(float)]] * len(starts), first, spec.shape[0], normalise=False,
+                                 masks=[mask] * len(starts))[0] > 0
     return Explanation(
         path=str(path), logmel=spec, maps=maps.astype(np.float32), raw=np.transpose(raw, (1, 0, 2, 3)).astype(np.float32),
         classes=[mf.scene_labels[i] for i in classes], kind=kind, prediction=prediction,
         window_starts_s=[s / params.sample_rate for s in starts], params=params, cell=cell,
-        scene_labels=list(mf.scene_labels))
+        scene_labels=list(mf.scene_labels), covered=covered_bins)
 
 
 def covered(n_cells: tuple[int, int], cell: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:

@@ -233,6 +233,7 @@ def test_explain_in_process_cam_and_coarse_grid(tmp_path, world):
     assert ex.classes == ["park"] and ex.raw.shape == (1, 1, 1, 4) and ex.cell == (16, 16)
     assert ex.maps.shape == (1, 31, 64) and ex.maps.sum() == pytest.approx(1.0, abs=1e-5)
     assert (ex.maps[0, 16:] == 0).all()  # frames 16..30 are not under any 16-frame cell (floor pooling)
+    assert ex.covered[:16].all() and not ex.covered[16:].any()
 
 
 def test_explain_long_recording_places_windows(tmp_path, world):
@@ -298,6 +299,7 @@ def test_to_input_grid_and_place_windows_keep_sums():
     g = to_input_grid(m, (2, 2), (3, 3))  # cell (0,1) covers only column 2
     assert g.tolist() == [[0.25, 0.25, 1.5], [0.25, 0.25, 1.5], [0, 0, 0]]
     assert g.sum() == pytest.approx(4.0)
+    assert to_input_grid(m, (2, 2), (3, 3), spread=False).tolist() == [[1, 1, 3], [1, 1, 3], [0, 0, 0]]  # CAM scores
     a, b = np.ones((2, 1)), 3 * np.ones((2, 1))
     out = place_windows([[a], [b]], [0, 1], 3, normalise=False)
     assert out[0, :, 0].tolist() == [1.0, 2.0, 3.0]  # the overlap is averaged, not summed
@@ -314,3 +316,21 @@ def test_cell_size():
     assert cell_size(cfg("atrous", "att")) == (1, 1)
     assert cell_size(cfg("cnn_pool", "att")) == (16, 16)
     assert cell_size(cfg("cnn_nopool", "roi_att")) == (16, 16)
+
+
+SHARED = Path(os.environ.get("CAANET_SHARED", ROOT.parent / "shared"))
+GOLDEN = SHARED / "reference" / "golden" / "DecisionLevelMaxPooling_cond1"
+
+
+@pytest.mark.skipif(not GOLDEN.is_dir(), reason=f"golden data absent: {GOLDEN} (set CAANET_SHARED)")
+def test_golden_authors_checkpoint_predicts_and_explains(tmp_path, world):
+    """A real checkpoint of the authors' code (paper widths) on a WAV, normalised from a cache."""
+    wav = _test_wavs(world)[0]
+    opts = ["--network", "DecisionLevelMaxPooling", "--strategy", "multi_task", "--cond-layer", "1",
+            "--norm-from", world["cache"]]
+    rc, out, err = call_cli("predict", GOLDEN / "state_dict.pt", wav, "--format", "json", *opts)
+    assert rc == 0, err
+    res = json.loads(out)
+    assert res["model"]["kind"] == "reference" and res["results"][0]["device"] in ("a", "b", "c")
+    rc, out, err = call_cli("explain", GOLDEN / "state_dict.pt", wav, "-o", tmp_path / "cam.png", *opts)
+    assert rc == 0 and "activation map" in out and (tmp_path / "cam.png").exists()

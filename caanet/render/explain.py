@@ -55,7 +55,7 @@ def draw_explanation(ex: Explanation, out_path, *, title: str | None = None, dpi
                       f"{ex.prediction.n_windows} window{'s' if ex.prediction.n_windows > 1 else ''})", fontsize=9)
     for i, name in enumerate(ex.classes):
         ax = axes[i + 1]
-        m = ex.maps[i]
+        m = np.ma.masked_where(~ex.covered, ex.maps[i])  # bins under no map cell: blank
         if ex.kind == "attention":
             img = ax.imshow(m.T, origin="lower", aspect="auto", cmap="magma", extent=extent, vmin=0.0,
                             vmax=float(m.max()) if m.max() > 0 else 1.0)
@@ -74,7 +74,7 @@ def draw_explanation(ex: Explanation, out_path, *, title: str | None = None, dpi
     axes[-1].set_xlabel("time (s)", fontsize=8)
     cell = ex.cell
     note = "" if cell == (1, 1) else (f"\neach map cell covers {cell[0]} frames x {cell[1]} mel bands; "
-                                      "bins under no cell (dropped by the pooling) are 0")
+                                      "bins under no cell (dropped by the pooling) are blank")
     text = title or f"Fig. 7 for one recording: {KIND_TITLES[ex.kind]}{note}"
     fig.suptitle("\n".join(textwrap.fill(line, int(width * 11)) for line in text.split("\n")), fontsize=10)
     with atomic_path(out_path) as tmp:
