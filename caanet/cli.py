@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify recordings (scene, device)", description=PREDICT_HELP,
                        epilog=PREDICT_OUTPUT, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", metavar="MODEL", help="a model.pt written by the workflow, or an authors' checkpoint")
+    p.add_argument("model", metavar="MODEL",
+                   help="a model.pt written by the workflow (or the cell's folder holding it), or an authors' checkpoint")
     p.add_argument("audio", metavar="AUDIO", nargs="+", help="audio files, folders or glob patterns")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: %(default)s)")
     p.add_argument("--top-k", type=_positive_int, default=3, metavar="K",
@@ -160,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("inspect", help="describe a feature cache or a model file", description=INSPECT_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    i.add_argument("path", metavar="PATH", help="a feature cache (.h5) or a model file (.pt)")
+    i.add_argument("path", metavar="PATH", help="a feature cache (.h5), a model file (.pt) or a cell's output folder")
     i.add_argument("--json", action="store_true", help="print the description as JSON")
     return parser
 
@@ -395,8 +396,10 @@ def inspect_path(path: str) -> dict:
     p = Path(path)
     if not p.exists():
         raise UserError(f"{path}: no such file")
+    if p.is_dir() and (p / "model.pt").is_file():  # a cell's output folder
+        p = p / "model.pt"
     if p.is_dir():
-        raise UserError(f"{path}: is a folder; give a feature cache (.h5) or a model file (.pt)")
+        raise UserError(f"{path}: is a folder; give a feature cache (.h5), a model file (.pt) or a cell's folder")
     if h5py.is_hdf5(str(p)):
         from caanet.features import cache_summary
 

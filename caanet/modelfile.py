@@ -217,7 +217,7 @@ def _read(path) -> dict:
     if not path.exists():
         raise ConfigError(f"{path}: no such model file")
     if path.is_dir():
-        raise ConfigError(f"{path}: is a folder, not a model file")
+        raise ConfigError(f"{path}: is a folder without a model.pt, not a model file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
@@ -236,7 +236,8 @@ def is_reference_checkpoint(obj: dict) -> bool:
 
 
 def load_model_file(path) -> ModelFile:
-    """Load a self-describing ``model.pt`` (weights_only) into a :class:`ModelFile`.
+    """Load a self-describing ``model.pt`` (weights_only) into a :class:`ModelFile`; ``path`` may also
+    be a cell's output folder holding one.
 
     Raises ConfigError naming the file and the missing/bad key: not a dict, an authors' checkpoint
     (load it with :func:`load_reference_model`), a file written before model files carried their
@@ -246,6 +247,8 @@ def load_model_file(path) -> ModelFile:
     from caanet.models import ModelConfig, build_model
 
     path = Path(path)
+    if path.is_dir() and (path / "model.pt").is_file():  # a cell's output folder
+        path = path / "model.pt"
     obj = _read(path)
     if obj.get("format") != FORMAT:
         if is_reference_checkpoint(obj):
