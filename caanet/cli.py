@@ -360,9 +360,8 @@ def _explain(args) -> int:
         with atomic_path(args.npy) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, ex.raw)
-    probs = {c: float(__import__("numpy").exp(ex.prediction.scene_logprob[mf.scene_labels.index(c)]))
-             for c in ex.classes}
-    shown = ", ".join(f"{c} (p = {p:.3f})" for c, p in probs.items())
+    probs = dict(ex.prediction.top(mf.scene_labels, len(mf.scene_labels)))
+    shown = ", ".join(f"{c} (p = {probs[c]:.3f})" for c in ex.classes)
     kind = "attention map" if ex.kind == "attention" else "class activation map"
     print(f"{out}: {kind} of {shown}" + (f"; raw map {args.npy}" if args.npy else ""))
     return EXIT_OK

@@ -7,6 +7,7 @@ build_cache, train_cell) once per module; the command then runs as a subprocess 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -48,7 +49,6 @@ def run_cli(*args, check_rc: int | None = 0):
 def call_cli(*args) -> tuple[int, str, str]:
     """``caanet.cli.main(ARGS)`` in this process (faster than a subprocess): ``(exit status, stdout, stderr)``."""
     import contextlib
-    import io
 
     from caanet.cli import main
 
@@ -123,7 +123,7 @@ def test_old_model_file_is_refused_naming_it(tmp_path, world):
 def test_predict_agrees_with_the_cells_predictions(world):
     wavs = _test_wavs(world)
     proc = run_cli("predict", world["models"]["trained"], world["tmp"] / "ds" / "audio", "--format", "csv")
-    got = pd.read_csv(__import__("io").StringIO(proc.stdout))
+    got = pd.read_csv(io.StringIO(proc.stdout))
     assert len(got) == 60  # the folder: train and test clips
     got["filename"] = [str(Path(f).relative_to(world["tmp"] / "ds")) for f in got["file"]]
     want = pd.read_csv(world["tmp"] / "cell" / "predictions.csv")
@@ -169,7 +169,7 @@ def test_bad_inputs_exit_1_naming_the_file_and_the_rest_still_run(tmp_path, worl
     proc = run_cli("predict", world["models"]["trained"], missing, tmp_path / "notes.wav", good, "--format", "csv",
                    check_rc=1)
     assert str(missing) in proc.stderr and "notes.wav" in proc.stderr and "Traceback" not in proc.stderr
-    out = pd.read_csv(__import__("io").StringIO(proc.stdout))
+    out = pd.read_csv(io.StringIO(proc.stdout))
     assert out["file"].tolist() == [good]
     (tmp_path / "empty").mkdir()
     rc, out, err = call_cli("predict", world["models"]["trained"], tmp_path / "empty", str(tmp_path / "*.flac"), good)
