@@ -710,14 +710,13 @@ def _attention_examples(model, data: CellData, *, dev, cfg: TrainConfig, oracle:
 
 
 def _write_outputs(out_dir: Path, *, spec, cfg, model, model_cfg, data: CellData, metrics, evaluation, preds_df,
-                   attention) -> None:
-    with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save({
-            "state_dict": model.state_dict(), "spec": spec.to_dict(), "model_config": model_cfg.to_dict(),
-            "train_config": cfg.to_dict(), "norm_mean": torch.from_numpy(data.mean.copy()),
-            "norm_std": torch.from_numpy(data.std.copy()), "scene_labels": data.scene_labels,
-            "device_labels": data.device_labels, "caanet_version": caanet.__version__,
-        }, tmp)
+                   attention, features_path) -> None:
+    from caanet.modelfile import write_training_model_file  # the self-describing model file (caanet/modelfile.py)
+
+    write_training_model_file(
+        out_dir / "model.pt", features_path=features_path, spec=spec, train_config=cfg, model=model,
+        model_config=model_cfg, norm_mean=data.mean, norm_std=data.std, scene_labels=data.scene_labels,
+        device_labels=data.device_labels, evaluation=evaluation, metrics=metrics)
     write_csv_atomic(out_dir / "metrics.csv", pd.DataFrame(metrics, columns=list(METRICS_COLUMNS)))
     write_csv_atomic(out_dir / "predictions.csv", preds_df)
     if attention is not None:
@@ -1022,7 +1021,8 @@ def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, thre
         trainer.run(ck_path, code_version, stop, callback)
         evaluation, preds_df, attention = trainer.evaluate(code_version, reference_device)
         _write_outputs(out_dir, spec=spec, cfg=cfg, model=trainer.model, model_cfg=trainer.model_cfg, data=data,
-                       metrics=trainer.state.metrics, evaluation=evaluation, preds_df=preds_df, attention=attention)
+                       metrics=trainer.state.metrics, evaluation=evaluation, preds_df=preds_df, attention=attention,
+                       features_path=features_path)
     with contextlib.suppress(FileNotFoundError):
         ck_path.unlink()
     with contextlib.suppress(OSError):

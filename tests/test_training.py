@@ -265,8 +265,10 @@ def test_each_strategy_writes_every_output(tiny_cache, tmp_path, cell_id):
     assert list(preds.columns) == list(training.PREDICTION_COLUMNS)
     assert (preds["correct"] == (preds["scene"] == preds["pred_scene"]).astype(int)).all()
     model = torch.load(tmp_path / "model.pt", weights_only=True)
-    assert set(model) == {"state_dict", "spec", "model_config", "train_config", "norm_mean", "norm_std",
-                          "scene_labels", "device_labels", "caanet_version"}
+    assert set(model) == {"format", "format_version", "state_dict", "spec", "cell_id", "model_config",
+                          "train_config", "feature_params", "norm_mean", "norm_std", "scene_labels",
+                          "device_labels", "unseen_device_labels", "fidelity", "caanet_version", "code_version", "training"}
+    assert model["cell_id"] == s.cell_id and model["feature_params"]["n_mels"] == model["model_config"]["input_shape"][1]
     assert not (tmp_path / "checkpoints").exists()
     has_attention = s.pooling in ("att", "roi_att")
     assert (tmp_path / "attention.npz").exists() == has_attention
