@@ -7,6 +7,10 @@ on its own. Each rule therefore puts :func:`source_hash` of the modules it depen
 Python files are hashed through their syntax tree (``ast.dump``), so editing a comment or the
 formatting reruns nothing, while any change to code or docstrings does. Other files (templates,
 CSV) are hashed byte for byte.
+
+Which modules a stage depends on is derived, not listed by hand: :func:`code_hash` follows every
+``caanet`` import (module-level and inside functions) from the stage's entry modules, so a module a
+stage starts to import is covered the day it is imported (:func:`import_closure`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,73 @@ def source_hash(*relpaths: str, root: str | Path = PACKAGE_ROOT, length: int = 1
             h.update(str(f.relative_to(root)).encode())
             h.update(_file_digest(f))
     return h.hexdigest()[:length]
+
+
+def _module_file(name: str, root: Path) -> Path | None:
+    """The source file of module ``name`` (``caanet.x.y``) under the package ``root``, or None."""
+    parts = name.split(".")[1:]
+    base = root.joinpath(*parts)
+    for cand in (base.with_suffix(".py"), base / "__init__.py"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _imported_modules(path: Path, module: str) -> set[str]:
+    """Every ``caanet`` module that the file ``path`` (module ``module``) imports, anywhere in it, with
+    the packages each import runs (``caanet.a.b`` runs ``caanet`` and ``caanet.a`` too)."""
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "caanet")
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            if base.split(".")[0] != "caanet":
+                continue
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)  # `from caanet import models`
+    closed = set()
+    for name in found:
+        parts = name.split(".")
+        closed.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return closed
+
+
+def import_closure(*modules: str, root: str | Path = PACKAGE_ROOT) -> list[Path]:
+    """The source files of ``modules`` (``"caanet.training"``, ...) and of every ``caanet`` module they
+    import, transitively, sorted. Names that are not modules (``from caanet.x import function``) are
+    skipped. Raises FileNotFoundError for an entry module that does not exist."""
+    root = Path(root)
+    seen: dict[str, Path] = {}
+    todo = list(modules)
+    for name in modules:
+        if _module_file(name, root) is None:
+            raise FileNotFoundError(f"import_closure: no module {name!r} under {root}")
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        f = _module_file(name, root)
+        if f is None:
+            continue
+        seen[name] = f
+        todo.extend(_imported_modules(f, name) - seen.keys())
+    return sorted(set(seen.values()))
+
+
+def code_hash(*modules: str, data: tuple[str, ...] = (), root: str | Path = PACKAGE_ROOT, length: int = 12) -> str:
+    """:func:`source_hash` of the :func:`import_closure` of ``modules`` plus the ``data`` files or folders
+    (relative to ``root``: templates, CSVs) that the code reads."""
+    root = Path(root)
+    rel = [str(p.relative_to(root)) for p in import_closure(*modules, root=root)]
+    return source_hash(*rel, *data, root=root, length=length)
 
 
 def git_commit(cwd: str | Path | None = None) -> str:

@@ -14,7 +14,7 @@ os.environ.update(
 )
 
 from caanet.config import resolve
-from caanet.provenance import source_hash
+from caanet.provenance import code_hash
 from caanet import grid
 from caanet import rerun
 from caanet import workflow_support as ws
@@ -30,13 +30,21 @@ BENCH = f"{RESULTS}/benchmarks"
 ws.check_preset(P)
 TABLE1_CELLS = grid.table1_cells(P)
 
-# Code each stage depends on: a change reruns that stage and what follows, nothing before it.
+# Code each stage depends on: the entry modules of its scripts and every caanet module they import
+# (caanet.provenance.code_hash follows the imports), plus the data files the code reads. A change
+# reruns that stage and what follows, nothing before it.
 CODE = {
-    "data": source_hash("data"),
-    "features": source_hash("audio.py", "features.py"),
-    "train": source_hash("models", "training.py", "modelfile.py", "evaluation.py", "fidelity.py", "spec.py"),
-    "stats": source_hash("grid.py", "stats.py", "evaluation.py", "paper"),
-    "render": source_hash("render", "fidelity.py", "grid.py", "stats.py"),
+    "data": code_hash("caanet.data.synth", "caanet.data.layout", "caanet.devices"),
+    "features": code_hash("caanet.audio", "caanet.features", "caanet.data.layout"),
+    "train": code_hash("caanet.training"),
+    "stats": code_hash("caanet.grid", "caanet.stats", data=("paper",)),
+    "render": code_hash(
+        "caanet.render.report",
+        "caanet.render.figures",
+        "caanet.render.tables",
+        "caanet.render.dataset_page",
+        data=("paper", "render/templates"),
+    ),
 }
 
 
