@@ -20,6 +20,8 @@ lr_decay               lr x 0.9 every 200 iterations                   never (it
 lambda_source          device accuracy on a validation split carved    device accuracy on the test fold
                        from the training data (location-disjoint)
 lambda_sticky          switch once, stay at lambda_low                 re-checked every 100 iterations, can switch back
+mixed_precision        bf16 autocast on CUDA (``training.amp``), with  float32 throughout, as the authors trained
+                       normalisation and losses in float32
 =====================  ==============================================  ==============================================
 
 Shared by both (not divergences, recorded for completeness): the predicted device becomes a
@@ -44,6 +46,7 @@ class Fidelity:
     lr_decay: bool
     lambda_source: str  # "validation" | "test"
     lambda_sticky: bool
+    mixed_precision: bool = True  # bf16 autocast on CUDA allowed (TrainConfig.amp); CPU is always float32
 
 
 PAPER = Fidelity(
@@ -64,6 +67,7 @@ REFERENCE = Fidelity(
     lr_decay=False,
     lambda_source="test",
     lambda_sticky=False,
+    mixed_precision=False,
 )
 
 FIDELITIES = {f.name: f for f in (PAPER, REFERENCE)}
