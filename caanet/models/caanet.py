@@ -226,7 +226,7 @@ class CAANet(nn.Module):
             return device_one_hot(device.to(x4.device), cfg.n_devices, torch.float32), None
         device_logprob = self.device_net(x4)
         # argmax: no gradient flows from the scene loss into CNN-d (reference item 4)
-        one_hot = device_one_hot(device_logprob.detach().argmax(dim=1), cfg.n_devices, torch.float32)
+        one_hot = device_one_hot(device_logprob.detach().argmax(dim=1), cfg.n_devices, torch.float32, check=False)
         return one_hot, device_logprob
 
     def forward(self, x: torch.Tensor, device: torch.Tensor | None = None) -> ModelOutput:
