@@ -73,11 +73,10 @@ def gpu_share(flops_per_step: float, *, full_card_flops: float = FULL_CARD_FLOPS
 # Dense bf16 tensor-core peaks without sparsity, TFLOP/s, from the vendors' data sheets; matched
 # against torch.cuda.get_device_name() (first key contained in the name, case-insensitive).
 BF16_PEAK_TFLOPS = {
-    "H200": 989.0,
-    "H100 SXM": 989.0,
+    "H200": 989.0,  # "NVIDIA H200"
     "H100 NVL": 835.0,
     "H100 PCIe": 756.0,
-    "H100": 756.0,  # unspecified form factor: the PCIe card, the lower figure
+    "H100": 989.0,  # the SXM card reports itself as "NVIDIA H100 80GB HBM3"
     "GH200": 989.0,
     "B200": 2250.0,
     "A100": 312.0,
