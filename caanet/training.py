@@ -85,7 +85,10 @@ class TrainConfig:
     for validation where it is needed: the paper-mode lambda rule, or ``selection="best_val"``.
     ``selection`` picks the evaluated weights: ``last`` (the paper and the authors) or ``best_val``
     (best validation accuracy every ``val_every`` iterations; never the test set).
-    ``amp`` enables bf16 autocast on CUDA only. ``log_every`` sets the metrics.csv rows.
+    ``amp`` enables bf16 autocast on CUDA only (and only where the fidelity allows it:
+    ``Fidelity.mixed_precision``). ``deterministic``: deterministic kernels and a bit-reproducible
+    run (CPU resume included); false lets cuDNN autotune (``cudnn.benchmark``), faster on a GPU.
+    ``log_every`` sets the metrics.csv rows.
     """
 
     iterations: int = 15000
