@@ -131,3 +131,22 @@ def test_lint_is_clean():
     )
     out = proc.stdout + proc.stderr
     assert "Lints for" not in out, out[-4000:]
+
+
+def test_cores_above_the_machine_are_capped_and_gpu_shares_follow_the_cells_size(tmp_path):
+    # issue 10: --cores beyond the machine's cores would only slow a local run down; a training job
+    # declares the percent of a GPU its model needs (paper scale: full resolution 100, pooled 25)
+    import os
+
+    cells = [f"results/cells/dcase2018_task1b/{c}/seed0/evaluation.json"
+             for c in ("atrous-att-multi_task-L3", "cnn_pool-att-multi_task-L3")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "100000", *cells, "--resources", "gpu_share=100",
+         "--config", "preset=paper"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert f"--cores 100000 capped to this machine's {len(os.sched_getaffinity(0))} cores" in out
+    shares = sorted(int(m) for m in re.findall(r"resources: .*\bgpu_share=(\d+)", out))
+    assert shares == [25, 100], out[-4000:]
