@@ -20,7 +20,6 @@ cases stay within 5 minutes with start-up).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time

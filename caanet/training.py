@@ -831,7 +831,7 @@ class CellTrainer:
 
     def step(self, it: int) -> tuple[list[float], float, float | None]:
         """Train on the batch of 0-based iteration ``it``; return ``([loss, loss_scene, loss_device], lr, lambda)``."""
-        cfg, data = self.cfg, self.data
+        cfg = self.cfg
         lr = lr_at(it, cfg, self.fidelity)
         for group in self.optimizer.param_groups:
             group["lr"] = lr

@@ -131,6 +131,10 @@ def test_train_step_flops_counts_the_convolutions():
     head = flops - fwd - bwd
     assert 0 <= head < 0.01 * flops  # the head (a linear layer on pooled features) is negligible
     assert train_step_flops(cfg, 4) == 2 * flops  # linear in the batch
+    # teacher forcing: the plain network plus a per-clip bias (counted as the plain network)
+    oracle = ModelConfig("cnn_nopool", "avg", device_source="oracle", cond_layer=2, channels=(4, 8, 8, 16),
+                         device_channels=(4, 8), input_shape=(32, 16))
+    assert train_step_flops(oracle, 2) == flops
 
 
 def test_paper_scale_flops_and_shares():
