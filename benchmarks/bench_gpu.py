@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from caanet.cost import bf16_peak_tflops, train_step_flops  # noqa: E402
+from caanet.runtime import keep_freed_memory  # noqa: E402
 from caanet.spec import CellSpec  # noqa: E402
 from caanet.training import CellData, CellTrainer, Clips, TrainConfig, _determinism  # noqa: E402
 
@@ -119,6 +120,7 @@ def main(argv=None) -> dict:
         p.error("CUDA is not available on this machine: use --device cpu (with --quick for a short check)")
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as train_cell does
     scale = QUICK if args.quick else PAPER
     if args.quick:
         args.warmup, args.chunk, args.iterations, args.clips = 2, 2, min(args.iterations, 6), min(args.clips, 64)

@@ -223,6 +223,9 @@ def bench_preset_networks(args) -> list[dict]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_gpu import synthetic_data
 
+    from caanet.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as train_cell does
     preset = resolve({**yaml.safe_load((REPO / "config.yaml").read_text()), "preset": args.preset})
     cfg = train_config(train_settings(preset), preset["name"])
     cfg = TrainConfig.from_dict({**cfg.to_dict(), "lambda_check_every": 10**9, "log_every": 10**9})

@@ -56,6 +56,7 @@ from caanet.evaluation import evaluate_predictions, select_attention_examples
 from caanet.fidelity import Fidelity, get_fidelity
 from caanet.io import atomic_path, write_csv_atomic, write_json_atomic
 from caanet.optim import Adam
+from caanet.runtime import keep_freed_memory
 from caanet.spec import CellSpec
 
 LOGGER = logging.getLogger("caanet.training")
@@ -973,6 +974,7 @@ def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, thre
     check_spec(features_path, spec, cfg)
     dev = _resolve_device(device)
     _set_threads(threads)
+    keep_freed_memory()  # no page faults for every step's activations (caanet.runtime)
     data = prepare_data(features_path, spec, cfg)
     ck_path = out_dir / "checkpoints" / "last.pt"
     with _determinism(cfg.deterministic, spec.seed), _StopFlag() as stop:

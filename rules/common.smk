@@ -44,7 +44,7 @@ TABLE1_CELLS = grid.table1_cells(P)
 CODE = {
     "data": source_hash("data"),
     "features": source_hash("audio.py", "features.py"),
-    "train": source_hash("models", "training.py", "optim.py", "evaluation.py", "fidelity.py", "spec.py"),
+    "train": source_hash("models", "training.py", "optim.py", "runtime.py", "evaluation.py", "fidelity.py", "spec.py"),
     "stats": source_hash("grid.py", "stats.py", "paper"),
     "render": source_hash("render"),
 }

@@ -199,3 +199,14 @@ def test_window_names_skipping_scipy_are_scipy_windows():
 
     for name in _PLAIN_WINDOWS:
         scipy.signal.get_window(name, 16, fftbins=False)
+
+
+def test_keep_freed_memory_sets_glibc_thresholds_once():
+    import platform
+
+    from caanet.runtime import keep_freed_memory
+
+    first = keep_freed_memory()
+    assert keep_freed_memory() is first  # once per process
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert first is True
