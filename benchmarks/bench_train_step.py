@@ -225,7 +225,7 @@ def bench_preset_networks(args) -> list[dict]:
 
     from caanet.runtime import keep_freed_memory
 
-    keep_freed_memory()  # as train_cell does
+    keep_freed_memory()  # as train_cell does (benchmarks/bench_malloc.py measures what it changes)
     preset = resolve({**yaml.safe_load((REPO / "config.yaml").read_text()), "preset": args.preset})
     cfg = train_config(train_settings(preset), preset["name"])
     cfg = TrainConfig.from_dict({**cfg.to_dict(), "lambda_check_every": 10**9, "log_every": 10**9})

@@ -210,3 +210,10 @@ def test_keep_freed_memory_sets_glibc_thresholds_once():
     assert keep_freed_memory() is first  # once per process
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert first is True
+
+
+def test_bench_malloc_runs(capsys):
+    res = _load("bench_malloc").main(["--rounds", "1", "--steps", "2", "--topologies", "cnn_pool"])
+    med = res["cnn_pool"]["median_ms"]
+    assert med["glibc default"] > 0 and med["keep_freed_memory"] > 0 and res["matmul_gflops_1thread"] > 0
+    assert "time saved" in capsys.readouterr().out
