@@ -25,7 +25,10 @@ iteration including the evaluations (the figure that decides the wall time of a 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
+import sys
+from pathlib import Path
 import statistics
 import time
 
@@ -33,7 +36,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from caanet.models import ModelConfig, build_model
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's caanet, not an installed one
+
+from caanet.models import ModelConfig, build_model  # noqa: E402
+
+
+def matmul_gflops(runs: int = 7, products: int = 20, n: int = 1024) -> float:
+    """Median GFLOP/s of ``runs`` timings of ``products`` one-thread float32 ``n x n`` matmuls: the
+    machine's speed, printed beside every time so figures from different machines compare."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        for _ in range(3):
+            a @ b
+        rates = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            for _ in range(products):
+                a @ b
+            rates.append(products * 2 * n**3 / (time.perf_counter() - t) / 1e9)
+        return statistics.median(rates)
+    finally:
+        torch.set_num_threads(before)
 
 N_CLASSES, N_DEVICES = 10, 3
 _CLOCK = time.perf_counter  # --clock cpu: time.process_time (CPU seconds of all threads, less sensitive to load)
@@ -174,6 +200,73 @@ def bench_case(topology: str, args) -> dict:
     return res
 
 
+def bench_preset_networks(args) -> list[dict]:
+    """Iterations/s of the preset's own networks, per topology, on the real trainer step.
+
+    For each topology: the attention multi-task cell conditioned at layer 3 (the largest network of
+    the topology in the grid) at the preset's widths, batch size and input size (its datasets' clip
+    length). ``trainer``: ``caanet.training.CellTrainer.step`` on a synthetic split, as a job runs it
+    (deterministic mode, batch taken on the device from the per-epoch order, fused Adam, losses read
+    back once); ``model``: forward + backward + Adam on a fixed batch, nothing else. Their
+    difference is the host work per step. ``top_ops``: the operators with the most self CPU time in
+    a few profiled steps (torch.profiler), which say what dominates a step.
+    """
+    import yaml
+    from torch.profiler import ProfilerActivity, profile
+
+    from caanet.config import resolve
+    from caanet.optim import Adam
+    from caanet.spec import CellSpec
+    from caanet.training import CellTrainer, TrainConfig, _determinism
+    from caanet.workflow_support import feature_params, train_config, train_settings
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_gpu import synthetic_data
+
+    from caanet.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as train_cell does (benchmarks/bench_malloc.py measures what it changes)
+    preset = resolve({**yaml.safe_load((REPO / "config.yaml").read_text()), "preset": args.preset})
+    cfg = train_config(train_settings(preset), preset["name"])
+    cfg = TrainConfig.from_dict({**cfg.to_dict(), "lambda_check_every": 10**9, "log_every": 10**9})
+    dataset = preset["tables"]["table1"]["dataset"]
+    fp = feature_params(preset, dataset)
+    shape = (fp.n_frames, fp.n_mels)
+    steps, warm = (5, 2) if args.quick else (args.preset_steps, 20)
+    rows = []
+    for topology in args.cases.split(","):
+        spec = CellSpec(dataset, topology, "att", "multi_task", cond_layer=3)
+        data = synthetic_data(256, shape)
+        with _determinism(True, 0):
+            trainer = CellTrainer(spec, cfg, data, torch.device("cpu"), say=lambda line: None)
+            model = build_model(trainer.model_cfg).train()
+            opt = Adam(model.parameters(), lr=cfg.lr)
+            x = torch.from_numpy(data.train.x[:cfg.batch_size].copy())
+            y, d = torch.randint(0, 10, (cfg.batch_size,)), torch.randint(0, 3, (cfg.batch_size,))
+            bare = _train_step(lambda inp: tuple(model(inp)[:2]), opt, x, y, d)
+            it = iter(range(10**9))
+            times = _interleaved({"trainer": lambda: trainer.step(next(it)), "model": bare}, steps, warm)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(3):
+                    trainer.step(next(it))
+        ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in ops) or 1
+        row = {"topology": topology, "pooling": "att", "strategy": "multi_task", "cond_layer": 3,
+               "channels": list(cfg.channels), "input_shape": list(shape), "batch": cfg.batch_size,
+               "trainer_it_per_s": 1 / statistics.median(times["trainer"]),
+               "model_it_per_s": 1 / statistics.median(times["model"]),
+               "ops_per_step": sum(e.count for e in ops) / 3,
+               "top_ops": [[e.key, round(e.self_cpu_time_total / total, 3)] for e in ops[:5]]}
+        row["host_share"] = max(0.0, 1 - row["trainer_it_per_s"] / row["model_it_per_s"])
+        rows.append(row)
+        top = ", ".join(f"{k} {100 * v:.0f}%" for k, v in row["top_ops"])
+        print(f"[{args.preset} {topology}+att multi-task, {shape[0]}x{shape[1]}, channels {list(cfg.channels)}, "
+              f"batch {cfg.batch_size}, {args.threads} thread(s)] trainer {row['trainer_it_per_s']:.1f} it/s, "
+              f"bare model {row['model_it_per_s']:.1f} it/s (host work {100 * row['host_share']:.0f}% of a step); "
+              f"{row['ops_per_step']:.0f} operator calls per step; top: {top}", flush=True)
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", default="atrous,cnn_pool", help="comma-separated topologies")
@@ -193,6 +286,10 @@ def main(argv=None):
         default="wall",
         help="wall: elapsed seconds; cpu: process CPU seconds (robust to other load; use with --threads 1)",
     )
+    p.add_argument("--preset-networks", action="store_true",
+                   help="instead: iterations/s of the --preset's own networks per topology on one thread")
+    p.add_argument("--preset", default="default", help="config.yaml preset for --preset-networks")
+    p.add_argument("--preset-steps", type=int, default=100, help="timed steps per topology for --preset-networks")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     if args.quick:
@@ -200,7 +297,21 @@ def main(argv=None):
     global _CLOCK
     _CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
-    torch.set_num_interop_threads(1)
+    with contextlib.suppress(RuntimeError):  # only settable once per process
+        torch.set_num_interop_threads(1)
+    if args.preset_networks:
+        if args.cases == "atrous,cnn_pool":
+            args.cases = "cnn_pool,cnn_nopool,atrous"
+        results = {"torch": torch.__version__, "threads": args.threads, "clock": args.clock,
+                   "matmul_gflops_1thread": matmul_gflops() if not args.quick else None,
+                   "preset_networks": bench_preset_networks(args)}
+        if results["matmul_gflops_1thread"]:
+            print(f"one-thread float32 1024x1024 matmul: {results['matmul_gflops_1thread']:.1f} GFLOP/s (same run)")
+        if args.json:
+            from caanet.io import write_json_atomic
+
+            write_json_atomic(args.json, results)
+        return results
     results = {
         "torch": torch.__version__,
         "threads": args.threads,

@@ -37,7 +37,7 @@ lambda_sticky
 bf16_autocast (numerics, neither text nor code)
     text and code: float32 (PyTorch 0.4, no mixed precision).
     paper mode: bf16 autocast on CUDA when ``training.amp`` is true (the default) -- it changes the
-    numerics, not the method; CPU runs are float32. reference mode: always float32.
+    numerics, not the method (normalisation and losses stay float32); CPU runs are float32. reference mode: always float32.
 validation carve-out (what a cell trains on)
     text and code: every cell trains on the whole official training split of fold 1.
     both modes: the same, except cells that use a validation split (a multi-task cell whose lambda

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 import caanet
 from caanet.data.loader import (
-    batch_indices,
+    epoch_permutation,
     cache_columns,
     cache_labels,
     carve_validation,
@@ -69,6 +69,8 @@ from caanet.fidelity import LAMBDA_ON, Fidelity, get_fidelity
 from caanet.fidelity import lambda_source as _lambda_source
 from caanet.io import atomic_path, write_csv_atomic, write_json_atomic
 from caanet.rerun import TRAINING_KEYS_CHANGING_NOTHING
+from caanet.optim import Adam
+from caanet.runtime import keep_freed_memory
 from caanet.spec import CellSpec
 
 LOGGER = logging.getLogger("caanet.training")
@@ -109,6 +111,8 @@ class TrainConfig:
     ``unseen_device``: what conditioned models get for test clips of devices absent from training,
     ``{teacher_forcing: zero|uniform, multi_task: predicted|zero|uniform}`` (a single name sets both;
     :mod:`caanet.devices` defines each policy; multi_task covers both multi-task strategies).
+    ``deterministic``: deterministic kernels and a bit-reproducible run (CPU resume included); false
+    lets cuDNN autotune (``cudnn.benchmark``), faster on a GPU.
     """
 
     iterations: int = 15000
@@ -377,6 +381,71 @@ def effective_config(spec: CellSpec, cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+@dataclass
+class ClipTensors:
+    """A split's arrays as tensors on the training device, so batches are indexed there.
+
+    On the CPU the tensors share the arrays' memory (no copy); on a GPU the split is copied once
+    (a DCASE 2018 training split is under 1 GB) and no batch crosses the bus again. ``clips`` keeps
+    the host-side metadata (filename, identifier) for outputs.
+    """
+
+    x: torch.Tensor  # (N, T, M) float32
+    scene: torch.Tensor  # (N,) int64
+    device: torch.Tensor  # (N,) int64
+    clips: Clips
+
+    @classmethod
+    def of(cls, clips: Clips, dev: torch.device) -> "ClipTensors":
+        return cls(torch.from_numpy(clips.x).to(dev), torch.from_numpy(clips.scene).to(dev),
+                   torch.from_numpy(clips.device).to(dev), clips)
+
+    @property
+    def filename(self) -> np.ndarray:
+        return self.clips.filename
+
+    @property
+    def identifier(self) -> np.ndarray:
+        return self.clips.identifier
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+
+class BatchOrder:
+    """The positions (into the training split) of each iteration's batch, as a tensor on the device.
+
+    The same batches as ``train_idx[batch_indices(len(train_idx), batch_size, seed, it)]``
+    (:func:`caanet.data.loader.batch_indices`, a pure function of seed and iteration), but each
+    epoch's permutation is drawn and copied to the device once, not once per iteration.
+    """
+
+    def __init__(self, train_idx: np.ndarray, batch_size: int, seed: int, dev: torch.device):
+        self.train_idx, self.batch_size, self.seed, self.dev = np.asarray(train_idx, np.int64), batch_size, seed, dev
+        self.n = int(self.train_idx.size)
+        if self.n < 1:
+            raise TrainingError("BatchOrder: no training clips")
+        self._epochs: dict[int, torch.Tensor] = {}
+
+    def _epoch(self, epoch: int) -> torch.Tensor:
+        order = self._epochs.get(epoch)
+        if order is None:
+            if len(self._epochs) >= 2:  # iterations move forward: keep the current and the next epoch only
+                self._epochs.pop(min(self._epochs))
+            perm = epoch_permutation(self.n, self.seed, epoch)
+            order = self._epochs[epoch] = torch.from_numpy(self.train_idx[perm]).to(self.dev)
+        return order
+
+    def __call__(self, iteration: int) -> torch.Tensor:
+        bs, start, parts, filled = self.batch_size, iteration * self.batch_size, [], 0
+        while filled < bs:
+            epoch, offset = divmod(start + filled, self.n)
+            take = min(bs - filled, self.n - offset)
+            parts.append(self._epoch(epoch)[offset:offset + take])
+            filled += take
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 def check_spec(features_path, spec: CellSpec, cfg: TrainConfig) -> tuple[list, list]:
     """Reject a bad spec/config before anything runs; return the cache's ``(scene_labels, device_labels)``."""
     if not isinstance(spec, CellSpec):
@@ -484,22 +553,48 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_interop_threads(1)
 
 
+def _use_deterministic_algorithms(mode: bool, *, warn_only: bool) -> None:
+    """``torch.use_deterministic_algorithms`` without its import of ``torch._inductor`` (1.2 s per job).
+
+    The public function also sets ``torch._inductor.config.deterministic``, which matters only to
+    code compiled by inductor: it is set here too when inductor is already loaded, and nothing here
+    compiles otherwise.
+    """
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:  # a torch without the private setter: the public function
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+        return
+    setter(mode, warn_only=warn_only)
+    inductor_config = sys.modules.get("torch._inductor.config")
+    if inductor_config is not None:
+        inductor_config.deterministic = mode
+
+
 @contextlib.contextmanager
 def _determinism(enabled: bool, seed: int):
     """Seed torch/numpy and (if enabled) ask for deterministic kernels; restore the global flags after."""
+    fill = getattr(torch.utils, "deterministic", None)
     prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-            torch.backends.cudnn.benchmark)
+            torch.backends.cudnn.benchmark, getattr(fill, "fill_uninitialized_memory", None))
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _use_deterministic_algorithms(True, warn_only=True)
+        # deterministic mode would also fill every new tensor with NaN (a debugging aid against reads of
+        # uninitialised memory, ~3 % of a small network's step); the kernels used here never read it
+        if fill is not None:
+            fill.fill_uninitialized_memory = False
         torch.backends.cudnn.benchmark = False
+    else:  # cuDNN times the candidate algorithms once per shape and keeps the fastest (not bit-reproducible)
+        torch.backends.cudnn.benchmark = True
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        _use_deterministic_algorithms(prev[0], warn_only=prev[1])
         torch.backends.cudnn.benchmark = prev[2]
+        if fill is not None and prev[3] is not None:
+            fill.fill_uninitialized_memory = prev[3]
 
 
 class _StopFlag:
@@ -530,7 +625,13 @@ def _autocast(dev: torch.device, amp: bool):
     return contextlib.nullcontext()
 
 
-def _batch(fs, positions: np.ndarray, dev: torch.device):
+def _batch(fs, positions, dev: torch.device):
+    """``(x, scene, device)`` of the clips at ``positions``: indexed on the device for :class:`ClipTensors`
+    (``positions`` a numpy array or a tensor on that device), else gathered on the host and copied."""
+    if isinstance(fs, ClipTensors):
+        idx = positions if isinstance(positions, torch.Tensor) else torch.from_numpy(np.asarray(positions, np.int64))
+        idx = idx.to(fs.x.device)
+        return fs.x.index_select(0, idx), fs.scene.index_select(0, idx), fs.device.index_select(0, idx)
     x = torch.from_numpy(fs.x[positions]).to(dev, non_blocking=True)
     y = torch.from_numpy(np.asarray(fs.scene[positions], dtype=np.int64)).to(dev)
     d = torch.from_numpy(np.asarray(fs.device[positions], dtype=np.int64)).to(dev)
@@ -576,10 +677,13 @@ def device_accuracy(model, fs, positions: np.ndarray, *, dev: torch.device, batc
     return correct / max(len(positions), 1)
 
 
-def validation_accuracy(model, data: CellData, *, dev, cfg: TrainConfig, oracle: bool) -> float:
-    """The paper's metric on the validation split, averaged over the devices present (for best_val)."""
+def validation_accuracy(model, data: CellData, *, dev, cfg: TrainConfig, oracle: bool, clips=None,
+                        amp: bool | None = None) -> float:
+    """The paper's metric on the validation split, averaged over the devices present (for best_val).
+    ``clips``: the training split as :class:`ClipTensors` (default ``data.train``); ``amp`` default ``cfg.amp``."""
     pos = data.val_idx
-    pred, _ = predict(model, data.train, pos, dev=dev, batch_size=cfg.eval_batch_size, amp=cfg.amp, oracle=oracle)
+    pred, _ = predict(model, data.train if clips is None else clips, pos, dev=dev, batch_size=cfg.eval_batch_size,
+                      amp=cfg.amp if amp is None else amp, oracle=oracle)
     df = pd.DataFrame({
         "device": [data.device_labels[i] for i in data.train.device[pos]],
         "scene": [data.scene_labels[i] for i in data.train.scene[pos]],
@@ -682,7 +786,8 @@ def _predictions_frame(data: CellData, scene_pred: np.ndarray, device_pred: np.n
     }, columns=list(PREDICTION_COLUMNS))
 
 
-def _attention_examples(model, data: CellData, *, dev, cfg: TrainConfig, oracle: bool) -> dict | None:
+def _attention_examples(model, data: CellData, *, dev, cfg: TrainConfig, oracle: bool, amp: bool | None = None,
+                        clips=None) -> dict | None:
     """Attention maps of the true class for a few test clips per class and device (None if no attention)."""
     t = data.test
     pos = select_attention_examples(t.filename, t.scene, t.device, data.device_labels,
@@ -690,8 +795,8 @@ def _attention_examples(model, data: CellData, *, dev, cfg: TrainConfig, oracle:
     maps, preds = [], []
     with _eval_mode(model):
         for sl in chunks(len(pos), cfg.eval_batch_size):
-            x, y, d = _batch(t, pos[sl], dev)
-            with _autocast(dev, cfg.amp):
+            x, y, d = _batch(t if clips is None else clips, pos[sl], dev)
+            with _autocast(dev, cfg.amp if amp is None else amp):
                 out = model(x, d if oracle else None)
             if out.attention is None:
                 return None
@@ -772,14 +877,18 @@ class CellTrainer:
         self.model.train()
         self.rule = learned_or_switched_rule(spec, cfg, self.fidelity, dev)
         params = list(self.model.parameters()) + (self.rule.parameters() if self.learned else [])
-        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        self.optimizer = Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)  # no torch._dynamo import
         self.state = TrainState()
         self.fingerprint = _fingerprint(spec, cfg, data)
         self._t0 = time.monotonic()
+        # bf16 autocast on CUDA where the config and the fidelity allow it (the reference runs float32)
+        self.amp = bool(cfg.amp and self.fidelity.bf16_autocast)
+        self.train_t, self.test_t = ClipTensors.of(data.train, dev), ClipTensors.of(data.test, dev)
+        self.batches = BatchOrder(data.train_idx, cfg.batch_size, spec.seed, dev)
         if self.rule.source == "test":  # CNN-d can only name seen devices: its accuracy is on theirs
-            self.lambda_clips, self.lambda_pos = data.test, np.flatnonzero(data.test.device < n_seen)
+            self.lambda_clips, self.lambda_pos = self.test_t, np.flatnonzero(data.test.device < n_seen)
         else:
-            self.lambda_clips, self.lambda_pos = data.train, data.val_idx
+            self.lambda_clips, self.lambda_pos = self.train_t, data.val_idx
 
     @property
     def name(self) -> str:
@@ -821,23 +930,23 @@ class CellTrainer:
 
     def step(self, it: int) -> tuple[list[float], float, float | None]:
         """Train on the batch of 0-based iteration ``it``; return ``([loss, loss_scene, loss_device], lr, lambda)``."""
-        cfg, data = self.cfg, self.data
+        cfg = self.cfg
         lr = lr_at(it, cfg, self.fidelity)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        pos = data.train_idx[batch_indices(data.train_idx.size, cfg.batch_size, self.spec.seed, it)]
-        x, y, d = _batch(data.train, pos, self.dev)
+        x, y, d = _batch(self.train_t, self.batches(it), self.dev)  # indexed on the device
         lam = self.rule.value if self.multi else None
-        with _autocast(self.dev, cfg.amp):
+        with _autocast(self.dev, self.amp):
             out = self.model(x, d if self.oracle else None)
+        # losses in float32 (the network's outputs may be bf16 under autocast)
         loss_scene = F.nll_loss(out.scene.float(), y)
-        loss_device = F.nll_loss(out.device.float(), d) if self.multi else None
+        loss_device = F.nll_loss(out.device.float(), d) if self.multi else torch.zeros((), device=loss_scene.device)
         if self.learned:
             loss = self.rule.combine(loss_scene, loss_device)
         else:
             loss = loss_scene + lam * loss_device if self.multi else loss_scene
-        values = {"loss_scene": loss_scene.item(), "loss_device": loss_device.item() if self.multi else 0.0,
-                  "loss": loss.item()}
+        v_loss, v_scene, v_device = torch.stack([loss.detach(), loss_scene.detach(), loss_device.detach()]).tolist()
+        values = {"loss_scene": v_scene, "loss_device": v_device, "loss": v_loss}  # one device->host sync
         for key, v in values.items():
             if not math.isfinite(v):
                 raise TrainingError(f"{self.name}: {key} is {v} at iteration {it + 1}")
@@ -855,13 +964,14 @@ class CellTrainer:
         dev_acc = None
         if self.multi and self.rule.due(done):
             dev_acc = device_accuracy(self.model, self.lambda_clips, self.lambda_pos, dev=self.dev,
-                                      batch_size=cfg.eval_batch_size, amp=cfg.amp)
+                                      batch_size=cfg.eval_batch_size, amp=self.amp)
             before = self.rule.value
             if self.rule.update(done, dev_acc) != before:
                 self.say(f"{self.name}: iteration {done}: CNN-d {self.rule.source} accuracy {dev_acc:.4f}; "
                          f"lambda -> {self.rule.value:g}")
         if cfg.selection == "best_val" and (done % cfg.val_every == 0 or done == cfg.iterations):
-            acc = validation_accuracy(self.model, self.data, dev=self.dev, cfg=cfg, oracle=self.oracle)
+            acc = validation_accuracy(self.model, self.data, dev=self.dev, cfg=cfg, oracle=self.oracle,
+                                      clips=self.train_t, amp=self.amp)
             st.val_history.append([done, acc])
             if st.best is None or acc > st.best["accuracy"]:
                 st.best = {"iteration": done, "accuracy": acc,
@@ -940,8 +1050,8 @@ class CellTrainer:
         if cfg.selection == "best_val" and st.best is not None:
             self.model.load_state_dict(st.best["state_dict"])
             selected = st.best["iteration"]
-        scene_pred, device_pred = predict(self.model, data.test, np.arange(len(data.test)), dev=self.dev,
-                                          batch_size=cfg.eval_batch_size, amp=cfg.amp, oracle=self.oracle)
+        scene_pred, device_pred = predict(self.model, self.test_t, np.arange(len(data.test)), dev=self.dev,
+                                          batch_size=cfg.eval_batch_size, amp=self.amp, oracle=self.oracle)
         preds_df = _predictions_frame(data, scene_pred, device_pred)
         counts = held_out_counts(data.train.device, data.train_idx, data.val_idx, data.device_labels)
         present = [d for d in data.device_labels if counts["train"][d] + counts["validation"][d] > 0]
@@ -974,7 +1084,8 @@ class CellTrainer:
         elif self.oracle:
             evaluation["note"] = ("teacher forcing: the true device label of each test clip is fed to the model "
                                   "(oracle information)")
-        attention = _attention_examples(self.model, data, dev=self.dev, cfg=cfg, oracle=self.oracle)
+        attention = _attention_examples(self.model, data, dev=self.dev, cfg=cfg, oracle=self.oracle, amp=self.amp,
+                                        clips=self.test_t)
         return evaluation, preds_df, attention
 
 
@@ -1010,6 +1121,7 @@ def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, thre
                           f"of {features_path}")
     dev = _resolve_device(device)
     _set_threads(threads)
+    keep_freed_memory()  # no page faults for every step's activations (caanet.runtime)
     data = seen_devices_first(features_path, prepare_data(features_path, spec, cfg, score_validation=score_validation))
     ck_path = out_dir / "checkpoints" / "last.pt"
     with _determinism(cfg.deterministic, spec.seed), _StopFlag() as stop:

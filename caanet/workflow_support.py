@@ -140,6 +140,58 @@ def figure_cells(preset: dict, table2_csv: str | Path, cells_csv: str | Path, la
     return out
 
 
+def machine_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which SLURM and containers restrict),
+    else ``os.cpu_count()``."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def capped_cores(requested: int | None, available: int | None = None) -> int | None:
+    """The core budget a LOCAL Snakemake run may hand out: ``min(requested, machine cores)``.
+
+    ``--cores`` above the machine's cores only starts more one-thread jobs than there are cores;
+    they then time-slice and evict each other's caches, and the run gets slower, not faster (issue
+    10: 8 jobs on 2 cores took 2.3x longer each than time slicing alone explains). ``None`` (no
+    budget given) stays ``None``.
+    """
+    if requested is None:
+        return None
+    available = machine_cores() if available is None else available
+    return max(1, min(int(requested), int(available)))
+
+
+def cell_gpu_share(preset: dict, dataset: str, cell: str) -> int:
+    """Percent of one GPU the training job of ``cell`` asks for (``caanet.cost.gpu_share`` of its FLOPs
+    per iteration at the preset's widths, batch size and the dataset's input size). Imports torch
+    (once per Snakemake run; the counts are cached per model configuration)."""
+    from caanet.cost import gpu_share, train_step_flops
+    from caanet.models import ModelConfig
+
+    spec = cell_spec(preset, dataset, cell, 0)
+    cfg = train_config(train_settings(preset), preset.get("name", "?"))
+    fp = feature_params(preset, dataset)
+    model_cfg = ModelConfig.from_spec(
+        spec, n_classes=len(scene_labels(preset, dataset)), n_devices=len(preset["datasets"][dataset]["devices"]),
+        channels=cfg.channels, device_channels=cfg.device_channels, input_shape=(fp.n_frames, fp.n_mels))
+    return gpu_share(train_step_flops(model_cfg, cfg.batch_size))
+
+
+def shard_gres(share: int, shards_per_gpu: int) -> str:
+    """SLURM ``--gres`` for ``share`` percent of a GPU cut into ``shards_per_gpu`` shards (SLURM's
+    ``shard`` GRES), e.g. ``shard:2`` for 15 % of 10 shards; ``""`` (no request) when the site has
+    no shards (``shards_per_gpu == 0``). A whole card (100 %) asks for every shard of one GPU."""
+    import math
+
+    if shards_per_gpu <= 0 or share <= 0:
+        return ""
+    return f"shard:{max(1, math.ceil(share * shards_per_gpu / 100))}"
+
+
 # --- script-side helpers -----------------------------------------------------------------------------
 
 def dataset_root_of(path: str | Path) -> Path:

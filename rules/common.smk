@@ -26,6 +26,18 @@ REPORTS = "reports"
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 
+# A local run never hands out more cores than the machine has: `--cores 8` on 2 cores would start
+# eight one-thread jobs that slow each other down (docs/cluster.md, "Cores"). Jobs on a cluster
+# (non-local executors) are unaffected; inside a cluster job the affinity is its allocation.
+if workflow.local_exec and workflow.global_resources["_cores"].value is not None:
+    _requested = workflow.global_resources["_cores"].value
+    if ws.capped_cores(_requested) < _requested:
+        print(
+            f"caanet: --cores {_requested} capped to this machine's {ws.capped_cores(_requested)} cores",
+            file=sys.stderr,
+        )
+        workflow.global_resources["_cores"] = ws.capped_cores(_requested)
+
 # Checked once, key by key, before any job runs (unknown keys or wrong types name the key).
 ws.check_preset(P)
 TABLE1_CELLS = grid.table1_cells(P)
@@ -109,6 +121,20 @@ def resource(kind, key):
     if key in ("mem_mb", "runtime"):
         return lambda wildcards, attempt: value * attempt
     return value
+
+
+def gpu_share(wildcards):
+    """Percent of a GPU a training job holds: computed where a pool of shares is declared
+    (profiles/local-gpu: `gpu_share=100` per card) or SLURM shards are configured
+    (resources.train.gpu_shards), else 0 (no torch import for CPU runs)."""
+    if "gpu_share" not in workflow.global_resources and not P["resources"]["train"].get("gpu_shards", 0):
+        return 0
+    return ws.cell_gpu_share(P, wildcards.dataset, wildcards.cell)
+
+
+def gpu_gres(wildcards):
+    """`--gres=shard:N` on SLURM sites with GPU shards (resources.train.gpu_shards > 0), else none."""
+    return ws.shard_gres(gpu_share(wildcards), P["resources"]["train"].get("gpu_shards", 0))
 
 
 def latex_available():

@@ -21,6 +21,8 @@ rule train_cell:
         mem_mb=resource("train", "mem_mb"),
         runtime=resource("train", "runtime"),
         gpu=P["resources"]["train"]["gpu"],
+        gpu_share=gpu_share,
+        gres=gpu_gres,
     log:
         f"{LOGS}/train_cell/{{dataset}}/{{cell}}/seed{{seed}}.log",
     benchmark:

@@ -68,12 +68,14 @@ def test_slurm_profile_keeps_only_the_gpu_request_in_set_resources():
     assert "attempt" in profile["default-resources"]["mem_mb"]
 
 
-def test_local_gpu_profile_serialises_training_on_one_gpu():
+def test_local_gpu_profile_shares_one_gpu_by_declared_percent():
+    # the card is 100 percent; training jobs declare their share (rules/train.smk: gpu_share), so
+    # small cells share it and full-resolution cells (100) get it alone
     profile = load_profile("local-gpu")
     assert "executor" not in profile
     assert profile["cores"] == "all"
-    assert "gpu=1" in profile["resources"]
-    assert profile["set-resources"]["train_cell"]["gpu"] == 1
+    assert profile["resources"] == ["gpu_share=100"]
+    assert "set-resources" not in profile  # no whole-GPU request that would serialise every job
 
 
 # A workflow with the profile-relevant rule names, to see what resources a profile resolves.
@@ -89,6 +91,7 @@ rule train_cell:
         mem_mb=lambda wc, attempt: 700 * attempt,
         runtime=lambda wc, attempt: 3 * attempt,
         gpu=0,
+        gpu_share=25,
     shell: "touch {output}"
 
 rule index_dataset:
@@ -139,9 +142,9 @@ def test_slurm_profiles_resolve_gpu_partition_and_attempt_scaled_defaults(tmp_pa
     assert res["train_cell"]["slurm_partition"] == "debug"
 
 
-def test_local_gpu_profile_resolves_gpu_for_training(tmp_path):
+def test_local_gpu_profile_resolves_the_rules_gpu_share(tmp_path):
     res = dry_run_resources(tmp_path, "--profile", str(PROFILES / "local-gpu"))
-    assert res["train_cell"]["gpu"] == "1"
+    assert res["train_cell"]["gpu_share"] == "25"
     assert res["index_dataset"]["mem_mb"] == "1000"
 
 

@@ -266,3 +266,22 @@ def test_local_dataset_edited_in_place_reruns_exactly_its_jobs(pipeline):
         assert planned_jobs(_local(pipeline, "-n")) == LOCAL_JOBS
     finally:
         config.write_text(original, encoding="utf-8")
+
+
+def test_cores_above_the_machine_are_capped_and_gpu_shares_follow_the_cells_size(tmp_path):
+    # issue 10: --cores beyond the machine's cores would only slow a local run down; a training job
+    # declares the percent of a GPU its model needs (paper scale: full resolution 100, pooled 25)
+    import os
+
+    cells = [f"results/cells/dcase2018_task1b/{c}/seed0/evaluation.json"
+             for c in ("atrous-att-multi_task-L3", "cnn_pool-att-multi_task-L3")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "100000", *cells, "--resources", "gpu_share=100",
+         "--config", "preset=paper"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert f"--cores 100000 capped to this machine's {len(os.sched_getaffinity(0))} cores" in out
+    shares = sorted(int(m) for m in re.findall(r"resources: .*\bgpu_share=(\d+)", out))
+    assert shares == [25, 100], out[-4000:]

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -31,33 +32,53 @@ def _json_attr(path, attrs, key):
         raise CacheError(f"{path}: attribute {key!r} is not valid JSON ({e})") from None
 
 
+def _file_key(path: Path) -> tuple:
+    """Identity of a file's current content for memoising reads: path, inode, size, mtime."""
+    st = path.stat()
+    return (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def cache_labels(path: str | Path) -> tuple[list, list]:
     """``(scene_labels, device_labels)`` from a cache's attributes, without reading any features
-    (a cheap check before a job starts; :func:`load_features` validates the whole layout)."""
-    from caanet.io import open_hdf5
-
+    (a cheap check before a job starts; :func:`load_features` validates the whole layout).
+    Read once per file content in a process (a job asks several times)."""
     path = Path(path)
     if not path.is_file():
         raise CacheError(f"{path}: feature cache does not exist")
+    scenes, devices = _cache_labels(path, _file_key(path))
+    return list(scenes), list(devices)
+
+
+@functools.lru_cache(maxsize=8)
+def _cache_labels(path: Path, file_key: tuple) -> tuple[tuple, tuple]:
+    from caanet.io import open_hdf5
+
     try:
         with open_hdf5(path, "r") as f:
-            return list(_json_attr(path, f.attrs, "scene_labels")), list(_json_attr(path, f.attrs, "device_labels"))
+            return tuple(_json_attr(path, f.attrs, "scene_labels")), tuple(_json_attr(path, f.attrs, "device_labels"))
     except OSError as e:  # a lock failure is an HDF5LockError (a CacheError), raised as is
         raise CacheError(f"{path}: not a readable HDF5 file ({e})") from None
 
 
 def cache_columns(path: str | Path) -> dict[str, np.ndarray]:
-    """The string columns (filename, scene, device, identifier, split) of a cache, without its features."""
-    from caanet.io import open_hdf5
-
+    """The string columns (filename, scene, device, identifier, split) of a cache, without its features.
+    Read once per file content in a process; the arrays are read-only."""
     path = Path(path)
     cache_labels(path)  # existence and readability, with clear errors
+    return dict(_cache_columns(path, _file_key(path)))
+
+
+@functools.lru_cache(maxsize=8)
+def _cache_columns(path: Path, file_key: tuple) -> dict[str, np.ndarray]:
+    from caanet.io import open_hdf5
+
     out = {}
     with open_hdf5(path, "r") as f:
         for key in ("filename", "scene", "device", "identifier", "split"):
             if key not in f:
                 raise CacheError(f"{path}: dataset {key!r} is missing")
             out[key] = np.asarray(f[key].asstr()[...]).astype(str)
+            out[key].flags.writeable = False
     return out
 
 

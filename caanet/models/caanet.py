@@ -245,7 +245,7 @@ class CAANet(nn.Module):
             return conditioning_input(device.to(x4.device), cfg.n_devices, cfg.unseen_device, torch.float32), None
         device_logprob = self.device_net(x4)
         # argmax: no gradient flows from the scene loss into CNN-d (reference item 4)
-        one_hot = device_one_hot(device_logprob.detach().argmax(dim=1), cfg.n_devices, torch.float32)
+        one_hot = device_one_hot(device_logprob.detach().argmax(dim=1), cfg.n_devices, torch.float32, check=False)
         if device is not None and cfg.unseen_device in ("zero", "uniform"):
             if device.shape[:1] != x4.shape[:1]:
                 raise ConfigError(f"device has shape {tuple(device.shape)} but the batch is {x4.shape[0]}")

@@ -19,18 +19,26 @@ from caanet.errors import ConfigError
 from caanet.models.blocks import init_he_uniform
 
 
-def device_one_hot(device: torch.Tensor, n_devices: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``(batch,)`` device indices -> ``(batch, n_devices)`` one-hot of ``dtype``; checks the range."""
+def device_one_hot(device: torch.Tensor, n_devices: int, dtype: torch.dtype = torch.float32, *,
+                   check: bool = True) -> torch.Tensor:
+    """``(batch,)`` device indices -> ``(batch, n_devices)`` one-hot of ``dtype``.
+
+    ``check`` tests the range (ConfigError outside ``[0, n_devices)``); that reads the values back
+    to the host, a synchronisation per call on a GPU, so callers whose indices are in range by
+    construction (CNN-d's argmax) pass ``check=False``.
+    """
     if device.dim() != 1 or device.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise ConfigError(
             f"device must be a 1-d integer tensor of device indices, got shape {tuple(device.shape)} "
             f"dtype {device.dtype}"
         )
-    if device.numel() and (int(device.min()) < 0 or int(device.max()) >= n_devices):
+    if check and device.numel() and bool(((device < 0) | (device >= n_devices)).any()):
         raise ConfigError(
             f"device indices must lie in [0, {n_devices}), got values from {int(device.min())} to {int(device.max())}"
         )
-    return F.one_hot(device.long(), n_devices).to(dtype)
+    # scatter rather than F.one_hot, which checks the range again (a host sync on a GPU)
+    return torch.zeros(device.shape[0], n_devices, dtype=dtype, device=device.device).scatter_(
+        1, device.long().unsqueeze(1), 1.0)
 
 
 def as_device_one_hot(device: torch.Tensor, n_devices: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
