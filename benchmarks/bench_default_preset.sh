@@ -14,13 +14,18 @@
 #   bash benchmarks/bench_default_preset.sh 2             # one value
 #   PRESET=tiny bash benchmarks/bench_default_preset.sh 2 # the tiny preset: checks the script in a minute
 #   EXTRA="--keep-going" bash benchmarks/bench_default_preset.sh
+#   KEEP=1 bash benchmarks/bench_default_preset.sh         # keep the clones (results/, reports/) and say where
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 preset=${PRESET:-default}
 extra=${EXTRA:-}
 if [ "$#" -eq 0 ]; then set -- 2 8; fi
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+if [ -n "${KEEP:-}" ]; then
+  trap 'echo "clones kept in $work"' EXIT
+else
+  trap 'rm -rf "$work"' EXIT
+fi
 
 matmul() {
   python3 -c "import sys; sys.path.insert(0, '$repo/benchmarks'); from bench_train_step import matmul_gflops; print(f'{matmul_gflops():.1f}')"
