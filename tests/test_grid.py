@@ -249,7 +249,7 @@ def test_collect_cells_and_filter(tmp_path):
     paths = [write_eval(grid.cell_dir(tmp_path, tf) / "evaluation.json", tf, {"a": (0.7, 7), "b": (0.5, 5)}),
              write_eval(grid.cell_dir(tmp_path, sd) / "evaluation.json", sd, {"b": (0.25, 3)})]
     df = grid.collect_cells(paths)
-    assert list(df.columns) == grid.CELL_COLUMNS + grid.CLIP_COLUMNS and len(df) == 3
+    assert list(df.columns) == grid.CELL_COLUMNS + grid.CLIP_COLUMNS + grid.POLICY_COLUMNS and len(df) == 3
     assert df["n_train_clips"].isna().all()          # an evaluation.json without clip counts
     row = df[(df["cell_id"] == "atrous-att-teacher_forcing-L2") & (df["device"] == "a")].iloc[0]
     assert row["accuracy"] == pytest.approx(70.0) and row["seed"] == 1 and row["cond_layer"] == 2
@@ -315,13 +315,14 @@ def test_select_layers_from_full_summary_pipeline():
 # --------------------------------------------------------------------------- paper tables
 
 def test_paper_tables_load_in_our_vocabulary():
-    t1, t2, t3 = (grid.paper_table(t) for t in grid.TABLES)
+    t1, t2, t3 = (grid.paper_table(t) for t in ("table1", "table2", "table3"))
     assert len(t1) == 56 and len(t2) == 14 * 4 * 4 and len(t3) == 3 * 4 * 4
     assert set(t2["topology"]) == {"cnn_pool", "cnn_nopool", "atrous"}
     row = t2[(t2.topology == "atrous") & (t2.pooling == "att") & (t2.strategy == "multi_task") & (t2.device == "avg")]
     assert row["paper_acc"].item() == pytest.approx(68.0)
-    with pytest.raises(ConfigError, match="table4"):
-        grid.paper_table("table4")
+    assert grid.paper_table("table4").empty   # beyond the paper: no values
+    with pytest.raises(ConfigError, match="table5"):
+        grid.paper_table("table5")
 
 
 def test_compare_with_paper_adds_diff():

@@ -226,8 +226,9 @@ def test_bad_summaries_raise_naming_file_row_and_value(tmp_path):
     dup = pd.concat([make_summary("table2").iloc[:2], make_summary("table2").iloc[:1]])
     with pytest.raises(ResultsError, match="duplicate"):
         T.check_summary(dup)
-    with pytest.raises(ResultsError, match="table4"):
-        T.normalise_table_name("table4")
+    assert T.normalise_table_name("IV") == T.normalise_table_name(4) == "table4"
+    with pytest.raises(ResultsError, match="table5"):
+        T.normalise_table_name("table5")
 
 
 def test_paper_values_derive_bc_from_b_and_c():
