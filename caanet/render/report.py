@@ -88,7 +88,8 @@ BEYOND_PAPER_NOTE = (
     "of them never seen in training (the DCASE 2020 Task 1A setting), and whether learning the multi-task "
     "weight λ of Eq. (2) by homoscedastic uncertainty weighting (Kendall, Gal and Cipolla, CVPR 2018; the "
     "paper's future work) helps compared with the paper's switched λ. Its conditional strategies use the "
-    "conditioning layer Table I selected for the same row, as Table III does."
+    "conditioning layer Table I selected for the same row, as Table III does, so the layer selection note "
+    "below applies to them too."
 )
 CLAIM_TESTS = (("teacher_forcing", "single_device"), ("teacher_forcing", "joint"),
                ("multi_task", "single_device"), ("multi_task", "joint"))
