@@ -107,20 +107,27 @@ def test_table4_is_trained_aggregated_tested_and_rendered(pipeline):
 
 def test_dry_run_plans_table4s_jobs(pipeline, tmp_path):
     """What `snakemake -n` plans for Table IV: without its cells, exactly its training jobs (all on
-    tiny2020, single-device only for seen devices) and the aggregation, tests and rendering after them."""
+    tiny2020, single-device only for seen devices) and the aggregation that reads them.
+
+    The target is table4.csv, not `all`: a dry run that re-runs a checkpoint upstream of the grouped
+    `postprocess` rules fails inside Snakemake 9.27 (KeyError / "Out of jobs ready", snakemake#823),
+    for Table II's cells just the same; real runs are not affected (the pipeline fixture)."""
     work = tmp_path / "caanet"
     shutil.copytree(pipeline, work, symlinks=True)
     shutil.rmtree(work / "results" / "cells" / "tiny2020")
-    proc = snakemake(work, "-n", "all")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = planned_jobs(proc)
-    assert jobs.get("train_cell") == TINY_TABLE4_JOBS, jobs
-    assert {"aggregate_tables", "run_stats", "render_tables", "render_report"} <= set(jobs), jobs
-    assert not {"generate_embedded", "build_features", "aggregate_table1"} & set(jobs), jobs
+    (work / "results" / "tables" / "table4.csv").unlink()
+    proc = snakemake(work, "-n", "results/tables/table4.csv")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert planned_jobs(proc) == {"train_cell": TINY_TABLE4_JOBS, "aggregate_tables": 1}
     planned = re.findall(r"wildcards: dataset=(\w+), cell=([\w-]+), seed=(\d+)", proc.stdout + proc.stderr)
     assert len(planned) == TINY_TABLE4_JOBS and {d for d, _, _ in planned} == {"tiny2020"}
+    assert {int(s) for _, _, s in planned} == {0}                        # tables.table4.seeds
     singles = sorted(c.rsplit("-", 1)[1] for _, c, _ in planned if "single_device" in c)
     assert singles == ["a", "b", "c", "s1", "s2", "s3"]
+    layers = pd.read_csv(work / "results" / "tables" / "layers.csv")
+    layer = int(layers[(layers["topology"] == "atrous") & (layers["pooling"] == "att")]["cond_layer"].item())
+    assert sorted(c.split("-", 2)[2] for _, c, _ in planned if "single_device" not in c) == [
+        "joint", f"multi_task-L{layer}", f"multi_task_learned-L{layer}", f"teacher_forcing-L{layer}"]
 
 
 def test_every_rule_logged_and_benchmarked(pipeline):
