@@ -8,11 +8,13 @@ The grid of a preset (``config.yaml``, already merged) is read from these keys::
       table3_rows:  [[topology, pooling], ...]   # default TABLE3_ROWS
       strategies:   [single_device, joint, teacher_forcing, multi_task]   # Tables II/III columns
       layer_selection: test                      # test (the paper's) | validation (leak-free)
-    tables: {table1: {dataset: D1}, table2: {dataset: D2}, table3: {dataset: D3}}
+    tables: {table1: {dataset: D1}, table2: {dataset: D2}, table3: {dataset: D3},
+             table4: {dataset: D4, seeds: [0]}}        # table4 optional; its seeds override seeds*
     seeds: [0]                                   # default seeds of every cell
     seeds_by_pooling: {att: [0, 1, 2]}           # optional per-pooling override
     fidelity: paper
     datasets: {D: {devices: [a, b, c], reference_device: a}}   # reference_device defaults to the first
+                                                               # unseen_devices: [..] (test split only)
 
 ``reference_device`` (:func:`reference_devices`) is the one definition of the device left out of the
 ``bc`` mean: evaluation (``train_cell``), aggregation (:func:`summarise_table`), tables and report all
@@ -21,7 +23,7 @@ conditioning layer: ``test``, the paper's method (the best of the four **test** 
 gives the conditional strategies of Tables II/III a winner's-curse advantage), or ``validation``
 (Table I's cells hold out a validation split and the best validation Avg picks the layer; leak-free).
 
-Only ``tables.table1`` is required among the tables; an absent ``table2``/``table3`` has no cells.
+Only ``tables.table1`` is required among the tables; an absent ``table2``/``table3``/``table4`` has no cells.
 
 Expansion (Sec. IV-C):
 
@@ -32,16 +34,24 @@ Expansion (Sec. IV-C):
   reused, not retrained.
 * Table III: ``table3_rows`` on table3's dataset, conditioned at Table I's layer for the same
   (topology, pooling), as the paper does.
+* Table IV (beyond the paper): ``table3_rows`` x all five strategies (:data:`TABLE4_STRATEGIES`, the
+  learned lambda's ``multi_task_learned`` included) on table4's dataset (2020-style, with unseen
+  devices), conditioned at Table I's layer like Table III; ``tables.table4.seeds`` replaces
+  ``seeds``/``seeds_by_pooling`` for its cells when given.
+
+Single-device cells exist for the seen devices only (:func:`seen_devices_of`): a device of
+``datasets.D.unseen_devices`` has no training clip.
 
 Aggregation: :func:`collect_cells` flattens ``evaluation.json`` files into one row per
 (cell, seed, device); :func:`summarise_table` reduces them over seeds to the long-format table
 (percent, mean, ``ddof=1`` std, Student-t 95 % CI) with the per-device rows plus ``avg`` (mean over
 all devices: the paper's "Avg") and ``bc`` (mean over the non-reference devices: DCASE's official
-figure).
+figure), and for a dataset with unseen devices ``seen``/``unseen`` (means over each kind).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import json
 import math
@@ -71,11 +81,16 @@ DEFAULT_ROWS: tuple[Row, ...] = (
 TABLE3_ROWS: tuple[Row, ...] = (("cnn_pool", "att"), ("cnn_nopool", "att"), ("atrous", "att"))
 """The rows of Table III (DCASE 2019): the attention models of the three topologies."""
 
-TABLES = ("table1", "table2", "table3")
+TABLES = ("table1", "table2", "table3", "table4")
+TABLE4_STRATEGIES: tuple[str, ...] = STRATEGIES
+"""Table IV's columns (beyond the paper): the paper's four strategies and multi-task with the learned lambda."""
+TABLE_KEYS = {"table4": ("dataset", "seeds")}
+"""Keys of ``tables.<t>`` beyond ``dataset``: Table IV may run its own ``seeds`` (its cells are its own)."""
 LAYER_SELECTIONS = ("test", "validation")
 """How Table I selects the conditioning layer: on test accuracy (the paper) or on validation."""
-SUMMARY_DEVICES = ("avg", "bc")
-"""Pseudo-devices of the summaries: ``avg`` over all devices, ``bc`` over the non-reference ones."""
+SUMMARY_DEVICES = ("avg", "bc", "seen", "unseen")
+"""Pseudo-devices of the summaries: ``avg`` over all devices, ``bc`` over the non-reference ones, and,
+for a dataset with unseen devices (``datasets.D.unseen_devices``), ``seen``/``unseen`` over each kind."""
 
 CELL_COLUMNS = ["dataset", "cell_id", "topology", "pooling", "strategy", "cond_layer", "device", "seed",
                 "accuracy", "n", "n_correct"]
@@ -84,11 +99,15 @@ SUMMARY_COLUMNS = ["table", "dataset", "topology", "pooling", "strategy", "cond_
 LAYER_COLUMNS = ["topology", "pooling", "cond_layer", "acc_mean", "selected_on"]
 CLIP_COLUMNS = ["n_train_clips", "n_validation_clips", "validation_accuracy"]
 """Optional columns of :func:`collect_cells` (NaN for an evaluation.json written before they existed)."""
+POLICY_COLUMNS = ["unseen_device_policy"]
+"""Optional column of :func:`collect_cells`: the cell's policy for test clips of unseen devices
+(``evaluation.json``'s ``unseen_device_policy``; empty where no unseen device was evaluated)."""
 PAPER_FILES = {
     "table1": "table1_teacher_forcing_by_layer.csv",
     "table2": "table2_strategies_dcase2018.csv",
     "table3": "table3_strategies_dcase2019.csv",
 }
+"""The paper's values per table; Table IV goes beyond the paper and has none."""
 _LAYER_TIE_TOL = 1e-9
 
 
@@ -111,6 +130,8 @@ class GridConfig:
     devices: Mapping[str, tuple[str, ...]]     # dataset -> device labels
     reference_device: Mapping[str, str]        # dataset -> reference device
     layer_selection: str = "test"              # LAYER_SELECTIONS
+    unseen_devices: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # dataset -> unseen
+    table_seeds: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)     # tables.<t>.seeds
 
 
 def _need_list(value, key: str) -> list:
@@ -166,6 +187,9 @@ def _datasets(value) -> tuple[dict, dict]:
         for i, d in enumerate(devs):
             if not isinstance(d, str) or not d.isalnum():
                 raise ConfigError(f"config key datasets.{name}.devices[{i}]: {d!r} must be an alphanumeric string")
+            if d in SUMMARY_DEVICES:
+                raise ConfigError(f"config key datasets.{name}.devices[{i}]: {d!r} is a summary pseudo-device "
+                                  f"({list(SUMMARY_DEVICES)}); rename the device")
         if len(set(devs)) != len(devs):
             raise ConfigError(f"config key 'datasets.{name}.devices': duplicate devices in {devs!r}")
         ref = entry.get("reference_device", devs[0])
@@ -173,6 +197,27 @@ def _datasets(value) -> tuple[dict, dict]:
             raise ConfigError(f"config key 'datasets.{name}.reference_device': {ref!r} is not one of {devs}")
         devices[name], reference[name] = tuple(devs), ref
     return devices, reference
+
+
+def _unseen_devices(value: Mapping) -> dict[str, tuple[str, ...]]:
+    """``{dataset: unseen devices}`` (``datasets.D.unseen_devices``; datasets without any left out)."""
+    out = {}
+    for name, entry in value.items():
+        unseen = entry.get("unseen_devices") or []
+        if not isinstance(unseen, (list, tuple)):
+            raise ConfigError(f"config key 'datasets.{name}.unseen_devices': expected a list, got {unseen!r}")
+        stray = [u for u in unseen if u not in entry["devices"]]
+        if stray:
+            raise ConfigError(f"config key 'datasets.{name}.unseen_devices': {stray} not in 'datasets.{name}.devices'")
+        if unseen:
+            out[name] = tuple(unseen)
+    return out
+
+
+def _table_seeds(value: Mapping) -> dict[str, tuple[int, ...]]:
+    """``{table: seeds}`` of the tables that give their own ``seeds`` (:data:`TABLE_KEYS`)."""
+    return {t: _seed_list(e["seeds"], f"tables.{t}.seeds") for t, e in value.items()
+            if isinstance(e, Mapping) and "seeds" in e}
 
 
 def _tables(value, devices: Mapping) -> dict:
@@ -190,6 +235,7 @@ def _tables(value, devices: Mapping) -> dict:
         entry = value[table]
         if not isinstance(entry, Mapping) or "dataset" not in entry:
             raise ConfigError(f"config key 'tables.{table}.dataset' is missing")
+        reject_unknown_keys(entry, set(TABLE_KEYS.get(table, ("dataset",))), f"config key 'tables.{table}'")
         if entry["dataset"] not in devices:
             raise ConfigError(f"config key 'tables.{table}.dataset': {entry['dataset']!r} is not under "
                               f"'datasets' (known: {sorted(devices)})")
@@ -240,7 +286,19 @@ def grid_config(preset: Mapping | GridConfig) -> GridConfig:
         devices=devices,
         reference_device=reference,
         layer_selection=layer_selection,
+        unseen_devices=_unseen_devices(preset["datasets"]),
+        table_seeds=_table_seeds(preset["tables"]),
     )
+
+
+def unseen_devices(preset: Mapping | GridConfig) -> dict[str, tuple[str, ...]]:
+    """``{dataset: unseen devices}`` of a preset (``datasets.D.unseen_devices``; only datasets having some)."""
+    if isinstance(preset, GridConfig):
+        return dict(preset.unseen_devices)
+    if not isinstance(preset, Mapping) or "datasets" not in preset:
+        raise ConfigError("config key 'datasets' is missing")
+    _datasets(preset["datasets"])
+    return _unseen_devices(preset["datasets"])
 
 
 def reference_devices(preset: Mapping | GridConfig) -> dict[str, str]:
@@ -268,22 +326,35 @@ def scores_validation(preset: Mapping | GridConfig, spec: CellSpec) -> bool:
 # Expansion
 # --------------------------------------------------------------------------------------------
 
-def seeds_for(preset: Mapping | GridConfig, pooling: str) -> list[int]:
-    """The seeds of every cell with this global pooling (``seeds_by_pooling`` overrides ``seeds``)."""
+def seeds_for(preset: Mapping | GridConfig, pooling: str, table: str | None = None) -> list[int]:
+    """The seeds of every cell with this global pooling (``seeds_by_pooling`` overrides ``seeds``), or,
+    for a ``table`` giving its own (``tables.table4.seeds``), that table's seeds for all its cells."""
     cfg = grid_config(preset)
     if pooling not in POOLINGS:
         raise ConfigError(f"pooling {pooling!r} is not one of {list(POOLINGS)}")
+    if table is not None and table in cfg.table_seeds:
+        return list(cfg.table_seeds[table])
     return list(cfg.seeds_by_pooling.get(pooling, cfg.seeds))
 
 
 def _cells(cfg: GridConfig, dataset: str, topology: str, pooling: str, strategy: str,
-           cond_layer: int | None = None, device: str | None = None) -> list[CellSpec]:
-    """One cell per seed of this pooling, validated."""
+           cond_layer: int | None = None, device: str | None = None, table: str | None = None) -> list[CellSpec]:
+    """One cell per seed of this pooling (of ``table``'s own seeds where it gives them), validated."""
     return [
         CellSpec(dataset=dataset, topology=topology, pooling=pooling, strategy=strategy,
                  cond_layer=cond_layer, device=device, seed=seed, fidelity=cfg.fidelity).validate()
-        for seed in seeds_for(cfg, pooling)
+        for seed in seeds_for(cfg, pooling, table)
     ]
+
+
+def seen_devices_of(preset: Mapping | GridConfig, dataset: str) -> tuple[str, ...]:
+    """The devices of ``dataset`` with training clips: all but ``datasets.D.unseen_devices``, in order.
+    These are the devices that get a single-device cell."""
+    cfg = grid_config(preset)
+    if dataset not in cfg.devices:
+        raise ConfigError(f"dataset {dataset!r} is not under 'datasets' (known: {sorted(cfg.devices)})")
+    unseen = set(cfg.unseen_devices.get(dataset, ()))
+    return tuple(d for d in cfg.devices[dataset] if d not in unseen)
 
 
 def _layer_of(layers: Mapping[Row, int], row: Row, table: str) -> int:
@@ -305,9 +376,16 @@ def table1_cells(preset: Mapping | GridConfig) -> list[CellSpec]:
             for spec in _cells(cfg, dataset, topology, pooling, "teacher_forcing", cond_layer=layer)]
 
 
+def table_strategies(preset: Mapping | GridConfig, table: str) -> tuple[str, ...]:
+    """The strategy columns of ``table``: ``grid.strategies`` for Tables II/III, all five for Table IV."""
+    _check_table(table)
+    return TABLE4_STRATEGIES if table == "table4" else grid_config(preset).strategies
+
+
 def _strategy_cells(cfg: GridConfig, table: str, rows: Iterable[Row],
                     layers: Mapping[Row, int] | None) -> list[CellSpec]:
-    """Tables II/III: the configured strategies of each row; conditional ones at the selected layer.
+    """Tables II-IV: the strategies of each row (:func:`table_strategies`); conditional ones at the
+    selected layer; single-device cells for the seen devices only (an unseen device has no training clip).
 
     With ``layers=None`` only the unconditioned strategies are expanded (they need no selection).
     """
@@ -317,15 +395,16 @@ def _strategy_cells(cfg: GridConfig, table: str, rows: Iterable[Row],
     out: list[CellSpec] = []
     for row in rows:
         topology, pooling = row
-        for strategy in cfg.strategies:
+        for strategy in table_strategies(cfg, table):
             if strategy == "single_device":
-                for device in cfg.devices[dataset]:
-                    out += _cells(cfg, dataset, topology, pooling, strategy, device=device)
+                for device in seen_devices_of(cfg, dataset):
+                    out += _cells(cfg, dataset, topology, pooling, strategy, device=device, table=table)
             elif strategy in CONDITIONAL:
                 if layers is not None:
-                    out += _cells(cfg, dataset, topology, pooling, strategy, cond_layer=_layer_of(layers, row, table))
+                    out += _cells(cfg, dataset, topology, pooling, strategy, cond_layer=_layer_of(layers, row, table),
+                                  table=table)
             else:
-                out += _cells(cfg, dataset, topology, pooling, strategy)
+                out += _cells(cfg, dataset, topology, pooling, strategy, table=table)
     return out
 
 
@@ -341,14 +420,22 @@ def table3_cells(preset: Mapping | GridConfig, layers: Mapping[Row, int]) -> lis
     return _strategy_cells(cfg, "table3", cfg.table3_rows, layers)
 
 
+def table4_cells(preset: Mapping | GridConfig, layers: Mapping[Row, int]) -> list[CellSpec]:
+    """Table IV (beyond the paper): the table3 rows x :data:`TABLE4_STRATEGIES` on table4's dataset
+    (single-device for each seen device), conditioned at Table I's layer as Table III; seeds from
+    ``tables.table4.seeds`` where given. Empty when the preset has no ``tables.table4``."""
+    cfg = grid_config(preset)
+    return _strategy_cells(cfg, "table4", cfg.table3_rows, layers)
+
+
 def table_cells(preset: Mapping | GridConfig, table: str, layers: Mapping[Row, int] | None = None) -> list[CellSpec]:
-    """The cells of one table by name (``layers`` is needed for table2/table3)."""
+    """The cells of one table by name (``layers`` is needed for table2/table3/table4)."""
     _check_table(table)
     if table == "table1":
         return table1_cells(preset)
     if layers is None:
         raise ConfigError(f"{table}: needs the conditioning layers selected from Table I")
-    return table2_cells(preset, layers) if table == "table2" else table3_cells(preset, layers)
+    return {"table2": table2_cells, "table3": table3_cells, "table4": table4_cells}[table](preset, layers)
 
 
 def all_cells(preset: Mapping | GridConfig, layers: Mapping[Row, int] | None = None) -> list[CellSpec]:
@@ -362,6 +449,7 @@ def all_cells(preset: Mapping | GridConfig, layers: Mapping[Row, int] | None = N
     cells = table1_cells(cfg)
     cells += _strategy_cells(cfg, "table2", cfg.rows, layers)
     cells += _strategy_cells(cfg, "table3", cfg.table3_rows, layers)
+    cells += _strategy_cells(cfg, "table4", cfg.table3_rows, layers)
     return list(dict.fromkeys(cells))
 
 
@@ -429,7 +517,8 @@ def _cell_rows(path: Path) -> list[dict]:
                          accuracy=100.0 * float(acc), n=n, n_correct=k,
                          n_train_clips=(ev.get("n_train_clips_per_device") or {}).get(device, math.nan),
                          n_validation_clips=(ev.get("n_validation_clips_per_device") or {}).get(device, math.nan),
-                         validation_accuracy=math.nan if val_acc is None else 100.0 * float(val_acc)))
+                         validation_accuracy=math.nan if val_acc is None else 100.0 * float(val_acc),
+                         unseen_device_policy=ev.get("unseen_device_policy")))
     return rows
 
 
@@ -438,7 +527,8 @@ def collect_cells(eval_json_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
 
     Columns: ``dataset, cell_id, topology, pooling, strategy, cond_layer, device, seed, accuracy, n,
     n_correct`` and :data:`CLIP_COLUMNS`: the device's training and held-out validation clips, and the
-    cell's validation Avg in percent (the same on each of its device rows; NaN where none). A file read twice, or two files of the same (cell, seed), raise :class:`ResultsError`.
+    cell's validation Avg in percent (the same on each of its device rows; NaN where none), then
+    :data:`POLICY_COLUMNS` (the unseen-device policy, empty where none applied). A file read twice, or two files of the same (cell, seed), raise :class:`ResultsError`.
     """
     rows: list[dict] = []
     seen: dict[tuple, Path] = {}
@@ -450,7 +540,7 @@ def collect_cells(eval_json_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
             raise ResultsError(f"{path}: cell {key[1]} seed {key[2]} of {key[0]} was already read from {seen[key]}")
         seen[key] = path
         rows += cell_rows
-    df = pd.DataFrame(rows, columns=CELL_COLUMNS + CLIP_COLUMNS)
+    df = pd.DataFrame(rows, columns=CELL_COLUMNS + CLIP_COLUMNS + POLICY_COLUMNS)
     return df.astype({"cond_layer": "Int64", "seed": "int64", "n": "int64", "n_correct": "int64",
                       "accuracy": "float64", "n_train_clips": "float64", "n_validation_clips": "float64",
                       "validation_accuracy": "float64"})
@@ -475,13 +565,19 @@ def _check_cells_frame(cells_df: pd.DataFrame) -> None:
                            f"device {first['device']}")
 
 
-def _model_seed_rows(cells_df: pd.DataFrame, reference_device: str | Mapping[str, str]) -> pd.DataFrame:
-    """Per model (a row x strategy x layer) and seed: the device rows plus the ``avg``/``bc`` rows.
+def _model_seed_rows(cells_df: pd.DataFrame, reference_device: str | Mapping[str, str],
+                     unseen_devices: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+    """Per model (a row x strategy x layer) and seed: the device rows plus the ``avg``/``bc`` rows, and
+    ``seen``/``unseen`` for a dataset with unseen devices (``unseen_devices[dataset]``).
 
     Single-device models are three cells; grouping ignores the cell id, so their devices join into one
-    model. ``avg``/``bc`` of a seed are only formed when the seed has every device the model has in any
-    seed (an incomplete seed would bias them); ``bc`` needs at least one non-reference device.
+    model. The pseudo-devices of a seed are only formed when the seed has every device the model has in
+    any seed (an incomplete seed would bias them); ``bc`` needs at least one non-reference device.
+    ``seen`` is the mean over the model's devices that are not unseen, ``unseen`` over its unseen ones.
+    A model without the dataset's unseen devices (single-device: no cell can train on them) gets no
+    ``avg`` and no ``unseen``: its mean over the seen devices alone is not the Avg of the others.
     """
+    unseen_devices = unseen_devices or {}
     keys = ["dataset", "topology", "pooling", "strategy", "cond_layer"]
     df = cells_df.copy()
     df["cond_layer"] = df["cond_layer"].astype("Int64")
@@ -497,14 +593,26 @@ def _model_seed_rows(cells_df: pd.DataFrame, reference_device: str | Mapping[str
         else:
             ref = reference_device
         all_devices = set(model["device"])
+        unseen = set(unseen_devices.get(dataset, ()))
+        covers_unseen = unseen <= all_devices
         for seed, one in model.groupby("seed"):
             if set(one["device"]) != all_devices:
                 continue
             base = one.iloc[0][keys].to_dict()
-            out.append(pd.DataFrame([{**base, "device": "avg", "seed": seed, "accuracy": one["accuracy"].mean()}]))
+            means = {}
+            if covers_unseen:
+                means["avg"] = one["accuracy"].mean()
             others = one[one["device"] != ref]
             if len(others):
-                out.append(pd.DataFrame([{**base, "device": "bc", "seed": seed, "accuracy": others["accuracy"].mean()}]))
+                means["bc"] = others["accuracy"].mean()
+            if unseen:
+                is_unseen = one["device"].isin(unseen)
+                if (~is_unseen).any():
+                    means["seen"] = one.loc[~is_unseen, "accuracy"].mean()
+                if covers_unseen:
+                    means["unseen"] = one.loc[is_unseen, "accuracy"].mean()
+            out.append(pd.DataFrame([{**base, "device": d, "seed": seed, "accuracy": float(v)}
+                                     for d, v in means.items()]))
     return pd.concat(out, ignore_index=True)
 
 
@@ -528,7 +636,8 @@ def _order_key(series: pd.Series, order: Sequence) -> pd.Series:
 
 
 def summarise_table(cells_df: pd.DataFrame, table: str, *,
-                    reference_device: str | Mapping[str, str]) -> pd.DataFrame:
+                    reference_device: str | Mapping[str, str],
+                    unseen_devices: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
     """Aggregate (cell, seed, device) rows over seeds into one table's long format.
 
     ``cells_df`` holds the table's cells only (see :func:`filter_cells`/:func:`table_cells`).
@@ -536,13 +645,15 @@ def summarise_table(cells_df: pd.DataFrame, table: str, *,
     acc_ci_low, acc_ci_high, n_seeds``; ``device`` is each device label plus ``avg`` (mean over all
     devices) and ``bc`` (mean over the non-reference devices), each computed per seed first.
     ``reference_device`` (required: there is no silent default) is one label or a dataset -> label
-    mapping (:func:`reference_devices`).
+    mapping (:func:`reference_devices`). ``unseen_devices`` (dataset -> labels, :func:`unseen_devices`)
+    adds ``seen``/``unseen`` (the means over each kind, per seed first); a model lacking the unseen
+    devices (single-device) then has no ``avg`` (see :func:`_model_seed_rows`).
     """
     _check_table(table)
     _check_cells_frame(cells_df)
     if cells_df.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    long = _model_seed_rows(cells_df, reference_device)
+    long = _model_seed_rows(cells_df, reference_device, unseen_devices)
     keys = ["dataset", "topology", "pooling", "strategy", "cond_layer", "device"]
     long["_layer"] = long["cond_layer"].fillna(0).astype(int)
     rows = []
@@ -655,12 +766,16 @@ def select_layers(table1_summary_df: pd.DataFrame) -> dict[Row, int]:
 # --------------------------------------------------------------------------------------------
 
 def paper_table(table: str) -> pd.DataFrame:
-    """The paper's Table I/II/III (packaged CSV) in our vocabulary.
+    """The paper's Table I/II/III (packaged CSV) in our vocabulary; empty for Table IV.
 
     Columns: ``table, dataset, topology, pooling, strategy, cond_layer, device, paper_acc`` (percent;
     ``cond_layer`` is only given by Table I, missing elsewhere).
     """
     _check_table(table)
+    if table not in PAPER_FILES:   # Table IV goes beyond the paper: no values
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in (
+            ("table", object), ("dataset", object), ("topology", object), ("pooling", object),
+            ("strategy", object), ("cond_layer", "Int64"), ("device", object), ("paper_acc", "float64"))})
     resource = importlib.resources.files("caanet") / "paper" / PAPER_FILES[table]
     with resource.open("r", encoding=TEXT_ENCODING) as fh:
         df = pd.read_csv(fh, dtype={"device": str})

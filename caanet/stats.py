@@ -44,8 +44,8 @@ from scipy import stats as _sps
 
 from caanet.errors import ConfigError, ResultsError
 from caanet.evaluation import evaluate_predictions
-from caanet.grid import GridConfig, Row, cell_dir, grid_config, paper_table, seeds_for
-from caanet.spec import CellSpec
+from caanet.grid import GridConfig, Row, cell_dir, grid_config, paper_table, seeds_for, seen_devices_of
+from caanet.spec import CONDITIONAL, CellSpec
 
 ALTERNATIVES = ("greater", "less", "two-sided")
 MCNEMAR_EXACT_BELOW = 25
@@ -300,8 +300,8 @@ def _model(cfg: GridConfig, dataset: str, row: Row, strategy: str, layers: Mappi
     topology, pooling = row
     common = dict(dataset=dataset, topology=topology, pooling=pooling, strategy=strategy, fidelity=cfg.fidelity)
     if strategy == "single_device":
-        return tuple(CellSpec(**common, device=d).validate() for d in cfg.devices[dataset])
-    if strategy in ("teacher_forcing", "multi_task"):
+        return tuple(CellSpec(**common, device=d).validate() for d in seen_devices_of(cfg, dataset))
+    if strategy in CONDITIONAL:
         if row not in layers:
             raise ConfigError(f"comparisons: no selected conditioning layer for row {topology}-{pooling}")
         return (CellSpec(**common, cond_layer=int(layers[row])).validate(),)
@@ -311,7 +311,7 @@ def _model(cfg: GridConfig, dataset: str, row: Row, strategy: str, layers: Mappi
 def _comparison(cfg: GridConfig, table: str, row_a: Row, strategy_a: str, row_b: Row, strategy_b: str,
                 layers: Mapping[Row, int], paper_claim: str = "") -> Comparison:
     dataset = cfg.table_datasets[table]
-    seeds = tuple(s for s in seeds_for(cfg, row_a[1]) if s in set(seeds_for(cfg, row_b[1])))
+    seeds = tuple(s for s in seeds_for(cfg, row_a[1], table) if s in set(seeds_for(cfg, row_b[1], table)))
     row = "-".join(row_a) if row_a == row_b else f"{'-'.join(row_a)} vs {'-'.join(row_b)}"
     return Comparison(table=table, dataset=dataset, comparison=f"{strategy_a} vs {strategy_b}", row=row,
                       model_a=_model(cfg, dataset, row_a, strategy_a, layers),
@@ -390,6 +390,26 @@ def paper_comparisons(preset: Mapping | GridConfig, layers: Mapping[Row, int]) -
                 if {strategy_a, strategy_b} <= strategies:
                     out.append(_comparison(cfg, table, row, strategy_a, row, strategy_b, layers))
     return out
+
+
+TABLE4_TESTS = (("teacher_forcing", "joint"), ("multi_task", "joint"), ("multi_task_learned", "joint"))
+"""Table IV's tests (beyond the paper): each conditional strategy vs joint training, per row."""
+TABLE4_STATISTIC = ("one-tailed two-proportion z-test on the Avg over all devices, seen and unseen "
+                    "(n = test clips of every device)")
+"""What decides Table IV's tests: the paper's statistic with the Avg over every device of the
+2020-style data (both models classify every test clip; a single-device model has none for the unseen
+devices, so it is not tested)."""
+
+
+def table4_comparisons(preset: Mapping | GridConfig, layers: Mapping[Row, int]) -> list[Comparison]:
+    """Table IV's tests: for every row of ``table3_rows`` on table4's dataset, each conditional strategy
+    (teacher forcing, multi-task with the switched and with the learned lambda) vs joint training
+    (:data:`TABLE4_TESTS`, :data:`TABLE4_STATISTIC`). Empty when the preset has no ``tables.table4``."""
+    cfg = grid_config(preset)
+    if "table4" not in cfg.table_datasets:
+        return []
+    return [_comparison(cfg, "table4", row, strategy_a, row, strategy_b, layers)
+            for row in cfg.table3_rows for strategy_a, strategy_b in TABLE4_TESTS]
 
 
 PredictionsLoader = Callable[[CellSpec], "pd.DataFrame | None"]

@@ -154,6 +154,20 @@ def table23_specs():
     return grid.table2_cells(P, layers) + grid.table3_cells(P, layers)
 
 
+def table4_specs():
+    """Table IV's cells (beyond the paper; none without tables.table4), at Table I's layers."""
+    return grid.table4_cells(P, selected_layers())
+
+
+def strategy_table_specs():
+    """The cells of Tables II-IV (all need Table I's layer selection)."""
+    return table23_specs() + table4_specs()
+
+
+# Tables rendered and shown in the report: I-III always, IV when the preset has tables.table4.
+RENDERED_TABLES = [1, 2, 3] + ([4] if "table4" in grid.grid_config(P).table_datasets else [])
+
+
 def best_multitask(wildcards):
     """Cell folders of the multi-task models shown in Figs. 6 and 7 (chosen from Table II)."""
     out = checkpoints.aggregate_tables.get().output
@@ -167,7 +181,7 @@ def all_metrics(wildcards):
 
 def all_benchmarks(wildcards):
     checkpoints.aggregate_tables.get()
-    specs = TABLE1_CELLS + table23_specs()
+    specs = TABLE1_CELLS + strategy_table_specs()
     return list(dict.fromkeys(f"{BENCH}/train_cell/{s.dataset}/{s.cell_id}/seed{s.seed}.tsv" for s in specs))
 
 

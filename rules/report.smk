@@ -4,13 +4,11 @@
 
 rule render_tables:
     input:
-        table1=f"{RESULTS}/tables/table1.csv",
-        table2=f"{RESULTS}/tables/table2.csv",
-        table3=f"{RESULTS}/tables/table3.csv",
+        summaries=expand(f"{RESULTS}/tables/table{{n}}.csv", n=RENDERED_TABLES),
     output:
-        tex=expand(f"{REPORTS}/tables/table{{n}}.tex", n=(1, 2, 3)),
+        tex=expand(f"{REPORTS}/tables/table{{n}}.tex", n=RENDERED_TABLES),
         html=report(
-            expand(f"{REPORTS}/tables/table{{n}}.html", n=(1, 2, 3)),
+            expand(f"{REPORTS}/tables/table{{n}}.html", n=RENDERED_TABLES),
             caption="report/tables.rst",
             category="Tables",
         ),
@@ -69,7 +67,7 @@ rule render_report:
     input:
         tables=rules.render_tables.output,
         figures=rules.render_figures.output,
-        summaries=[f"{RESULTS}/tables/table{n}.csv" for n in (1, 2, 3)],
+        summaries=[f"{RESULTS}/tables/table{n}.csv" for n in RENDERED_TABLES],
         stats=f"{RESULTS}/stats/comparisons.csv",
         claims=f"{RESULTS}/stats/claims.csv",
         cells=f"{RESULTS}/tables/cells.csv",

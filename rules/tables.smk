@@ -1,7 +1,7 @@
 # Stage 4 (the checkpoints stay out of the `postprocess` group: a cluster group job holding a
 # checkpoint would run the jobs it adds, i.e. the training of Tables II/III, inside itself).
-# Aggregate the cells into Tables I-III (mean, std and 95% CI over seeds) and run the
-# paper's statistics. Table I is a checkpoint: the layer it selects per row decides which
+# Aggregate the cells into Tables I-IV (mean, std and 95% CI over seeds; table4.csv has only its
+# header when the preset has no tables.table4) and run the paper's statistics and Table IV's tests. Table I is a checkpoint: the layer it selects per row decides which
 # conditional cells Tables II and III train, so `snakemake -n` plans them once Table I exists.
 
 
@@ -33,10 +33,11 @@ checkpoint aggregate_table1:
 checkpoint aggregate_tables:
     input:
         layers=f"{RESULTS}/tables/layers.csv",
-        evaluations=lambda wildcards: cell_files(TABLE1_CELLS + table23_specs(), "evaluation.json"),
+        evaluations=lambda wildcards: cell_files(TABLE1_CELLS + strategy_table_specs(), "evaluation.json"),
     output:
         table2=f"{RESULTS}/tables/table2.csv",
         table3=f"{RESULTS}/tables/table3.csv",
+        table4=f"{RESULTS}/tables/table4.csv",
         cells=f"{RESULTS}/tables/cells.csv",
     params:
         preset=rerun.preset_params(P),
@@ -59,7 +60,7 @@ checkpoint aggregate_tables:
 rule run_stats:
     input:
         layers=f"{RESULTS}/tables/layers.csv",
-        predictions=lambda wildcards: cell_files(table23_specs(), "predictions.csv"),
+        predictions=lambda wildcards: cell_files(strategy_table_specs(), "predictions.csv"),
     output:
         comparisons=f"{RESULTS}/stats/comparisons.csv",
         claims=f"{RESULTS}/stats/claims.csv",

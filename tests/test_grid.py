@@ -249,7 +249,7 @@ def test_collect_cells_and_filter(tmp_path):
     paths = [write_eval(grid.cell_dir(tmp_path, tf) / "evaluation.json", tf, {"a": (0.7, 7), "b": (0.5, 5)}),
              write_eval(grid.cell_dir(tmp_path, sd) / "evaluation.json", sd, {"b": (0.25, 3)})]
     df = grid.collect_cells(paths)
-    assert list(df.columns) == grid.CELL_COLUMNS + grid.CLIP_COLUMNS and len(df) == 3
+    assert list(df.columns) == grid.CELL_COLUMNS + grid.CLIP_COLUMNS + grid.POLICY_COLUMNS and len(df) == 3
     assert df["n_train_clips"].isna().all()          # an evaluation.json without clip counts
     row = df[(df["cell_id"] == "atrous-att-teacher_forcing-L2") & (df["device"] == "a")].iloc[0]
     assert row["accuracy"] == pytest.approx(70.0) and row["seed"] == 1 and row["cond_layer"] == 2
@@ -315,13 +315,14 @@ def test_select_layers_from_full_summary_pipeline():
 # --------------------------------------------------------------------------- paper tables
 
 def test_paper_tables_load_in_our_vocabulary():
-    t1, t2, t3 = (grid.paper_table(t) for t in grid.TABLES)
+    t1, t2, t3 = (grid.paper_table(t) for t in ("table1", "table2", "table3"))
     assert len(t1) == 56 and len(t2) == 14 * 4 * 4 and len(t3) == 3 * 4 * 4
     assert set(t2["topology"]) == {"cnn_pool", "cnn_nopool", "atrous"}
     row = t2[(t2.topology == "atrous") & (t2.pooling == "att") & (t2.strategy == "multi_task") & (t2.device == "avg")]
     assert row["paper_acc"].item() == pytest.approx(68.0)
-    with pytest.raises(ConfigError, match="table4"):
-        grid.paper_table("table4")
+    assert grid.paper_table("table4").empty   # beyond the paper: no values
+    with pytest.raises(ConfigError, match="table5"):
+        grid.paper_table("table5")
 
 
 def test_compare_with_paper_adds_diff():
@@ -428,3 +429,89 @@ def test_train_options_carry_the_layer_selection_and_reference_device():
                                                                       "reference_device": "zoom"}
     paper = dict(preset, grid={"rows": [["atrous", "att"]], "layers": [1, 2]})
     assert ws.train_options(paper, "d", "atrous-att-teacher_forcing-L2", "0")["score_validation"] is False
+
+
+# --------------------------------------------------------------------------- Table IV (beyond the paper)
+
+DEVICES9 = ["a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"]
+UNSEEN3 = ["s4", "s5", "s6"]
+
+
+def table4_preset(**table4):
+    preset = paper_preset(seeds_by_pooling={"att": [0, 1, 2]})
+    preset["tables"]["table4"] = {"dataset": "tiny2020", **table4}
+    preset["datasets"]["tiny2020"] = {"devices": DEVICES9, "unseen_devices": UNSEEN3}
+    return preset
+
+
+def test_table4_cells_are_attention_rows_by_five_strategies_single_device_for_seen_devices_only():
+    preset = table4_preset(seeds=[0])
+    layers = {("cnn_pool", "att"): 3, ("cnn_nopool", "att"): 2, ("atrous", "att"): 4}
+    cells = grid.table4_cells(preset, layers)
+    assert len(cells) == 3 * (6 + 4)                       # 6 seen devices + joint, TF, MT, MT-learned
+    assert {c.dataset for c in cells} == {"tiny2020"} and {c.seed for c in cells} == {0}
+    singles = [c for c in cells if c.strategy == "single_device"]
+    assert sorted({c.device for c in singles}) == ["a", "b", "c", "s1", "s2", "s3"]
+    assert {c.strategy for c in cells} == set(grid.TABLE4_STRATEGIES)
+    learned = [c for c in cells if c.strategy == "multi_task_learned"]
+    assert {(c.topology, c.cond_layer) for c in learned} == {("cnn_pool", 3), ("cnn_nopool", 2), ("atrous", 4)}
+    # tables.table4.seeds replaces seeds_by_pooling (att: 0, 1, 2) for Table IV only
+    assert len(grid.table4_cells(table4_preset(), layers)) == 3 * 10 * 3
+    assert grid.seeds_for(preset, "att", "table4") == [0] and grid.seeds_for(preset, "att", "table3") == [0, 1, 2]
+    assert set(cells) <= set(grid.all_cells(preset, {**LAYERS, **layers}))
+    assert grid.table_cells(preset, "table4", layers) == cells
+    assert grid.table4_cells(paper_preset(), layers) == []   # no tables.table4: no cells
+
+
+def test_single_device_cells_skip_unseen_devices_in_every_table():
+    preset = table4_preset()
+    preset["tables"]["table3"] = {"dataset": "tiny2020"}
+    cells = grid.table3_cells(preset, {row: 1 for row in grid.TABLE3_ROWS})
+    assert {c.device for c in cells if c.strategy == "single_device"} == {"a", "b", "c", "s1", "s2", "s3"}
+    assert grid.seen_devices_of(preset, "tiny2020") == ("a", "b", "c", "s1", "s2", "s3")
+
+
+def test_table4_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"tables\.table4.*unknown keys \['repeats'\]"):
+        grid.grid_config(table4_preset(repeats=2))
+    bad = table4_preset()
+    bad["tables"]["table2"]["seeds"] = [0]                  # only Table IV has cells of its own
+    with pytest.raises(ConfigError, match=r"tables\.table2.*unknown keys \['seeds'\]"):
+        grid.grid_config(bad)
+    with pytest.raises(ConfigError, match=r"tables\.table4\.seeds"):
+        grid.grid_config(table4_preset(seeds=[0, 0]))
+    bad = table4_preset()
+    bad["datasets"]["tiny2020"]["devices"] = ["a", "b", "seen"]
+    bad["datasets"]["tiny2020"]["unseen_devices"] = []
+    with pytest.raises(ConfigError, match=r"datasets\.tiny2020\.devices\[2\].*'seen' is a summary pseudo-device"):
+        grid.grid_config(bad)
+
+
+def test_seen_and_unseen_means_against_hand_computation():
+    """9 devices, 3 unseen, two seeds: avg/seen/unseen per seed, then mean and std over seeds."""
+    acc0 = dict(zip(DEVICES9, [70.0, 60.0, 50.0, 40.0, 30.0, 20.0, 10.0, 20.0, 30.0]))
+    acc1 = dict(zip(DEVICES9, [72.0, 62.0, 52.0, 42.0, 32.0, 22.0, 14.0, 24.0, 34.0]))
+    rows = (cell_rows("atrous-att-joint", dataset="tiny2020", seed=0, **acc0)
+            + cell_rows("atrous-att-joint", dataset="tiny2020", seed=1, **acc1))
+    # single-device: one cell per seen device, seed 0 only
+    for dev in DEVICES9[:6]:
+        rows += cell_rows(f"atrous-att-single_device-{dev}", dataset="tiny2020", seed=0, **{dev: acc0[dev] + 1})
+    s = grid.summarise_table(frame(rows), "table4", reference_device={"tiny2020": "a"},
+                             unseen_devices={"tiny2020": UNSEEN3})
+    joint = s[s.strategy == "joint"]
+    # seed 0: seen (70+60+50+40+30+20)/6 = 45, unseen (10+20+30)/3 = 20, avg 330/9 = 36.667
+    # seed 1: seen 47, unseen 24, avg (282 + 72)/9 = 39.333
+    assert pick(joint, device="seen")["acc_mean"] == pytest.approx(46.0)
+    assert pick(joint, device="unseen")["acc_mean"] == pytest.approx(22.0)
+    assert pick(joint, device="avg")["acc_mean"] == pytest.approx((330 / 9 + 354 / 9) / 2)
+    assert pick(joint, device="unseen")["acc_std"] == pytest.approx(math.sqrt(8.0))   # 20, 24: ddof=1
+    assert pick(joint, device="bc")["acc_mean"] == pytest.approx(((260 / 8) + (282 / 8)) / 2)
+    single = s[s.strategy == "single_device"]
+    assert pick(single, device="seen")["acc_mean"] == pytest.approx(46.0)   # (71+61+51+41+31+21)/6
+    assert not {"avg", "unseen"} & set(single["device"])   # no result on unseen devices: no Avg
+    assert set(single["device"]) == set(DEVICES9[:6]) | {"seen", "bc"}
+    # a dataset without unseen devices: no seen/unseen rows, the Avg as before
+    plain = grid.summarise_table(frame(cell_rows("atrous-att-joint", a=60.0, b=40.0, c=20.0)), "table2",
+                                 reference_device="a", unseen_devices={"tiny2020": UNSEEN3})
+    assert set(plain["device"]) == {"a", "b", "c", "avg", "bc"}
+    assert pick(plain, device="avg")["acc_mean"] == pytest.approx(40.0)

@@ -226,8 +226,9 @@ def test_bad_summaries_raise_naming_file_row_and_value(tmp_path):
     dup = pd.concat([make_summary("table2").iloc[:2], make_summary("table2").iloc[:1]])
     with pytest.raises(ResultsError, match="duplicate"):
         T.check_summary(dup)
-    with pytest.raises(ResultsError, match="table4"):
-        T.normalise_table_name("table4")
+    assert T.normalise_table_name("IV") == T.normalise_table_name(4) == "table4"
+    with pytest.raises(ResultsError, match="table5"):
+        T.normalise_table_name("table5")
 
 
 def test_paper_values_derive_bc_from_b_and_c():
@@ -647,3 +648,101 @@ def test_training_data_rows_show_the_held_out_share_per_device():
         ("Multi-task", "a", "90", "10", "10.0", True), ("Multi-task", "b", "18", "2", "10.0", False),
         ("Joint", "a", "100", "0", "0.0", True)]
     assert R.training_data_rows(None) == []
+
+
+# --------------------------------------------------------------------------------------------- Table IV
+
+DEVICES9 = ["a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"]
+UNSEEN3 = ("s4", "s5", "s6")
+T4_ROWS = [("atrous", "att"), ("cnn_pool", "att")]
+T4_STRATEGIES = ["single_device", "joint", "teacher_forcing", "multi_task", "multi_task_learned"]
+
+
+def make_table4(seeds=(0, 1)) -> pd.DataFrame:
+    """Table IV's summary through the real aggregation (caanet.grid) from hand-made cell accuracies."""
+    from caanet import grid
+    from caanet.spec import CellSpec
+
+    rows = []
+    for r, (t, p) in enumerate(T4_ROWS):
+        for k, strategy in enumerate(T4_STRATEGIES):
+            layer = 2 if strategy in ("teacher_forcing", "multi_task", "multi_task_learned") else None
+            devices = DEVICES9[:6] if strategy == "single_device" else DEVICES9
+            for seed in seeds:
+                for i, dev in enumerate(devices):
+                    spec = CellSpec("tiny2020", t, p, strategy, cond_layer=layer, seed=seed,
+                                    device=dev if strategy == "single_device" else None)
+                    acc = 30.0 + 5 * k + 2 * r + (10.0 if i < 6 else 0.0) + seed + i / 4
+                    rows.append(dict(dataset="tiny2020", cell_id=spec.cell_id, topology=t, pooling=p,
+                                     strategy=strategy, cond_layer=layer, device=dev, seed=seed, accuracy=acc,
+                                     n=20, n_correct=int(acc / 5)))
+    cells = pd.DataFrame(rows, columns=grid.CELL_COLUMNS).astype({"cond_layer": "Int64"})
+    return grid.summarise_table(cells, "table4", reference_device={"tiny2020": "a"},
+                                unseen_devices={"tiny2020": UNSEEN3})
+
+
+def test_table4_renders_devices_avg_seen_unseen_per_strategy_and_round_trips():
+    summary = make_table4()
+    wide = T.strategies_frame(summary, summary_columns=T.SUMMARY_COLUMNS_OF["table4"])
+    assert list(dict.fromkeys(wide.columns.get_level_values(0))) == T4_STRATEGIES
+    assert list(dict.fromkeys(wide.columns.get_level_values(1))) == DEVICES9 + ["avg", "seen", "unseen"]
+    for render, parse in ((T.render_latex, T.parse_latex_table), (T.render_html, T.parse_html_table)):
+        text = render(summary, "table4", caption=T.table_caption("table4", summary))
+        if render is T.render_latex:
+            _balanced(text)
+        parsed = parse(text)
+        parsed["key"] = [T.column_key("table4", c) for c in parsed["column"]]
+        assert len(parsed) == len(T4_ROWS) * len(T4_STRATEGIES) * 12
+        assert parsed["paper"].isna().all()                                   # beyond the paper
+        got = {(r.topology, r.pooling) + r.key: r.mean for r in parsed.itertuples()}
+        # hand values, seeds 0 and 1 (mean adds 0.5): atrous-att (r=0) joint (k=1): s4 = 35 + 6/4 + 0.5
+        assert got[("atrous", "att", "joint", "s4")] == pytest.approx(37.0)
+        seen = 35 + 10 + np.mean([i / 4 for i in range(6)]) + 0.5           # 46.125
+        unseen = 35 + np.mean([i / 4 for i in range(6, 9)]) + 0.5           # 37.25
+        assert got[("atrous", "att", "joint", "seen")] == pytest.approx(round(seen, 1))
+        assert got[("atrous", "att", "joint", "unseen")] == pytest.approx(round(unseen, 1))
+        assert got[("atrous", "att", "joint", "avg")] == pytest.approx(round((6 * seen + 3 * unseen) / 9, 1))
+        # the learned lambda's column reads back; single-device has no Avg and no Unseen
+        assert ("atrous", "att", "multi_task_learned", "s6") in got
+        assert np.isnan(got[("atrous", "att", "single_device", "avg")])
+        assert np.isnan(got[("atrous", "att", "single_device", "unseen")])
+        assert not any(k[3] == "bc" for k in got)
+        # the best Avg per row: multi_task_learned (k = 4) has the highest accuracies
+        best = parsed[parsed["best"]]
+        assert len(best) == len(T4_ROWS) and set(best["key"]) == {("multi_task_learned", "avg")}
+
+
+def test_table4_report_section_says_beyond_the_paper_policies_and_tests(tmp_path):
+    root = make_results(tmp_path / "results")
+    make_table4().to_csv(root / "tables" / "table4.csv", index=False)
+    cells = pd.read_csv(root / "tables" / "cells.csv")
+    policy = {"teacher_forcing": "uniform", "multi_task": "predicted", "multi_task_learned": "predicted"}
+    extra = pd.DataFrame([{**cells.iloc[0].to_dict(), "dataset": "tiny2020", "strategy": s, "device": "s4",
+                           "unseen_device_policy": p} for s, p in policy.items()])
+    pd.concat([cells, extra]).to_csv(root / "tables" / "cells.csv", index=False)
+    comps = pd.read_csv(root / "stats" / "comparisons.csv")
+    t4 = [{**comps.iloc[-1].to_dict(), "table": "table4", "dataset": "tiny2020", "row": "atrous-att",
+           "comparison": f"{a} vs joint", "avg_a": 50.0, "avg_b": 40.0, "z_avg": 2.0, "p_avg": p, "paper_claim": ""}
+          for a, p in (("teacher_forcing", 0.01), ("multi_task", 0.2), ("multi_task_learned", 0.04))]
+    pd.concat([comps, pd.DataFrame(t4)]).to_csv(root / "stats" / "comparisons.csv", index=False)
+    preset = {**PRESET, "tables": {**PRESET["tables"], "table4": {"dataset": "tiny2020", "seeds": [0]}},
+              "datasets": {**PRESET["datasets"], "tiny2020": {"source": "embedded", "devices": DEVICES9,
+                                                               "unseen_devices": list(UNSEEN3), "clip_seconds": 1.0}}}
+    ctx = R.build_context(preset=preset, results_dir=root, versions=VERSIONS, commit="0123abc",
+                          date="2026-01-01 00:00 UTC")
+    t4s = ctx["table4"]
+    assert t4s and "table4" not in [t["key"] for t in ctx["tables"]]
+    assert t4s["seen"] == "a, b, c, s1, s2, s3" and t4s["unseen"] == "s4, s5, s6"
+    assert [(p["strategy"], p["policy"]) for p in t4s["policies"]] == list(policy.items())
+    assert len(t4s["tests"]) == 3 and t4s["n_significant"] == 2 and "seen and unseen" in t4s["statistic"]
+    R.render_report_html(ctx, tmp_path / "paper.html")
+    R.render_report_tex(ctx, tmp_path / "paper.tex")
+    html, tex = (tmp_path / "paper.html").read_text(), (tmp_path / "paper.tex").read_text()
+    assert "Table IV goes beyond the paper" in html and "no paper values" in html
+    assert 'data-table="table4"' in html and "Multi-task (learned λ): <code>predicted</code>" in html
+    assert "2 of 3 tests" in html
+    assert "Table IV goes beyond the paper" in tex and r"\label{tab:table4}" in tex
+    _balanced(tex)
+    # a preset without Table IV: no section, no warning about a table4.csv it never asked for
+    ctx = R.build_context(preset=PRESET, results_dir=root, versions=VERSIONS, commit="0", date="2026")
+    assert ctx["table4"] is None and not any("table4" in w for w in ctx["warnings"])

@@ -314,3 +314,37 @@ def test_claims_seed_mean_and_mismatched_clips(tmp_path):
     assert row["mcnemar_p"] == 0.2 and row["mcnemar_b"] == 5             # the largest p over seeds
     with pytest.raises(ResultsError, match="different numbers of clips"):
         stats.judge_claim(claim, [dict(base, avg_a=1.0, avg_b=1.0), dict(base, n=99, avg_a=1.0, avg_b=1.0)])
+
+
+# --------------------------------------------------------------------------- Table IV (beyond the paper)
+
+DEVICES9 = ["a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"]
+T4_PRESET = {**PRESET, "tables": {**PRESET["tables"], "table4": {"dataset": "e20", "seeds": [0]}},
+             "datasets": {**PRESET["datasets"], "e20": {"devices": DEVICES9, "unseen_devices": ["s4", "s5", "s6"]}}}
+
+
+def test_table4_comparisons_are_each_conditional_strategy_vs_joint_per_attention_row():
+    comps = stats.table4_comparisons(T4_PRESET, LAYERS)
+    assert len(comps) == 3 * 3 and {c.table for c in comps} == {"table4"} and {c.dataset for c in comps} == {"e20"}
+    assert [c.comparison for c in comps[:3]] == ["teacher_forcing vs joint", "multi_task vs joint",
+                                                 "multi_task_learned vs joint"]
+    assert comps[2].label_a == "cnn_pool-att-multi_task_learned-L3" and comps[2].label_b == "cnn_pool-att-joint"
+    assert {c.seeds for c in comps} == {(0,)}        # tables.table4.seeds, not seeds_by_pooling (att: 0, 1)
+    assert stats.table4_comparisons(PRESET, LAYERS) == []
+    # a single-device model of the 2020-style data is its seen devices' cells
+    single = stats._model(grid.grid_config(T4_PRESET), "e20", ("atrous", "att"), "single_device", LAYERS)
+    assert [c.device for c in single] == ["a", "b", "c", "s1", "s2", "s3"]
+
+
+def test_table4_test_on_the_avg_over_seen_and_unseen_devices(tmp_path):
+    """The z-test on the Avg over all nine devices: hand-computed from the per-device accuracies."""
+    comp = stats.table4_comparisons(T4_PRESET, LAYERS)[-1]        # atrous-att multi_task_learned vs joint
+    acc_a = dict(zip(DEVICES9, [80, 70, 70, 60, 60, 60, 50, 40, 30]))
+    acc_b = dict(zip(DEVICES9, [70, 60, 60, 50, 50, 50, 40, 40, 20]))
+    for spec, acc in ((comp.model_a[0], acc_a), (comp.model_b[0], acc_b)):
+        write_preds(tmp_path, spec, pd.concat([device_predictions(d, acc[d], 20) for d in DEVICES9]))
+    out = stats.run_comparisons([comp], stats.predictions_loader(tmp_path))
+    avg_a, avg_b = 520 / 9, 440 / 9
+    assert out["avg_a"].item() == pytest.approx(avg_a) and out["avg_b"].item() == pytest.approx(avg_b)
+    z, p = stats.ztest_from_percent(avg_a, 180, avg_b, 180)
+    assert out["n"].item() == 180 and out["z_avg"].item() == pytest.approx(z) and out["p_avg"].item() == pytest.approx(p)

@@ -1,10 +1,10 @@
-"""Render Tables I-III as LaTeX and HTML beside the paper's values (caanet.render.tables)."""
+"""Render Tables I-IV as LaTeX and HTML beside the paper's values (caanet.render.tables)."""
 from caanet.render import tables
 from caanet.workflow_support import logged
 
 with logged(snakemake.log[0], "render_tables"):
     tables.render_all(
-        [snakemake.input.table1, snakemake.input.table2, snakemake.input.table3],
+        list(snakemake.input.summaries),
         tex_paths=snakemake.output.tex,
         html_paths=snakemake.output.html,
     )

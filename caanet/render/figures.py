@@ -26,6 +26,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from caanet.errors import ResultsError
+from caanet.grid import SUMMARY_DEVICES
 from caanet.io import TEXT_ENCODING, atomic_path
 from caanet.render.tables import POOLING_NAMES, TOPOLOGY_NAMES
 from caanet.spec import POOLINGS, STRATEGIES, TOPOLOGIES
@@ -99,7 +100,7 @@ def fig5_layers(cells_df, out_stem, *, strategy: str = "teacher_forcing") -> lis
     df, source = _read_frame(cells_df, "cells.csv")
     _require(df, ["topology", "pooling", "strategy", "cond_layer", "device", "seed", "accuracy"], source)
     df = df[(df["strategy"] == strategy) & df["cond_layer"].notna()]
-    df = df[~df["device"].astype(str).isin(["avg", "bc"])]
+    df = df[~df["device"].astype(str).isin(SUMMARY_DEVICES)]
     if df.empty:
         return _placeholder(out_stem, "Fig. 5: accuracy per conditioning layer", f"no {strategy} cells yet")
     df = df.assign(device=df["device"].astype(str), cond_layer=df["cond_layer"].astype(int),
@@ -154,7 +155,7 @@ def best_cell(cells_df, *, strategy: str = "multi_task", dataset: str | None = N
     """
     df, source = _read_frame(cells_df, "cells.csv")
     _require(df, ["dataset", "cell_id", "strategy", "device", "seed", "accuracy"], source)
-    df = df[(df["strategy"] == strategy) & ~df["device"].astype(str).isin(["avg", "bc"])]
+    df = df[(df["strategy"] == strategy) & ~df["device"].astype(str).isin(SUMMARY_DEVICES)]
     if dataset is not None:
         df = df[df["dataset"] == dataset]
     if df.empty:

@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import jinja2
 import numpy as np
@@ -46,6 +47,7 @@ TABLE_TITLES = {
     "table1": "Table I: teacher-forcing conditioning at each layer (average over devices A, B, C)",
     "table2": "Table II: the four training strategies (DCASE 2018 in the paper)",
     "table3": "Table III: the four training strategies (DCASE 2019 in the paper)",
+    "table4": "Table IV (beyond the paper): five training strategies with seen and unseen devices",
 }
 FIGURES = (
     ("fig5_layers", "Fig. 5: accuracy per device and conditioning layer",
@@ -79,6 +81,15 @@ ORACLE_NOTE = (
     "Teacher-forcing conditional training feeds the TRUE device label to the network at test time as well "
     "(as the paper and the authors' code do): it uses oracle information a deployed system does not have. "
     "Only multi-task conditional training (device predicted by CNN-d) is a fair comparison with the baselines."
+)
+BEYOND_PAPER_NOTE = (
+    "Table IV goes beyond the paper: the paper has no such table, so there are no paper values to compare "
+    "with. It answers two questions the paper leaves open: how the strategies fare with more devices, some "
+    "of them never seen in training (the DCASE 2020 Task 1A setting), and whether learning the multi-task "
+    "weight λ of Eq. (2) by homoscedastic uncertainty weighting (Kendall, Gal and Cipolla, CVPR 2018; the "
+    "paper's future work) helps compared with the paper's switched λ. Its conditional strategies use the "
+    "conditioning layer Table I selected for the same row, as Table III does, so the layer selection note "
+    "below applies to them too."
 )
 CLAIM_TESTS = (("teacher_forcing", "single_device"), ("teacher_forcing", "joint"),
                ("multi_task", "single_device"), ("multi_task", "joint"))
@@ -447,7 +458,7 @@ def read_benchmark(path) -> dict:
 def table_cell_ids(summary: pd.DataFrame) -> set[str]:
     """The cell ids a table summary was aggregated from (single-device rows: one cell per device)."""
     ids = set()
-    devices = sorted(set(summary["device"]) - {"avg", "bc"})
+    devices = sorted(set(summary["device"]) - set(grid.SUMMARY_DEVICES))
     for r in summary.drop_duplicates(["topology", "pooling", "strategy", "cond_layer"]).to_dict("records"):
         layer = None if pd.isna(r["cond_layer"]) else int(r["cond_layer"])
         common = dict(dataset="x", topology=r["topology"], pooling=r["pooling"], strategy=r["strategy"], cond_layer=layer)
@@ -480,7 +491,7 @@ def compute_cost(summaries: dict[str, pd.DataFrame], benchmark_paths) -> list[di
     costs = {p: read_benchmark(p) for p in paths}
     assigned: set[Path] = set()
     rows = []
-    for table in ("table1", "table2", "table3"):
+    for table in ("table1", "table2", "table3", "table4"):
         if table not in summaries:
             continue
         summary = summaries[table]
@@ -537,6 +548,43 @@ def figure_entries(figure_paths) -> list[dict]:
     return out
 
 
+def unseen_policies(cells_df: pd.DataFrame | None, dataset: str) -> list[dict]:
+    """The unseen-device policy each conditional strategy of ``dataset`` used, as recorded in its cells'
+    ``evaluation.json`` (``cells.csv`` column ``unseen_device_policy``): ``[{strategy, name, policy}]``,
+    in strategy order; several policies across a strategy's cells are joined (``zero / uniform``)."""
+    if cells_df is None or "unseen_device_policy" not in cells_df.columns:
+        return []
+    df = cells_df[(cells_df["dataset"].astype(str) == dataset) & cells_df["unseen_device_policy"].notna()]
+    out = []
+    for strategy in T.STRATEGY_NAMES:
+        policies = sorted(set(df.loc[df["strategy"] == strategy, "unseen_device_policy"].astype(str)))
+        if policies:
+            out.append({"strategy": strategy, "name": T.STRATEGY_NAMES[strategy], "policy": " / ".join(policies)})
+    return out
+
+
+def table4_section(entry: dict | None, summary: pd.DataFrame | None, cells_df: pd.DataFrame | None,
+                   comparisons: pd.DataFrame | None, unseen: Sequence[str] = ()) -> dict | None:
+    """Table IV's section: the rendered table (``entry`` as in ``tables``), the beyond-the-paper note,
+    the seen and unseen devices (``unseen``: the dataset's ``unseen_devices``), the unseen-device policy per strategy (:func:`unseen_policies`), and
+    its tests of conditional vs joint training from ``comparisons.csv`` (:data:`caanet.stats.TABLE4_STATISTIC`,
+    one-tailed, significant at :data:`SIGNIFICANCE`). None without Table IV."""
+    from caanet.stats import TABLE4_STATISTIC
+
+    if entry is None or summary is None or summary.empty:
+        return None
+    devices = sorted(set(summary["device"]) - set(grid.SUMMARY_DEVICES))
+    tests = []
+    if comparisons is not None and len(comparisons):
+        tests = [_comparison_record(r) for r in comparisons[comparisons["table"] == "table4"].to_dict("records")]
+    return {**entry, "note": BEYOND_PAPER_NOTE,
+            "seen": ", ".join(d for d in devices if d not in set(unseen)) or "—",
+            "unseen": ", ".join(d for d in devices if d in set(unseen)) or "—",
+            "policies": unseen_policies(cells_df, entry["dataset"]),
+            "statistic": TABLE4_STATISTIC, "tests": tests,
+            "n_significant": sum(t["holds"] for t in tests), "level": SIGNIFICANCE}
+
+
 def build_context(*, preset: dict, results_dir="results", tables_dir=None, figures=None, stats_csv=None,
                   claims_csv=None, benchmarks=None, versions: dict | None = None, commit: str | None = None,
                   date: str | None = None, repo_dir=None) -> dict:
@@ -553,8 +601,11 @@ def build_context(*, preset: dict, results_dir="results", tables_dir=None, figur
     results = Path(results_dir)
     warnings = []
     summaries: dict[str, pd.DataFrame] = {}
-    for n in (1, 2, 3):
+    has_table4 = "table4" in (preset.get("tables") or {})
+    for n in (1, 2, 3, 4):
         path = results / "tables" / f"table{n}.csv"
+        if n == 4 and not has_table4:
+            continue   # an optional table: table4.csv holds only its header without tables.table4
         if path.exists():
             summaries[f"table{n}"] = T.read_summary(path)
         else:
@@ -572,6 +623,8 @@ def build_context(*, preset: dict, results_dir="results", tables_dir=None, figur
             else T.render_latex(summary, key, caption=T.table_caption(key, summary), label=f"tab:{key}"),
             "wide": key != "table1",
         })
+    table4_entry = next((t for t in table_entries if t["key"] == "table4"), None)
+    table_entries = [t for t in table_entries if t["key"] != "table4"]
     layers_csv = results / "tables" / "layers.csv"
     layers = pd.read_csv(layers_csv).to_dict("records") if layers_csv.exists() else []
     stats_path = Path(stats_csv) if stats_csv else results / "stats" / "comparisons.csv"
@@ -585,6 +638,7 @@ def build_context(*, preset: dict, results_dir="results", tables_dir=None, figur
     cells_csv = results / "tables" / "cells.csv"
     cells_df = pd.read_csv(cells_csv, dtype={"device": str}) if cells_csv.exists() else None
     reference = grid.reference_devices(preset) if preset.get("datasets") else {}
+    unseen = grid.unseen_devices(preset) if preset.get("datasets") else {}
     claims = qualitative_claims(summaries, comparisons)
     bench = _as_paths(benchmarks if benchmarks is not None else results / "benchmarks")
     bench = [p for p in bench if p.suffix == ".tsv" and p.exists()]
@@ -607,6 +661,8 @@ def build_context(*, preset: dict, results_dir="results", tables_dir=None, figur
         "best_sentences": [s for s in (best_strategy_sentence(summaries[t], t) for t in ("table2", "table3")
                                        if t in summaries) if s],
         "oracle_note": ORACLE_NOTE,
+        "table4": table4_section(table4_entry, summaries.get("table4"), cells_df, comparisons,
+                                 unseen.get(table4_entry["dataset"], ()) if table4_entry else ()),
         "figures": figure_entries(figures),
         "compute": compute_cost(summaries, bench),
         "warnings": warnings,

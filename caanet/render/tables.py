@@ -1,14 +1,17 @@
-"""Tables I-III of the paper as wide frames, LaTeX (booktabs) and HTML, and parsers back.
+"""Tables I-III of the paper, and Table IV beyond it, as wide frames, LaTeX (booktabs) and HTML, and parsers back.
 
-Input is the long-format summary ``results/tables/table{1,2,3}.csv`` (columns ``table, dataset,
+Input is the long-format summary ``results/tables/table{1,2,3,4}.csv`` (columns ``table, dataset,
 topology, pooling, strategy, cond_layer, device, acc_mean, acc_std, acc_ci_low, acc_ci_high,
-n_seeds``; accuracies in percent; device ``a``/``b``/``c``, ``avg`` = the paper's Avg over A/B/C,
-``bc`` = DCASE's official B/C mean). The column names of docs/design.md (``accuracy_mean``,
+n_seeds``; accuracies in percent; device ``a``/``b``/``c`` (any labels), ``avg`` = the paper's Avg
+over all devices, ``bc`` = DCASE's official B/C mean, ``seen``/``unseen`` = the means over the
+devices seen and unseen in training, :data:`caanet.grid.SUMMARY_DEVICES`). The column names of docs/design.md (``accuracy_mean``,
 ``accuracy_std``, ``ci95_low``, ``ci95_high``) are accepted as synonyms.
 
 Layout (the paper's): rows are Network x Pooling in the paper's order (CNN w/ pool, CNN w/o pool,
 Atrous CNN; flatten, max, avg, roi, att, roi+att). Table I has one column per conditioning layer
-(the A/B/C average of teacher forcing); Tables II/III have A, B, C, Avg and B/C per strategy.
+(the A/B/C average of teacher forcing); Tables II/III have A, B, C, Avg and B/C per strategy;
+Table IV (beyond the paper: 2020-style data, all five strategies) has a column per device, then
+Avg, Seen and Unseen per strategy (:data:`SUMMARY_COLUMNS_OF`), and no paper values.
 
 Every rendered cell reads ``OURS[±STD] (PAPER, ±DIFF)``: our mean over seeds, the std over seeds
 when more than one seed ran, and the paper's value with our difference to it (ours - paper). The
@@ -31,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from caanet.errors import ResultsError
+from caanet.grid import SUMMARY_DEVICES
 from caanet.io import write_text_atomic
 from caanet.spec import POOLINGS, STRATEGIES, TOPOLOGIES
 
@@ -41,14 +45,22 @@ STRATEGY_NAMES = {
     "joint": "Joint",
     "teacher_forcing": "Teacher forcing",
     "multi_task": "Multi-task",
+    "multi_task_learned": "Multi-task (learned λ)",
 }
 DEVICE_COLUMNS = ("a", "b", "c", "avg", "bc")
-DEVICE_NAMES = {"a": "A", "b": "B", "c": "C", "avg": "Avg", "bc": "B/C"}
+"""Tables II/III's columns per strategy (the paper's)."""
+DEVICE_NAMES = {"a": "A", "b": "B", "c": "C", "avg": "Avg", "bc": "B/C", "seen": "Seen", "unseen": "Unseen"}
+"""Printed names of devices and pseudo-devices; any other device label prints upper-cased."""
+SUMMARY_COLUMNS_OF = {"table2": ("avg", "bc"), "table3": ("avg", "bc"), "table4": ("avg", "seen", "unseen")}
+"""The pseudo-device columns printed after the device columns of each strategy table. Table IV drops
+B/C (DCASE 2018's official figure: not meaningful with nine devices) for the seen/unseen means."""
 PAPER_FILES = {
     "table1": "table1_teacher_forcing_by_layer.csv",
     "table2": "table2_strategies_dcase2018.csv",
     "table3": "table3_strategies_dcase2019.csv",
 }
+"""The paper's values per table; Table IV goes beyond the paper and has none."""
+TABLE_NUMERALS = {"1": "i", "2": "ii", "3": "iii", "4": "iv"}
 SUMMARY_COLUMNS = (
     "table", "dataset", "topology", "pooling", "strategy", "cond_layer", "device",
     "acc_mean", "acc_std", "acc_ci_low", "acc_ci_high", "n_seeds",
@@ -60,11 +72,11 @@ ROW_KEYS = ["topology", "pooling"]
 # --------------------------------------------------------------------------------------------- input
 
 def normalise_table_name(table) -> str:
-    """``1``, ``"1"``, ``"I"``, ``"table1"`` -> ``"table1"`` (and so on for II, III)."""
+    """``1``, ``"1"``, ``"I"``, ``"table1"`` -> ``"table1"`` (and so on for II, III, IV)."""
     key = str(table).strip().lower().removeprefix("table").strip()
-    key = {"i": "1", "ii": "2", "iii": "3"}.get(key, key)
-    if key not in ("1", "2", "3"):
-        raise ResultsError(f"table {table!r} is not one of table1, table2, table3")
+    key = {v: k for k, v in TABLE_NUMERALS.items()}.get(key, key)
+    if key not in TABLE_NUMERALS:
+        raise ResultsError(f"table {table!r} is not one of {[f'table{n}' for n in TABLE_NUMERALS]}")
     return f"table{key}"
 
 
@@ -122,9 +134,12 @@ def paper_values(table) -> pd.DataFrame:
     """The paper's numbers for ``table`` as a long frame in the summary's vocabulary.
 
     Columns ``topology, pooling, strategy, cond_layer, device, paper_acc``; the B/C mean (``bc``,
-    not printed in the paper) is derived as the mean of its B and C values.
+    not printed in the paper) is derived as the mean of its B and C values. Empty for Table IV.
     """
     table = normalise_table_name(table)
+    if table not in PAPER_FILES:
+        return pd.DataFrame({"topology": [], "pooling": [], "strategy": [], "cond_layer": pd.Series([], dtype="Int64"),
+                             "device": [], "paper_acc": pd.Series([], dtype="float64")})
     with resources.files("caanet.paper").joinpath(PAPER_FILES[table]).open("r", encoding="utf-8") as fh:
         df = pd.read_csv(fh)
     df = df.rename(columns={"network": "topology", "accuracy_percent": "paper_acc"})
@@ -164,17 +179,20 @@ def table1_frame(summary_df: pd.DataFrame, value: str = "acc_mean", device: str 
     return wide
 
 
-def strategies_frame(summary_df: pd.DataFrame, value: str = "acc_mean") -> pd.DataFrame:
-    """Tables II/III wide: rows (topology, pooling), columns (strategy, device) with A, B, C, Avg, B/C.
+def strategies_frame(summary_df: pd.DataFrame, value: str = "acc_mean",
+                     summary_columns: tuple[str, ...] = SUMMARY_COLUMNS_OF["table2"]) -> pd.DataFrame:
+    """Tables II-IV wide: rows (topology, pooling), columns (strategy, device): per strategy the
+    devices (sorted labels: A, B, C, ...), then the pseudo-devices ``summary_columns`` present
+    (Tables II/III: Avg, B/C; Table IV: Avg, Seen, Unseen; :data:`SUMMARY_COLUMNS_OF`).
 
-    Strategies appear in the paper's order (single-device, joint, teacher forcing, multi-task),
-    only those present; devices ``a, b, c, avg, bc``, then any other device labels, sorted.
+    Strategies appear in the paper's order (single-device, joint, teacher forcing, multi-task, then
+    the learned lambda's multi-task), only those present.
     """
     df = check_summary(summary_df)
     wide = df.pivot_table(index=ROW_KEYS, columns=["strategy", "device"], values=value, aggfunc="first", dropna=False)
     strategies = [s for s in STRATEGIES if s in set(df["strategy"])]
-    extra = sorted(set(df["device"]) - set(DEVICE_COLUMNS))
-    devices = [d for d in DEVICE_COLUMNS if d in set(df["device"])] + extra
+    present = set(df["device"])
+    devices = sorted(present - set(SUMMARY_DEVICES)) + [d for d in summary_columns if d in present]
     cols = pd.MultiIndex.from_product([strategies, devices], names=["strategy", "device"])
     return wide.reindex(index=pd.MultiIndex.from_tuples(_row_order(df), names=ROW_KEYS), columns=cols)
 
@@ -300,7 +318,7 @@ def _grid_table1(df: pd.DataFrame, paper: pd.DataFrame) -> TableGrid:
 
 
 def _grid_strategies(df: pd.DataFrame, paper: pd.DataFrame, table: str) -> TableGrid:
-    means = strategies_frame(df)
+    means = strategies_frame(df, summary_columns=SUMMARY_COLUMNS_OF[table])
     ours = _lookup(df, ["topology", "pooling", "strategy", "device"])
     ref = {}
     if len(paper):
@@ -647,14 +665,14 @@ def column_key(table, column: str) -> tuple:
 
 def table_name_from_path(path, default: str) -> str:
     """``.../table2.csv`` -> ``table2``; else ``default``."""
-    m = re.search(r"table\s*([123])", Path(path).stem)
+    m = re.search(r"table\s*([1-4])", Path(path).stem)
     return f"table{m.group(1)}" if m else default
 
 
 def render_all(summary_csvs, *, tex_paths, html_paths) -> None:
     """Render each summary CSV to its LaTeX and HTML file (atomic writes).
 
-    The table of each CSV is read from its name (``table{n}.csv``), else from its position (1, 2, 3).
+    The table of each CSV is read from its name (``table{n}.csv``), else from its position (1, 2, 3, 4).
     """
     summary_csvs, tex_paths, html_paths = list(summary_csvs), list(tex_paths), list(html_paths)
     if not len(summary_csvs) == len(tex_paths) == len(html_paths):
@@ -675,6 +693,10 @@ TABLE_CAPTIONS = {
     "table2": "Table II: accuracy [%] of the four training strategies on devices A, B, C; best average per row in bold.",
     "table3": "Table III: accuracy [%] of the four training strategies on devices A, B, C (attention pooling); "
               "best average per row in bold.",
+    "table4": "Table IV (beyond the paper; no paper values): accuracy [%] per device of the paper's four "
+              "strategies and multi-task with a learned λ (attention pooling), with the Avg over all devices "
+              "and the means over the devices seen and unseen in training; single-device models exist for "
+              "seen devices only, so they have no Avg and no Unseen. Best Avg per row in bold.",
 }
 
 
