@@ -22,8 +22,6 @@ rule render_tables:
         f"{LOGS}/render_tables.log",
     benchmark:
         f"{BENCH}/render_tables.tsv"
-    group:
-        "postprocess"
     localrule: True
     conda:
         "../envs/caanet.yaml"
@@ -54,8 +52,6 @@ rule render_figures:
         f"{LOGS}/render_figures.log",
     benchmark:
         f"{BENCH}/render_figures.tsv"
-    group:
-        "postprocess"
     localrule: True
     conda:
         "../envs/caanet.yaml"
@@ -87,8 +83,6 @@ rule render_report:
         f"{LOGS}/render_report.log",
     benchmark:
         f"{BENCH}/render_report.tsv"
-    group:
-        "postprocess"
     localrule: True
     conda:
         "../envs/caanet.yaml"
@@ -110,8 +104,6 @@ rule build_pdf:
         f"{LOGS}/build_pdf.log",
     benchmark:
         f"{BENCH}/build_pdf.tsv"
-    group:
-        "postprocess"
     localrule: True
     conda:
         "../envs/caanet.yaml"

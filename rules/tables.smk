@@ -76,8 +76,6 @@ rule run_stats:
         f"{LOGS}/run_stats.log",
     benchmark:
         f"{BENCH}/run_stats.tsv"
-    group:
-        "postprocess"
     localrule: True
     conda:
         "../envs/caanet.yaml"
