@@ -746,3 +746,25 @@ def test_table4_report_section_says_beyond_the_paper_policies_and_tests(tmp_path
     # a preset without Table IV: no section, no warning about a table4.csv it never asked for
     ctx = R.build_context(preset=PRESET, results_dir=root, versions=VERSIONS, commit="0", date="2026")
     assert ctx["table4"] is None and not any("table4" in w for w in ctx["warnings"])
+
+
+def test_report_tex_has_only_characters_pdflatex_can_typeset(tmp_path, context):
+    """Every non-ASCII character of the regenerated paper's TeX (report and tables) is one the template
+    declares (\\DeclareUnicodeCharacter) or Latin-1, which T1 + utf8 inputenc typeset; anything else
+    (a lone combining accent such as the hat of "p̂") stops pdflatex."""
+    import re
+
+    out = Path(context["figures"][0]["pdf"]).parent.parent / "paper.tex"
+    R.render_report_tex(context, out)
+    tex = out.read_text(encoding="utf-8")
+    tables = "".join(p.read_text(encoding="utf-8") for p in out.parent.rglob("tables/*.tex"))
+    declared = {chr(int(h, 16)) for h in re.findall(r"\\DeclareUnicodeCharacter\{([0-9A-Fa-f]+)\}", tex)}
+    bad = sorted({ch for ch in tex + tables if ord(ch) > 0xFF and ch not in declared})
+    assert not bad, [f"U+{ord(c):04X}" for c in bad]
+    assert r"\^{p}\_a" in tex  # the estimate's hat, as a TeX accent
+
+
+def test_latex_escape_turns_combining_accents_into_tex_accents():
+    assert T.latex_escape("p\u0302_a & 5%") == r"\^{p}\_a \& 5\%"
+    assert T.latex_escape("e\u0301t\u00e9") == r"\'{e}t" + "\u00e9"
+    assert T.latex_escape("\u0302x") == "\u0302x"  # nothing to put the accent on: left as it is

@@ -360,11 +360,24 @@ def _best_index(values: np.ndarray) -> int:
 
 # --------------------------------------------------------------------------------------------- LaTeX
 
+# Combining accents (NFD text such as the estimate "p̂") become text-mode accents on the character
+# before them: pdflatex's utf8 inputenc has no mapping for a lone combining mark.
+_COMBINING_ACCENTS = {"\u0300": "`", "\u0301": "'", "\u0302": "^", "\u0303": "~", "\u0304": "=", "\u0308": '"'}
+
+
 def latex_escape(text: str) -> str:
-    """Escape LaTeX special characters in plain text."""
+    """Escape LaTeX special characters in plain text; a combining accent (U+0300-U+0308) after a
+    character becomes the TeX accent on it (``"p\u0302"`` -> ``\^{p}``)."""
     repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-    return "".join(repl.get(ch, ch) for ch in str(text))
+    out: list[str] = []
+    for ch in str(text):
+        accent = _COMBINING_ACCENTS.get(ch)
+        if accent is not None and out:
+            out[-1] = "\\" + accent + "{" + out[-1] + "}"
+        else:
+            out.append(repl.get(ch, ch))
+    return "".join(out)
 
 
 CELL_MACRO = "caanetcell"
