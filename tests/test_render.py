@@ -768,3 +768,23 @@ def test_latex_escape_turns_combining_accents_into_tex_accents():
     assert T.latex_escape("p\u0302_a & 5%") == r"\^{p}\_a \& 5\%"
     assert T.latex_escape("e\u0301t\u00e9") == r"\'{e}t" + "\u00e9"
     assert T.latex_escape("\u0302x") == "\u0302x"  # nothing to put the accent on: left as it is
+
+
+def test_report_tex_tables_have_as_many_columns_as_cells(tmp_path, context):
+    """Every row of every tabular/longtable in the report's TeX fits its column specification (an
+    extra cell stops pdflatex: "Extra alignment tab has been changed to \\cr")."""
+    import re
+
+    out = Path(context["figures"][0]["pdf"]).parent.parent / "paper.tex"
+    R.render_report_tex(context, out)
+    tex = out.read_text(encoding="utf-8")
+    envs = re.findall(r"\\begin\{(tabular|longtable)\}(?:\[[^\]]*\])?\{((?:[^{}]|\{[^{}]*\})*)\}(.*?)\\end\{\1\}",
+                      tex, flags=re.S)
+    assert envs
+    for env, spec, body in envs:
+        n_cols = len(re.findall(r"[lrcp]", re.sub(r"[@p]\{[^{}]*\}", lambda m: "p" if m.group()[0] == "p" else "", spec)))
+        for row in body.split(r"\\"):
+            row = re.sub(r"\\(toprule|midrule|bottomrule|endhead|endfirsthead|endfoot|endlastfoot|hline)", "", row)
+            cells = len(re.findall(r"(?<!\\)&", row)) + 1
+            if row.strip():
+                assert cells <= n_cols, f"{env} {{{spec}}}: {cells} cells in {row.strip()[:120]!r}"

@@ -250,6 +250,15 @@ def read_claims(path) -> pd.DataFrame:
     return df
 
 
+def _seeds_text(value) -> str:
+    """claims.csv's ``seeds`` ("0 1 2"; a lone seed may come back from pandas as 0 or 0.0) as text."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _truth(value) -> bool | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
@@ -273,7 +282,7 @@ def claim_record(r: dict) -> dict:
     return {
         "claim": r["claim"], "text": r["text"], "cell_a": "" if pd.isna(r.get("cell_a")) else r["cell_a"],
         "cell_b": "" if pd.isna(r.get("cell_b")) else r["cell_b"],
-        "seeds": "" if pd.isna(r.get("seeds")) else str(r["seeds"]),
+        "seeds": _seeds_text(r.get("seeds")),
         "n": "" if pd.isna(r.get("n")) else int(r["n"]), "statistic": r["statistic"],
         "ours_a": _fmt(r.get("ours_a")), "ours_b": _fmt(r.get("ours_b")), "z": _fmt(r.get("z"), ".2f"),
         "p": _fmt_p(r.get("p")), "verdict": verdict, "holds": holds,
