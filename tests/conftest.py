@@ -88,3 +88,15 @@ def make_tiny_cache():
 def tiny_cache(tmp_path_factory) -> Path:
     """A tiny feature cache shared by the session (read-only: do not modify it)."""
     return write_tiny_cache(tmp_path_factory.mktemp("tiny_cache") / "tiny-cache.h5")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models gain nothing from threads; one keeps the tests quick on a shared machine
+    (modules that train use it for every test: ``pytestmark = pytest.mark.usefixtures(...)``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -45,12 +45,7 @@ TINY = dict(iterations=12, batch_size=8, channels=(2, 4, 4, 8), device_channels=
             lambda_check_every=4, checkpoint_every=6, log_every=4, val_fraction=0.2, eval_batch_size=32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

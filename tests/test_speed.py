@@ -24,12 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(channels=(4, 8, 8, 16), device_channels=(4, 8), input_shape=(32, 16))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------- Adam

@@ -21,13 +21,7 @@ TINY = dict(batch_size=8, channels=(4, 8, 8, 16), device_channels=(4, 8), lr_dec
             lambda_check_every=10, checkpoint_every=10, log_every=5, val_fraction=0.2, eval_batch_size=16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads; one keeps the tests quick on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_cfg(**kw) -> TrainConfig:
