@@ -46,7 +46,7 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("state_dict", "model_config", "feature_params", "norm_mean", "norm_std", "scene_labels",
                  "device_labels", "fidelity")
 SUMMARY_EVALUATION_KEYS = ("mean_all", "mean_bc", "device_accuracy", "iterations", "selected_iteration",
-                           "selection", "train_seconds", "n_train", "n_val", "n_test", "lambda_switched_at",
+                           "selection", "train_seconds", "n_train_clips", "n_validation_clips", "n_test", "lambda_switched_at",
                            "test_device_labels_used")
 
 

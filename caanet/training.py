@@ -43,7 +43,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-import caanet
 from caanet.data.loader import (
     epoch_permutation,
     cache_columns,

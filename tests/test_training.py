@@ -263,6 +263,9 @@ def test_each_strategy_writes_every_output(tiny_cache, tmp_path, cell_id):
                           "train_config", "feature_params", "norm_mean", "norm_std", "scene_labels",
                           "device_labels", "unseen_device_labels", "fidelity", "caanet_version", "code_version", "training"}
     assert model["cell_id"] == s.cell_id and model["feature_params"]["n_mels"] == model["model_config"]["input_shape"][1]
+    # the model file's training summary carries what evaluation.json says the cell trained on
+    assert {k: model["training"][k] for k in ("n_train_clips", "n_validation_clips", "n_test")} == {
+        k: ev[k] for k in ("n_train_clips", "n_validation_clips", "n_test")}
     assert not (tmp_path / "checkpoints").exists()
     has_attention = s.pooling in ("att", "roi_att")
     assert (tmp_path / "attention.npz").exists() == has_attention
