@@ -68,6 +68,39 @@ def write_csv_atomic(target: str | os.PathLike, df, **kwargs) -> None:
 _NO_LOCK_ERRNOS = frozenset({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP})
 
 
+def require_columns(df, columns, source) -> None:
+    """Raise :class:`caanet.errors.ResultsError` naming ``source`` when the frame ``df`` lacks any of
+    ``columns`` (the one check behind every results CSV caanet reads)."""
+    from caanet.errors import ResultsError
+
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ResultsError(f"{source}: missing column(s) {missing} (has {list(df.columns)})")
+
+
+def read_results_csv(path: str | os.PathLike, what: str, *, columns=(), empty=None, **read_csv_kw):
+    """Read a results CSV (``pandas.read_csv(path, **read_csv_kw)``) and check its ``columns``.
+
+    ``what`` names the content in errors ("the claims", "a predictions CSV"). An empty file returns
+    ``empty`` when one is given; an unreadable or empty file otherwise raises
+    :class:`caanet.errors.ResultsError` naming ``path``, as does a missing column.
+    """
+    import pandas as pd
+
+    from caanet.errors import ResultsError
+
+    try:
+        df = pd.read_csv(path, **read_csv_kw)
+    except pd.errors.EmptyDataError as exc:
+        if empty is not None:
+            return empty
+        raise ResultsError(f"{path}: cannot read {what}: {exc}") from exc
+    except (OSError, pd.errors.ParserError) as exc:
+        raise ResultsError(f"{path}: cannot read {what}: {exc}") from exc
+    require_columns(df, columns, path)
+    return df
+
+
 def is_lock_error(exc: BaseException) -> bool:
     """Whether ``exc`` is HDF5 failing to lock a file (``unable to lock file, errno = 37``), as
     opposed to a missing, truncated or foreign file."""

@@ -43,6 +43,7 @@ import pandas as pd
 from scipy import stats as _sps
 
 from caanet.errors import ConfigError, ResultsError
+from caanet.io import read_results_csv
 from caanet.evaluation import evaluate_predictions
 from caanet.grid import GridConfig, Row, cell_dir, grid_config, paper_table, seeds_for, seen_devices_of
 from caanet.spec import CONDITIONAL, CellSpec
@@ -417,15 +418,7 @@ PredictionsLoader = Callable[[CellSpec], "pd.DataFrame | None"]
 
 def load_predictions(path: str | os.PathLike) -> pd.DataFrame:
     """Read one ``predictions.csv``; missing test columns raise :class:`ResultsError` naming the file."""
-    path = Path(path)
-    try:
-        df = pd.read_csv(path, dtype={"filename": str})
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ResultsError(f"{path}: not a readable predictions CSV ({exc})") from None
-    missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
-    if missing:
-        raise ResultsError(f"{path}: columns {missing} are missing")
-    return df
+    return read_results_csv(Path(path), "a predictions CSV", columns=PREDICTION_COLUMNS, dtype={"filename": str})
 
 
 def predictions_loader(results_root: str | os.PathLike) -> PredictionsLoader:

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 
 from caanet.errors import ResultsError
 from caanet.grid import SUMMARY_DEVICES
-from caanet.io import TEXT_ENCODING, atomic_path
+from caanet.io import TEXT_ENCODING, atomic_path, read_results_csv, require_columns
 from caanet.render.tables import POOLING_NAMES, TOPOLOGY_NAMES
 from caanet.spec import POOLINGS, STRATEGIES, TOPOLOGIES
 
@@ -77,16 +77,7 @@ def _placeholder(out_stem, title: str, message: str) -> list[Path]:
 def _read_frame(obj, what: str) -> tuple[pd.DataFrame, str]:
     if isinstance(obj, pd.DataFrame):
         return obj.copy(), what
-    try:
-        return pd.read_csv(obj), str(obj)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ResultsError(f"{obj}: cannot read {what}: {exc}") from exc
-
-
-def _require(df: pd.DataFrame, columns, source: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ResultsError(f"{source}: missing column(s) {missing} (has {list(df.columns)})")
+    return read_results_csv(obj, what), str(obj)
 
 
 # --------------------------------------------------------------------------------------------- Fig. 5
@@ -98,7 +89,7 @@ def fig5_layers(cells_df, out_stem, *, strategy: str = "teacher_forcing") -> lis
     Bars are the mean over seeds, error bars the std over seeds (where more than one seed ran).
     """
     df, source = _read_frame(cells_df, "cells.csv")
-    _require(df, ["topology", "pooling", "strategy", "cond_layer", "device", "seed", "accuracy"], source)
+    require_columns(df, ["topology", "pooling", "strategy", "cond_layer", "device", "seed", "accuracy"], source)
     df = df[(df["strategy"] == strategy) & df["cond_layer"].notna()]
     df = df[~df["device"].astype(str).isin(SUMMARY_DEVICES)]
     if df.empty:
@@ -154,7 +145,7 @@ def best_cell(cells_df, *, strategy: str = "multi_task", dataset: str | None = N
     with the best mean over devices (ties: the first in sorted order). ``None`` when there is none.
     """
     df, source = _read_frame(cells_df, "cells.csv")
-    _require(df, ["dataset", "cell_id", "strategy", "device", "seed", "accuracy"], source)
+    require_columns(df, ["dataset", "cell_id", "strategy", "device", "seed", "accuracy"], source)
     df = df[(df["strategy"] == strategy) & ~df["device"].astype(str).isin(SUMMARY_DEVICES)]
     if dataset is not None:
         df = df[df["dataset"] == dataset]
@@ -361,7 +352,7 @@ def training_curves(metrics_csvs, out_stem, *, title: str = "Training curves") -
     frames = []
     for label, obj in items:
         df, source = _read_frame(obj, f"metrics of {label}")
-        _require(df, ["iteration", "loss"], source)
+        require_columns(df, ["iteration", "loss"], source)
         frames.append((label, df))
     if not frames:
         return _placeholder(out_stem, title, "no metrics.csv files")

@@ -39,7 +39,7 @@ import pandas as pd
 
 from caanet import grid
 from caanet.errors import ResultsError
-from caanet.io import atomic_path, write_text_atomic
+from caanet.io import atomic_path, read_results_csv, write_text_atomic
 from caanet.render import tables as T
 from caanet.spec import CellSpec
 
@@ -175,18 +175,12 @@ def _fmt_p(p) -> str:
 
 def read_comparisons(path) -> pd.DataFrame:
     """Read ``results/stats/comparisons.csv`` and check its columns."""
-    try:
-        df = pd.read_csv(path, keep_default_na=True)
-    except (OSError, pd.errors.ParserError) as exc:
-        raise ResultsError(f"{path}: cannot read the comparisons: {exc}") from exc
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame(columns=["table", "comparison", "row", "model_a", "model_b", "seed", "n",
-                                     "acc_a", "acc_b", "z", "p_z", "mcnemar_b", "mcnemar_c", "mcnemar_p",
-                                     "method", "paper_claim"])
-    required = ["table", "comparison", "row", "model_a", "model_b", "n", "acc_a", "acc_b", "z", "p_z"]
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise ResultsError(f"{path}: missing column(s) {missing} (has {list(df.columns)})")
+    empty = pd.DataFrame(columns=["table", "comparison", "row", "model_a", "model_b", "seed", "n", "acc_a", "acc_b",
+                                  "z", "p_z", "mcnemar_b", "mcnemar_c", "mcnemar_p", "method", "paper_claim"])
+    df = read_results_csv(path, "the comparisons", empty=empty, keep_default_na=True,
+                          columns=["table", "comparison", "row", "model_a", "model_b", "n", "acc_a", "acc_b", "z", "p_z"])
+    if df is empty:
+        return df
     df["paper_claim"] = df.get("paper_claim", pd.Series([""] * len(df))).fillna("").astype(str)
     return df
 
@@ -240,14 +234,7 @@ def read_claims(path) -> pd.DataFrame:
     """Read ``results/stats/claims.csv`` and check its columns (:data:`caanet.stats.CLAIM_COLUMNS`)."""
     from caanet.stats import CLAIM_COLUMNS
 
-    try:
-        df = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ResultsError(f"{path}: cannot read the claims: {exc}") from exc
-    missing = [c for c in CLAIM_COLUMNS if c not in df.columns]
-    if missing:
-        raise ResultsError(f"{path}: missing column(s) {missing} (has {list(df.columns)})")
-    return df
+    return read_results_csv(path, "the claims", columns=CLAIM_COLUMNS)
 
 
 def _seeds_text(value) -> str:

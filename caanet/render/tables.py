@@ -35,7 +35,7 @@ import pandas as pd
 
 from caanet.errors import ResultsError
 from caanet.grid import SUMMARY_DEVICES
-from caanet.io import write_text_atomic
+from caanet.io import read_results_csv, require_columns, write_text_atomic
 from caanet.spec import POOLINGS, STRATEGIES, TOPOLOGIES
 
 TOPOLOGY_NAMES = {"cnn_pool": "CNN w/ pool", "cnn_nopool": "CNN w/o pool", "atrous": "Atrous CNN"}
@@ -87,10 +87,7 @@ def check_summary(df: pd.DataFrame, source: str = "summary") -> pd.DataFrame:
     ``cond_layer`` to a nullable integer. Raises ResultsError naming ``source``, the column and row.
     """
     df = df.rename(columns=_SYNONYMS).copy()
-    required = ["topology", "pooling", "strategy", "device", "acc_mean"]
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise ResultsError(f"{source}: missing column(s) {missing} (has {list(df.columns)})")
+    require_columns(df, ["topology", "pooling", "strategy", "device", "acc_mean"], source)
     for col, allowed in (("topology", TOPOLOGIES), ("pooling", POOLINGS), ("strategy", STRATEGIES)):
         bad = ~df[col].isin(allowed)
         if bad.any():
@@ -123,11 +120,7 @@ def check_summary(df: pd.DataFrame, source: str = "summary") -> pd.DataFrame:
 
 def read_summary(path) -> pd.DataFrame:
     """Read ``results/tables/table{n}.csv`` and validate it (:func:`check_summary`)."""
-    try:
-        df = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ResultsError(f"{path}: cannot read the table summary: {exc}") from exc
-    return check_summary(df, source=str(path))
+    return check_summary(read_results_csv(path, "the table summary"), source=str(path))
 
 
 def paper_values(table) -> pd.DataFrame:
