@@ -42,6 +42,14 @@ class ResultsError(CaanetError):
     """A result file of a finished cell (evaluation.json, predictions.csv) is missing a key or
     disagrees with another one it is compared with (names the file, cell and key)."""
 
+def config_error(key: str, value, expected: str, error: type[CaanetError] = ConfigError) -> CaanetError:
+    """The one form of every configuration error: the key path, the value, what was expected.
+
+    ``config_error("training.lr", -1, "a number > 0")`` gives
+    ``config key 'training.lr': got -1; expected a number > 0``. Returned, not raised, so that
+    callers write ``raise config_error(...)`` and tracebacks point at them.
+    """
+    return error(f"config key {key!r}: got {value!r}; expected {expected}")
 
 
 def reject_unknown_keys(keys, known, where: str, error: type[CaanetError] = ConfigError) -> None:
