@@ -467,8 +467,11 @@ def best_seed(cells_df: pd.DataFrame, spec: CellSpec) -> int:
 
 
 def cell_dir(results_root: str | os.PathLike, spec: CellSpec) -> Path:
-    """``{results_root}/cells/{dataset}/{cell_id}/seed{seed}``: the folder of one training job."""
-    return Path(results_root) / "cells" / spec.dataset / spec.cell_id / f"seed{spec.seed}"
+    """``{results_root}/cells/{dataset}/{cell_id}/seed{seed}``: the folder of one training job
+    (:func:`caanet.paths.cell_dir`)."""
+    from caanet import paths
+
+    return paths.cell_dir(spec, results_root)
 
 
 # --------------------------------------------------------------------------------------------

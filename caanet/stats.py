@@ -45,7 +45,8 @@ from scipy import stats as _sps
 from caanet.errors import ConfigError, ResultsError
 from caanet.io import read_results_csv
 from caanet.evaluation import evaluate_predictions
-from caanet.grid import GridConfig, Row, cell_dir, grid_config, paper_table, seeds_for, seen_devices_of
+from caanet import paths
+from caanet.grid import GridConfig, Row, grid_config, paper_table, seeds_for, seen_devices_of
 from caanet.spec import CONDITIONAL, CellSpec
 
 ALTERNATIVES = ("greater", "less", "two-sided")
@@ -421,12 +422,22 @@ def load_predictions(path: str | os.PathLike) -> pd.DataFrame:
     return read_results_csv(Path(path), "a predictions CSV", columns=PREDICTION_COLUMNS, dtype={"filename": str})
 
 
-def predictions_loader(results_root: str | os.PathLike) -> PredictionsLoader:
-    """A loader for :func:`run_comparisons`: the cell's ``predictions.csv`` under ``results_root``, or
-    ``None`` when that cell has not produced one."""
+def predictions_loader(predictions_csvs: Iterable[str | os.PathLike]) -> PredictionsLoader:
+    """A loader for :func:`run_comparisons` over the given ``predictions.csv`` files (the run_stats rule's
+    declared inputs, each at ``.../cells/{dataset}/{cell_id}/seed{n}/predictions.csv``,
+    :func:`caanet.paths.parse_cell_file`): a cell's frame, or ``None`` when no file of that cell and
+    seed was given. Only the files given are read; one that is given but missing raises
+    :class:`ResultsError` naming it. ValueError names a path of another form."""
+    files: dict[tuple[str, str, int], Path] = {}
+    for path in predictions_csvs:
+        dataset, cell_id, seed, name = paths.parse_cell_file(path)
+        if name != paths.CELL_FILES["predictions"]:
+            raise ValueError(f"{path}: not a {paths.CELL_FILES['predictions']} file")
+        files[(dataset, cell_id, seed)] = Path(path)
+
     def load(spec: CellSpec) -> pd.DataFrame | None:
-        path = cell_dir(results_root, spec) / "predictions.csv"
-        return load_predictions(path) if path.exists() else None
+        path = files.get((spec.dataset, spec.cell_id, spec.seed))
+        return None if path is None else load_predictions(path)
     return load
 
 

@@ -104,18 +104,23 @@ def check_preset(preset: dict) -> None:
     train_config(train_settings(preset), preset["name"])
 
 
-def figure_cells(preset: dict, table2_csv: str | Path, cells_csv: str | Path, layers: dict,
-                 results: str = "results") -> dict:
-    """Evaluation files of the models in Figs. 6 and 7, each at its seed with the best Avg
-    (:func:`caanet.grid.best_seed`, from ``cells.csv``; the path names the seed).
+ATTENTION_POOLINGS = ("att", "roi_att")
+"""Poolings whose models write attention maps (``attention.npz``, shown in Fig. 7)."""
+
+
+def figure_cells(preset: dict, table2_csv: str | Path, cells_csv: str | Path, layers: dict) -> dict:
+    """The input files of Figs. 6 and 7 (:mod:`caanet.paths`), each model at its seed with the best Avg
+    (:func:`caanet.grid.best_seed`, from ``cells.csv``; the path names the seed): ``fig6`` and ``fig7``,
+    their ``evaluation.json``, and ``fig7_attention``, the ``attention.npz`` of Fig. 7's model, when
+    that model has an attention pooling (without one, Fig. 7 is a placeholder saying so).
 
     Fig. 6: the multi-task model with the best A/B/C average in Table II. Fig. 7: the multi-task
     model with attention pooling (the CAA-Net itself: atrous + attention when that row exists,
-    else the best attention row).
+    else the best attention row, else Fig. 6's model).
     """
     import pandas as pd
 
-    from caanet import grid
+    from caanet import grid, paths
 
     df = pd.read_csv(table2_csv)
     cells = pd.read_csv(cells_csv, dtype={"device": str, "dataset": str})
@@ -130,13 +135,14 @@ def figure_cells(preset: dict, table2_csv: str | Path, cells_csv: str | Path, la
         return dataclasses.replace(spec, seed=grid.best_seed(cells, spec))
 
     best = mt.sort_values("acc_mean", ascending=False, kind="stable").iloc[0]
-    att = mt[mt.pooling.isin(["att", "roi_att"])]
+    att = mt[mt.pooling.isin(ATTENTION_POOLINGS)]
     caa = att[(att.topology == "atrous") & (att.pooling == "att")]
     fig7 = caa.iloc[0] if not caa.empty else (att.sort_values("acc_mean", ascending=False).iloc[0] if not att.empty else best)
     out = {}
     for key, row in (("fig6", best), ("fig7", fig7)):
-        s = spec_for(row)
-        out[key] = f"{results}/cells/{s.dataset}/{s.cell_id}/seed{s.seed}/evaluation.json"
+        out[key] = paths.cell_path(spec_for(row), "evaluation")
+    if fig7.pooling in ATTENTION_POOLINGS:
+        out["fig7_attention"] = paths.cell_path(spec_for(fig7), "attention")
     return out
 
 

@@ -16,15 +16,13 @@ os.environ.update(
 from caanet.config import resolve
 from caanet.provenance import code_hash
 from caanet import grid
+from caanet import paths
 from caanet import rerun
 from caanet import workflow_support as ws
 from caanet.data.manifest import refresh_manifest
 
 P = resolve(config)
-RESULTS = "results"
-REPORTS = "reports"
-LOGS = f"{RESULTS}/logs"
-BENCH = f"{RESULTS}/benchmarks"
+# Every result path is spelled once, in caanet/paths.py; the rules use its templates.
 
 # A local run never hands out more cores than the machine has: `--cores 8` on 2 cores would start
 # eight one-thread jobs that slow each other down (docs/cluster.md, "Cores"). Jobs on a cluster
@@ -74,7 +72,7 @@ DATASETS_BY_SOURCE = {
 # parse and rewritten only when it changed, is the index rule's input, so an edited meta.csv or
 # split file, or a replaced WAV, reruns what depends on the dataset and an untouched one nothing.
 def manifest_path(dataset):
-    return f"{RESULTS}/manifests/{dataset}.json"
+    return paths.MANIFEST.format(dataset=dataset)
 
 
 for _name in DATASETS_BY_SOURCE["local"]:
@@ -94,25 +92,22 @@ def dataset_root(wildcards):
     if d["source"] == "local":
         return manifest_path(wildcards.dataset)
     if d["source"] == "zenodo":
-        return f"{RESULTS}/zenodo/{wildcards.dataset}/dataset.json"
-    return f"{RESULTS}/data/{wildcards.dataset}"
+        return paths.ZENODO.format(dataset=wildcards.dataset)
+    return paths.DATA.format(dataset=wildcards.dataset)
 
 
 def cache_path(dataset):
-    return f"{RESULTS}/features/{dataset}-{ws.feature_params(P, dataset).hash()}.h5"
+    return paths.FEATURES.format(dataset=dataset, fhash=ws.feature_params(P, dataset).hash())
 
 
 def cache_input(wildcards):
     return cache_path(wildcards.dataset)
 
 
-def cell_dir(spec):
-    return f"{RESULTS}/cells/{spec.dataset}/{spec.cell_id}/seed{spec.seed}"
-
-
 def cell_files(specs, name):
-    """One path per distinct cell (Table II reuses Table I's teacher-forcing cells)."""
-    return list(dict.fromkeys(f"{cell_dir(s)}/{name}" for s in specs))
+    """One path per distinct cell (Table II reuses Table I's teacher-forcing cells); ``name`` is a
+    key of caanet.paths.CELL_FILES."""
+    return list(dict.fromkeys(paths.cell_path(s, name) for s in specs))
 
 
 def resource(kind, key):
@@ -169,31 +164,32 @@ RENDERED_TABLES = [1, 2, 3] + ([4] if "table4" in grid.grid_config(P).table_data
 
 
 def best_multitask(wildcards):
-    """Cell folders of the multi-task models shown in Figs. 6 and 7 (chosen from Table II)."""
+    """The files of the multi-task models shown in Figs. 6 and 7 (chosen from Table II): their
+    evaluation.json (fig6, fig7) and, for an attention model in Fig. 7, its attention.npz."""
     out = checkpoints.aggregate_tables.get().output
     return ws.figure_cells(P, out.table2, out.cells, selected_layers())
 
 
 def all_metrics(wildcards):
     checkpoints.aggregate_tables.get()
-    return cell_files(TABLE1_CELLS + table23_specs(), "metrics.csv")
+    return cell_files(TABLE1_CELLS + table23_specs(), "metrics")
 
 
 def all_benchmarks(wildcards):
     checkpoints.aggregate_tables.get()
     specs = TABLE1_CELLS + strategy_table_specs()
-    return list(dict.fromkeys(f"{BENCH}/train_cell/{s.dataset}/{s.cell_id}/seed{s.seed}.tsv" for s in specs))
+    return list(dict.fromkeys(paths.cell_benchmark(s) for s in specs))
 
 
 def all_targets():
-    targets = [f"{REPORTS}/data/{d}.html" for d in DATASETS]
-    targets += [f"{REPORTS}/paper.html"]
+    targets = [paths.DATASET_PAGE.format(dataset=d) for d in DATASETS]
+    targets += [paths.PAPER_HTML]
     if latex_available():
-        targets.append(f"{REPORTS}/paper.pdf")
+        targets.append(paths.PAPER_PDF)
     else:
         print(
-            "caanet: no LaTeX found (latexmk/pdflatex): reports/paper.pdf is skipped, "
-            "reports/paper.html is built. Install texlive-latex-base texlive-latex-recommended latexmk for the PDF.",
+            f"caanet: no LaTeX found (latexmk/pdflatex): {paths.PAPER_PDF} is skipped, "
+            f"{paths.PAPER_HTML} is built. Install texlive-latex-base texlive-latex-recommended latexmk for the PDF.",
             file=sys.stderr,
         )
     return targets

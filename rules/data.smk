@@ -4,7 +4,7 @@
 
 rule generate_embedded:
     output:
-        directory(f"{RESULTS}/data/{{dataset}}"),
+        directory(paths.DATA),
     wildcard_constraints:
         dataset=_names_regex(DATASETS_BY_SOURCE["embedded"]),
     params:
@@ -15,9 +15,9 @@ rule generate_embedded:
         mem_mb=resource("data", "mem_mb"),
         runtime=resource("data", "runtime"),
     log:
-        f"{LOGS}/generate_embedded/{{dataset}}.log",
+        paths.log("generate_embedded", "{dataset}"),
     benchmark:
-        f"{BENCH}/generate_embedded/{{dataset}}.tsv"
+        paths.benchmark("generate_embedded", "{dataset}")
     conda:
         "../envs/caanet.yaml"
     script:
@@ -25,26 +25,26 @@ rule generate_embedded:
 
 
 rule download_dataset:
-    # Archives and the extracted set live under results/zenodo/{dataset}/, outside the declared
+    # Archives and the extracted set live in paths.ZENODO_DIR, outside the declared
     # output, so a failed or killed job keeps its partial downloads and resumes them.
     output:
-        f"{RESULTS}/zenodo/{{dataset}}/dataset.json",
+        paths.ZENODO,
     wildcard_constraints:
         dataset=_names_regex(DATASETS_BY_SOURCE["zenodo"]),
     params:
         # the mirror (base_url) and keep_archives are read by the job from the config: the archives
         # are verified against the catalogue, so neither changes what is extracted (caanet.rerun)
         remote=lambda wildcards: DATASETS[wildcards.dataset]["remote"],
-        dest=lambda wildcards: f"{RESULTS}/zenodo/{wildcards.dataset}",
+        dest=lambda wildcards: paths.ZENODO_DIR.format(dataset=wildcards.dataset),
     threads: 1
     resources:
         mem_mb=1000,
         runtime=resource("data", "runtime"),
     retries: 2
     log:
-        f"{LOGS}/download_dataset/{{dataset}}.log",
+        paths.log("download_dataset", "{dataset}"),
     benchmark:
-        f"{BENCH}/download_dataset/{{dataset}}.tsv"
+        paths.benchmark("download_dataset", "{dataset}")
     conda:
         "../envs/caanet.yaml"
     script:
@@ -55,7 +55,7 @@ rule index_dataset:
     input:
         root=dataset_root,
     output:
-        f"{RESULTS}/index/{{dataset}}.csv",
+        paths.INDEX,
     params:
         devices=lambda wildcards: DATASETS[wildcards.dataset]["devices"],
         unseen_devices=lambda wildcards: DATASETS[wildcards.dataset].get("unseen_devices") or [],
@@ -66,9 +66,9 @@ rule index_dataset:
         mem_mb=2000,
         runtime=30,
     log:
-        f"{LOGS}/index_dataset/{{dataset}}.log",
+        paths.log("index_dataset", "{dataset}"),
     benchmark:
-        f"{BENCH}/index_dataset/{{dataset}}.tsv"
+        paths.benchmark("index_dataset", "{dataset}")
     conda:
         "../envs/caanet.yaml"
     script:
@@ -77,11 +77,11 @@ rule index_dataset:
 
 rule resample_audio:
     input:
-        index=f"{RESULTS}/index/{{dataset}}.csv",
+        index=paths.INDEX,
     output:
-        index=f"{RESULTS}/audio44k/{{dataset}}/index.csv",
+        index=paths.AUDIO44K_INDEX,
     params:
-        out_dir=lambda wildcards: f"{RESULTS}/audio44k/{wildcards.dataset}",
+        out_dir=lambda wildcards: paths.AUDIO44K_DIR.format(dataset=wildcards.dataset),
         sample_rate=lambda wildcards: ws.feature_params(P, wildcards.dataset).sample_rate,
         code=CODE["features"],
     threads: P["resources"]["data"]["threads"]
@@ -89,9 +89,9 @@ rule resample_audio:
         mem_mb=resource("data", "mem_mb"),
         runtime=resource("data", "runtime"),
     log:
-        f"{LOGS}/resample_audio/{{dataset}}.log",
+        paths.log("resample_audio", "{dataset}"),
     benchmark:
-        f"{BENCH}/resample_audio/{{dataset}}.tsv"
+        paths.benchmark("resample_audio", "{dataset}")
     conda:
         "../envs/caanet.yaml"
     script:

@@ -5,9 +5,9 @@
 
 rule build_features:
     input:
-        index=f"{RESULTS}/audio44k/{{dataset}}/index.csv",
+        index=paths.AUDIO44K_INDEX,
     output:
-        f"{RESULTS}/features/{{dataset}}-{{fhash}}.h5",
+        paths.FEATURES,
     wildcard_constraints:
         fhash="[0-9a-f]+",
     params:
@@ -20,9 +20,9 @@ rule build_features:
         mem_mb=resource("data", "mem_mb"),
         runtime=resource("data", "runtime"),
     log:
-        f"{LOGS}/build_features/{{dataset}}-{{fhash}}.log",
+        paths.log("build_features", "{dataset}-{fhash}"),
     benchmark:
-        f"{BENCH}/build_features/{{dataset}}-{{fhash}}.tsv"
+        paths.benchmark("build_features", "{dataset}-{fhash}")
     conda:
         "../envs/caanet.yaml"
     script:
@@ -34,7 +34,7 @@ rule dataset_page:
         cache=cache_input,
     output:
         report(
-            f"{REPORTS}/data/{{dataset}}.html",
+            paths.DATASET_PAGE,
             caption="report/dataset_page.rst",
             category="Data",
         ),
@@ -45,9 +45,9 @@ rule dataset_page:
         mem_mb=2000,
         runtime=10,
     log:
-        f"{LOGS}/dataset_page/{{dataset}}.log",
+        paths.log("dataset_page", "{dataset}"),
     benchmark:
-        f"{BENCH}/dataset_page/{{dataset}}.tsv"
+        paths.benchmark("dataset_page", "{dataset}")
     localrule: True
     conda:
         "../envs/caanet.yaml"

@@ -4,11 +4,11 @@
 
 rule render_tables:
     input:
-        summaries=expand(f"{RESULTS}/tables/table{{n}}.csv", n=RENDERED_TABLES),
+        summaries=expand(paths.TABLE, n=RENDERED_TABLES),
     output:
-        tex=expand(f"{REPORTS}/tables/table{{n}}.tex", n=RENDERED_TABLES),
+        tex=expand(paths.RENDERED_TABLE, n=RENDERED_TABLES, ext="tex"),
         html=report(
-            expand(f"{REPORTS}/tables/table{{n}}.html", n=RENDERED_TABLES),
+            expand(paths.RENDERED_TABLE, n=RENDERED_TABLES, ext="html"),
             caption="report/tables.rst",
             category="Tables",
         ),
@@ -19,9 +19,9 @@ rule render_tables:
         mem_mb=1000,
         runtime=10,
     log:
-        f"{LOGS}/render_tables.log",
+        paths.log("render_tables"),
     benchmark:
-        f"{BENCH}/render_tables.tsv"
+        paths.benchmark("render_tables")
     localrule: True
     conda:
         "../envs/caanet.yaml"
@@ -32,15 +32,15 @@ rule render_tables:
 rule render_figures:
     input:
         unpack(best_multitask),
-        cells=f"{RESULTS}/tables/cells.csv",
+        cells=paths.CELLS,
         metrics=all_metrics,
     output:
         png=report(
-            expand(f"{REPORTS}/figures/{{fig}}.png", fig=("fig5_layers", "fig6_confusion", "fig7_attention", "training_curves")),
+            expand(paths.FIGURE, fig=paths.FIGURES, ext="png"),
             caption="report/figures.rst",
             category="Figures",
         ),
-        pdf=expand(f"{REPORTS}/figures/{{fig}}.pdf", fig=("fig5_layers", "fig6_confusion", "fig7_attention", "training_curves")),
+        pdf=expand(paths.FIGURE, fig=paths.FIGURES, ext="pdf"),
     params:
         out_dir=lambda wildcards, output: Path(output.png[0]).parent,
         code=CODE["render"],
@@ -49,9 +49,9 @@ rule render_figures:
         mem_mb=2000,
         runtime=20,
     log:
-        f"{LOGS}/render_figures.log",
+        paths.log("render_figures"),
     benchmark:
-        f"{BENCH}/render_figures.tsv"
+        paths.benchmark("render_figures")
     localrule: True
     conda:
         "../envs/caanet.yaml"
@@ -63,26 +63,26 @@ rule render_report:
     input:
         tables=rules.render_tables.output,
         figures=rules.render_figures.output,
-        summaries=[f"{RESULTS}/tables/table{n}.csv" for n in RENDERED_TABLES],
-        stats=f"{RESULTS}/stats/comparisons.csv",
-        claims=f"{RESULTS}/stats/claims.csv",
-        cells=f"{RESULTS}/tables/cells.csv",
+        summaries=expand(paths.TABLE, n=RENDERED_TABLES),
+        layers=paths.LAYERS,
+        stats=paths.COMPARISONS,
+        claims=paths.CLAIMS,
+        cells=paths.CELLS,
         benchmarks=all_benchmarks,
     output:
-        html=report(f"{REPORTS}/paper.html", caption="report/paper.rst", category="Report"),
-        tex=f"{REPORTS}/paper.tex",
+        html=report(paths.PAPER_HTML, caption="report/paper.rst", category="Report"),
+        tex=paths.PAPER_TEX,
     params:
         preset=rerun.preset_params(P),
-        results=lambda wildcards, input: Path(input.stats).parent.parent,
         code=CODE["render"],
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     log:
-        f"{LOGS}/render_report.log",
+        paths.log("render_report"),
     benchmark:
-        f"{BENCH}/render_report.tsv"
+        paths.benchmark("render_report")
     localrule: True
     conda:
         "../envs/caanet.yaml"
@@ -92,18 +92,18 @@ rule render_report:
 
 rule build_pdf:
     input:
-        tex=f"{REPORTS}/paper.tex",
+        tex=paths.PAPER_TEX,
         figures=rules.render_figures.output.pdf,
     output:
-        f"{REPORTS}/paper.pdf",
+        paths.PAPER_PDF,
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     log:
-        f"{LOGS}/build_pdf.log",
+        paths.log("build_pdf"),
     benchmark:
-        f"{BENCH}/build_pdf.tsv"
+        paths.benchmark("build_pdf")
     localrule: True
     conda:
         "../envs/caanet.yaml"

@@ -7,10 +7,10 @@
 
 checkpoint aggregate_table1:
     input:
-        evaluations=cell_files(TABLE1_CELLS, "evaluation.json"),
+        evaluations=cell_files(TABLE1_CELLS, "evaluation"),
     output:
-        table=f"{RESULTS}/tables/table1.csv",
-        layers=f"{RESULTS}/tables/layers.csv",
+        table=paths.TABLE.format(n=1),
+        layers=paths.LAYERS,
     params:
         reference_device=grid.reference_devices(P),
         layer_selection=grid.grid_config(P).layer_selection,
@@ -20,9 +20,9 @@ checkpoint aggregate_table1:
         mem_mb=1000,
         runtime=10,
     log:
-        f"{LOGS}/aggregate_table1.log",
+        paths.log("aggregate_table1"),
     benchmark:
-        f"{BENCH}/aggregate_table1.tsv"
+        paths.benchmark("aggregate_table1")
     localrule: True
     conda:
         "../envs/caanet.yaml"
@@ -32,13 +32,13 @@ checkpoint aggregate_table1:
 
 checkpoint aggregate_tables:
     input:
-        layers=f"{RESULTS}/tables/layers.csv",
-        evaluations=lambda wildcards: cell_files(TABLE1_CELLS + strategy_table_specs(), "evaluation.json"),
+        layers=paths.LAYERS,
+        evaluations=lambda wildcards: cell_files(TABLE1_CELLS + strategy_table_specs(), "evaluation"),
     output:
-        table2=f"{RESULTS}/tables/table2.csv",
-        table3=f"{RESULTS}/tables/table3.csv",
-        table4=f"{RESULTS}/tables/table4.csv",
-        cells=f"{RESULTS}/tables/cells.csv",
+        table2=paths.TABLE.format(n=2),
+        table3=paths.TABLE.format(n=3),
+        table4=paths.TABLE.format(n=4),
+        cells=paths.CELLS,
     params:
         preset=rerun.preset_params(P),
         code=CODE["stats"],
@@ -47,9 +47,9 @@ checkpoint aggregate_tables:
         mem_mb=1000,
         runtime=10,
     log:
-        f"{LOGS}/aggregate_tables.log",
+        paths.log("aggregate_tables"),
     benchmark:
-        f"{BENCH}/aggregate_tables.tsv"
+        paths.benchmark("aggregate_tables")
     localrule: True
     conda:
         "../envs/caanet.yaml"
@@ -59,23 +59,22 @@ checkpoint aggregate_tables:
 
 rule run_stats:
     input:
-        layers=f"{RESULTS}/tables/layers.csv",
-        predictions=lambda wildcards: cell_files(strategy_table_specs(), "predictions.csv"),
+        layers=paths.LAYERS,
+        predictions=lambda wildcards: cell_files(strategy_table_specs(), "predictions"),
     output:
-        comparisons=f"{RESULTS}/stats/comparisons.csv",
-        claims=f"{RESULTS}/stats/claims.csv",
+        comparisons=paths.COMPARISONS,
+        claims=paths.CLAIMS,
     params:
         preset=rerun.preset_params(P),
-        results=lambda wildcards, input: Path(input.layers).parent.parent,
         code=CODE["stats"],
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     log:
-        f"{LOGS}/run_stats.log",
+        paths.log("run_stats"),
     benchmark:
-        f"{BENCH}/run_stats.tsv"
+        paths.benchmark("run_stats")
     localrule: True
     conda:
         "../envs/caanet.yaml"

@@ -1,16 +1,17 @@
 # Stage 3: one training job per table cell and seed (caanet.training.train_cell). The cell id in
 # the path is parsed back into a CellSpec (caanet.spec), so any cell of the grid, or one a user
-# names by hand, is a valid target.
+# names by hand, is a valid target. Attention models also write attention.npz beside these
+# outputs; it cannot be declared (no optional outputs in Snakemake): see caanet/paths.py.
 
 
 rule train_cell:
     input:
         cache=cache_input,
     output:
-        evaluation=f"{RESULTS}/cells/{{dataset}}/{{cell}}/seed{{seed}}/evaluation.json",
-        predictions=f"{RESULTS}/cells/{{dataset}}/{{cell}}/seed{{seed}}/predictions.csv",
-        metrics=f"{RESULTS}/cells/{{dataset}}/{{cell}}/seed{{seed}}/metrics.csv",
-        model=f"{RESULTS}/cells/{{dataset}}/{{cell}}/seed{{seed}}/model.pt",
+        evaluation=paths.cell_file("evaluation"),
+        predictions=paths.cell_file("predictions"),
+        metrics=paths.cell_file("metrics"),
+        model=paths.cell_file("model"),
     params:
         spec=lambda wildcards: ws.cell_spec(P, wildcards.dataset, wildcards.cell, wildcards.seed).to_dict(),
         training=rerun.training_params(ws.train_settings(P)),
@@ -24,9 +25,9 @@ rule train_cell:
         gpu_share=gpu_share,
         gres=gpu_gres,
     log:
-        f"{LOGS}/train_cell/{{dataset}}/{{cell}}/seed{{seed}}.log",
+        paths.log("train_cell", paths.CELL_KEY),
     benchmark:
-        f"{BENCH}/train_cell/{{dataset}}/{{cell}}/seed{{seed}}.tsv"
+        paths.benchmark("train_cell", paths.CELL_KEY)
     conda:
         "../envs/caanet.yaml"
     script:

@@ -415,6 +415,13 @@ def test_figures_show_the_seed_with_the_best_avg(tmp_path):
     table2.to_csv(tmp_path / "table2.csv", index=False)
     out = ws.figure_cells(preset, tmp_path / "table2.csv", tmp_path / "cells.csv", {("atrous", "att"): 2})
     assert out["fig6"] == f"results/cells/d/{cid}/seed1/evaluation.json" == out["fig7"]
+    assert out["fig7_attention"] == f"results/cells/d/{cid}/seed1/attention.npz"   # an input, declared
+    # no attention row: Fig. 7 shows Fig. 6's model, and no attention file is asked for
+    mid = "atrous-max-multi_task-L2"
+    frame([dict(r, pooling="max", cell_id=mid) for r in rows]).to_csv(tmp_path / "cells.csv", index=False)
+    table2.assign(pooling="max").to_csv(tmp_path / "table2.csv", index=False)
+    out = ws.figure_cells(preset, tmp_path / "table2.csv", tmp_path / "cells.csv", {("atrous", "max"): 2})
+    assert out == {"fig6": f"results/cells/d/{mid}/seed1/evaluation.json", "fig7": out["fig6"]}
 
 
 def test_train_options_carry_the_layer_selection_and_reference_device():

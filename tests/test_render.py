@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -488,6 +489,25 @@ def test_render_all_figures(context):
         assert open(f["pdf"], "rb").read(5) == b"%PDF-"
 
 
+def test_render_all_reads_fig7s_attention_only_where_named(tmp_path, results):
+    """Fig. 7's attention maps are a named input: a missing one is an error naming it; a model without
+    attention pooling (no file named) gets the placeholder saying so, whatever lies beside its files."""
+    ev = results / "cells" / "embedded2018" / "atrous-att-multi_task-L2" / "seed0" / "evaluation.json"
+    args = dict(cells_csv=results / "tables" / "cells.csv", fig6_evaluation=ev, fig7_evaluation=ev,
+                metrics_csvs=sorted((results / "cells").rglob("metrics.csv")))
+    missing = tmp_path / "elsewhere" / "attention.npz"
+    with pytest.raises(ResultsError, match=re.escape(str(missing))):
+        F.render_all(**args, fig7_attention_npz=missing, out_dir=tmp_path / "f1")
+    (tmp_path / "beside").mkdir()
+    shutil.copy(ev, tmp_path / "beside" / "evaluation.json")
+    write_attention(tmp_path / "beside" / "attention.npz", parallel=True)   # not named: not read
+    reads = []
+    with mock.patch.object(F, "fig7_attention", side_effect=lambda *a, **k: reads.append(a)):
+        done = F.render_all(**dict(args, fig7_evaluation=tmp_path / "beside" / "evaluation.json"),
+                            out_dir=tmp_path / "f2")
+    assert reads == [] and all(p.stat().st_size > 0 for p in done["fig7_attention"])
+
+
 # --------------------------------------------------------------------------------------------- report
 
 @pytest.fixture(scope="module")
@@ -497,6 +517,7 @@ def context(tmp_path_factory):
     results = make_results(tmp_path / "results")
     ev = results / "cells" / "embedded2018" / "atrous-att-multi_task-L2" / "seed0" / "evaluation.json"
     F.render_all(cells_csv=results / "tables" / "cells.csv", fig6_evaluation=ev, fig7_evaluation=ev,
+                 fig7_attention_npz=ev.with_name("attention.npz"),
                  metrics_csvs=sorted((results / "cells").rglob("metrics.csv")), out_dir=tmp_path / "reports" / "figures")
     return R.build_context(preset=PRESET, results_dir=results, figures=tmp_path / "reports" / "figures",
                            versions=VERSIONS, commit="0123abc", date="2026-01-01 00:00 UTC")
@@ -612,6 +633,29 @@ def test_build_pdf_compiles_the_report(tmp_path, context):
     R.render_report_tex(context, tex)
     assert R.build_pdf(tex, tmp_path / "paper.pdf") is None
     assert (tmp_path / "paper.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_report_reads_the_files_it_is_given_and_no_other(tmp_path, results):
+    """The workflow names every input (no results tree): those are read, a table not named is a
+    warning, and nothing else under the results tree is looked at."""
+    given = dict(summaries=[results / "tables" / f"table{n}.csv" for n in (1, 2)],
+                 layers_csv=results / "tables" / "layers.csv", cells_csv=results / "tables" / "cells.csv",
+                 stats_csv=results / "stats" / "comparisons.csv", claims_csv=results / "stats" / "claims.csv",
+                 benchmarks=sorted((results / "benchmarks").rglob("*.tsv"))[:1])
+    opened = []
+    real_read_csv = pd.read_csv
+
+    def spy(path, *a, **k):
+        opened.append(Path(path.name if hasattr(path, "read") else path))   # a path or an open file
+        return real_read_csv(path, *a, **k)
+    with mock.patch.object(pd, "read_csv", side_effect=spy):
+        ctx = R.build_context(preset=PRESET, figures=[], versions=VERSIONS, commit="x", date="d", **given)
+    declared = {Path(p) for v in given.values() for p in (v if isinstance(v, list) else [v])}
+    opened_results = {p for p in opened if results in p.parents}     # not the package's paper tables
+    assert opened_results and opened_results <= declared
+    assert [t["key"] for t in ctx["tables"]] == ["table1", "table2"]
+    assert any("table3.csv is missing" in w for w in ctx["warnings"])
+    assert len(ctx["layers"]) == len(SELECTED) and ctx["training_data"] and ctx["stats"]
 
 
 def test_report_uses_the_rendered_table_files(tmp_path, results):

@@ -1,6 +1,7 @@
 """caanet.stats: the paper's one-tailed two-proportion z-test, McNemar, and the comparisons table."""
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -190,6 +191,30 @@ def write_preds(root, spec, df):
     df.to_csv(path, index=False)
 
 
+def written_predictions(root):
+    """Every predictions.csv under ``root``: what a run_stats rule declares as its inputs."""
+    return sorted(root.rglob("predictions.csv"))
+
+
+def test_predictions_loader_reads_only_the_files_given(tmp_path):
+    spec = CellSpec.from_id("atrous-att-multi_task-L2", dataset="d", seed=1)
+    other = CellSpec.from_id("atrous-att-joint", dataset="d", seed=1)
+    frame = preds([True, False], devices=["a", "b"])
+    write_preds(tmp_path, spec, frame)
+    write_preds(tmp_path, other, frame)                       # on disk, but not given: not read
+    given = grid.cell_dir(tmp_path, spec) / "predictions.csv"
+    load = stats.predictions_loader([given])
+    assert len(load(spec)) == 2
+    assert load(other) is None and load(CellSpec(**{**spec.to_dict(), "seed": 0})) is None
+    missing = grid.cell_dir(tmp_path / "elsewhere", spec) / "predictions.csv"
+    with pytest.raises(ResultsError, match=re.escape(str(missing))):
+        stats.predictions_loader([missing])(spec)
+    with pytest.raises(ValueError, match="not a cell file"):
+        stats.predictions_loader([tmp_path / "predictions.csv"])
+    with pytest.raises(ValueError, match="not a predictions.csv file"):
+        stats.predictions_loader([grid.cell_dir(tmp_path, spec) / "metrics.csv"])
+
+
 def test_run_comparisons_from_files(tmp_path):
     rng = np.random.default_rng(0)
     devices = ["a"] * 40 + ["b"] * 10 + ["c"] * 10
@@ -202,7 +227,7 @@ def test_run_comparisons_from_files(tmp_path):
         write_preds(tmp_path, spec, single[single.device == spec.device])
     # seed 1: only the multi-task model exists -> no row
     write_preds(tmp_path, CellSpec(**{**mt.to_dict(), "seed": 1}), preds(list(right_mt), devices=devices))
-    out = stats.run_comparisons(comps, stats.predictions_loader(tmp_path))
+    out = stats.run_comparisons(comps, stats.predictions_loader(written_predictions(tmp_path)))
     assert list(out.columns) == stats.COMPARISON_COLUMNS
     assert len(out) == 1 and out["seed"].item() == 0 and out["n"].item() == 60
     k_a, k_b = int(right_mt.sum()), int(single["correct"].sum())
@@ -284,7 +309,7 @@ def test_claims_from_table2_accuracies_hold_with_the_papers_statistic(tmp_path):
         single = table2_predictions(*claim.row_b, "single_device")
         for spec in comp.model_b:
             write_preds(tmp_path, spec, single[spec.device])
-    out = stats.run_claims(preset, layers, stats.predictions_loader(tmp_path))
+    out = stats.run_claims(preset, layers, stats.predictions_loader(written_predictions(tmp_path)))
     assert list(out.columns) == stats.CLAIM_COLUMNS and list(out["claim"]) == ["claim1", "claim2"]
     c1, c2 = out.iloc[0], out.iloc[1]
     assert c1["status"] == "evaluated" and c1["n"] == 2878 and c1["seeds"] == "0"
@@ -343,7 +368,7 @@ def test_table4_test_on_the_avg_over_seen_and_unseen_devices(tmp_path):
     acc_b = dict(zip(DEVICES9, [70, 60, 60, 50, 50, 50, 40, 40, 20]))
     for spec, acc in ((comp.model_a[0], acc_a), (comp.model_b[0], acc_b)):
         write_preds(tmp_path, spec, pd.concat([device_predictions(d, acc[d], 20) for d in DEVICES9]))
-    out = stats.run_comparisons([comp], stats.predictions_loader(tmp_path))
+    out = stats.run_comparisons([comp], stats.predictions_loader(written_predictions(tmp_path)))
     avg_a, avg_b = 520 / 9, 440 / 9
     assert out["avg_a"].item() == pytest.approx(avg_a) and out["avg_b"].item() == pytest.approx(avg_b)
     z, p = stats.ztest_from_percent(avg_a, 180, avg_b, 180)

@@ -7,6 +7,7 @@ with logged(snakemake.log[0], "render_figures"):
         cells_csv=snakemake.input.cells,
         fig6_evaluation=snakemake.input.fig6,
         fig7_evaluation=snakemake.input.fig7,
+        fig7_attention_npz=snakemake.input.get("fig7_attention"),   # declared for attention models only
         metrics_csvs=snakemake.input.metrics,
         out_dir=snakemake.params.out_dir,
     )

@@ -5,7 +5,9 @@ from caanet.workflow_support import logged
 with logged(snakemake.log[0], "render_report"):
     context = report.build_context(
         preset=snakemake.params.preset,
-        results_dir=snakemake.params.results,
+        summaries=snakemake.input.summaries,
+        layers_csv=snakemake.input.layers,
+        cells_csv=snakemake.input.cells,
         tables_dir=snakemake.input.tables,
         figures=snakemake.input.figures,
         stats_csv=snakemake.input.stats,

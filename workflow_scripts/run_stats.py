@@ -5,7 +5,7 @@ from caanet.workflow_support import logged
 
 with logged(snakemake.log[0], "run_stats") as log:
     preset, layers = snakemake.params.preset, grid.read_layers(snakemake.input.layers)
-    loader = stats.predictions_loader(snakemake.params.results)
+    loader = stats.predictions_loader(snakemake.input.predictions)
     comparisons = stats.paper_comparisons(preset, layers) + stats.table4_comparisons(preset, layers)
     df = stats.run_comparisons(comparisons, loader)
     claims = stats.run_claims(preset, layers, loader)

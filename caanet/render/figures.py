@@ -395,21 +395,25 @@ def _strategy_of(label: str) -> str:
     return m.group(0) if m else "other"
 
 
-def render_all(*, cells_csv, fig6_evaluation, fig7_evaluation, metrics_csvs, out_dir) -> dict[str, list[Path]]:
+def render_all(*, cells_csv, fig6_evaluation, fig7_evaluation, fig7_attention_npz=None, metrics_csvs,
+               out_dir) -> dict[str, list[Path]]:
     """Render Figs. 5-7 and the training curves into ``out_dir`` as ``{name}.png`` / ``{name}.pdf``.
 
-    ``fig6_evaluation``/``fig7_evaluation`` are the ``evaluation.json`` of the models shown (Fig. 7 reads
-    ``attention.npz`` beside its file; a model without attention gets a placeholder saying so).
+    ``fig6_evaluation``/``fig7_evaluation`` are the ``evaluation.json`` of the models shown;
+    ``fig7_attention_npz`` the ``attention.npz`` of Fig. 7's model (``None`` for a model without
+    attention pooling: Fig. 7 is then a placeholder saying so). Every file named is read; a missing one
+    raises :class:`ResultsError` naming it (:func:`load_attention`).
     """
     out = Path(out_dir)
     done = {"fig5_layers": fig5_layers(cells_csv, out / "fig5_layers"),
             "fig6_confusion": fig6_confusion(fig6_evaluation, out / "fig6_confusion")}
     ev, _ = load_evaluation(fig7_evaluation)
-    npz = Path(fig7_evaluation).with_name("attention.npz")
     title = f"Fig. 7: attention of the true class, {ev.get('cell_id', 'multi-task model')}{seed_note(ev)}"
-    if npz.exists():
-        done["fig7_attention"] = fig7_attention(npz, out / "fig7_attention", scene_labels=ev["scene_labels"], title=title)
+    if fig7_attention_npz is not None:
+        done["fig7_attention"] = fig7_attention(fig7_attention_npz, out / "fig7_attention",
+                                                scene_labels=ev["scene_labels"], title=title)
     else:
-        done["fig7_attention"] = _placeholder(out / "fig7_attention", title, f"no attention maps: {npz} does not exist")
+        done["fig7_attention"] = _placeholder(out / "fig7_attention", title,
+                                              f"no attention maps: {ev.get('cell_id', 'the model')} has no attention pooling")
     done["training_curves"] = training_curves(list(metrics_csvs), out / "training_curves")
     return done

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from caanet import grid
+from caanet import paths as rpaths
 from caanet.errors import ResultsError
 from caanet.io import atomic_path, read_results_csv, write_text_atomic
 from caanet.render import tables as T
@@ -581,31 +582,43 @@ def table4_section(entry: dict | None, summary: pd.DataFrame | None, cells_df: p
             "n_significant": sum(t["holds"] for t in tests), "level": SIGNIFICANCE}
 
 
-def build_context(*, preset: dict, results_dir="results", tables_dir=None, figures=None, stats_csv=None,
-                  claims_csv=None, benchmarks=None, versions: dict | None = None, commit: str | None = None,
-                  date: str | None = None, repo_dir=None) -> dict:
-    """Collect everything the report shows, from files.
+def _result_file(given, results_dir, template: str, **fields) -> Path | None:
+    """``given``, else ``template``'s file under ``results_dir`` (:mod:`caanet.paths`), else None."""
+    if given is not None:
+        return Path(given)
+    return None if results_dir is None else Path(rpaths.results_file(template, results_dir, **fields))
 
-    ``preset``: the resolved preset (``caanet.config.resolve``). ``results_dir``: the results tree
-    (``tables/table{1,2,3}.csv``, ``tables/layers.csv``, ``stats/comparisons.csv``, ``benchmarks/``).
+
+def build_context(*, preset: dict, results_dir=None, summaries=None, layers_csv=None, cells_csv=None,
+                  tables_dir=None, figures=None, stats_csv=None, claims_csv=None, benchmarks=None,
+                  versions: dict | None = None, commit: str | None = None, date: str | None = None,
+                  repo_dir=None) -> dict:
+    """Collect everything the report shows, from the files named.
+
+    ``preset``: the resolved preset (``caanet.config.resolve``). The result files
+    (:mod:`caanet.paths`): ``summaries``, the ``table{n}.csv`` files; ``layers_csv`` (``layers.csv``),
+    ``cells_csv`` (``cells.csv``, the clip counts per cell), ``stats_csv`` (``comparisons.csv``),
+    ``claims_csv`` (``claims.csv``) and ``benchmarks`` (a folder or list of TSVs). Each one not given
+    is looked up at its place under ``results_dir`` when that is given (a results tree, for tests and
+    by-hand use); the workflow names every file (its declared inputs) and no ``results_dir``. A table
+    missing from both is a warning in the report, not an error.
     ``tables_dir``: a folder or list of rendered ``table{n}.html``/``.tex`` files (re-rendered from the
-    summaries where absent). ``figures``: a folder or list of figure PNG/PDFs. ``stats_csv`` and
-    ``claims_csv`` (``stats/claims.csv``) and ``benchmarks`` (a folder or list of TSVs) default to their
-    places under ``results_dir``; ``tables/cells.csv`` gives the clip counts per cell.
+    summaries where absent). ``figures``: a folder or list of figure PNG/PDFs.
     ``versions``/``commit``/``date`` override the gathered provenance (tests, reproducible builds).
     """
-    results = Path(results_dir)
     warnings = []
+    summaries_given = {p.name: p for p in _as_paths(summaries)}
     summaries: dict[str, pd.DataFrame] = {}
     has_table4 = "table4" in (preset.get("tables") or {})
     for n in (1, 2, 3, 4):
-        path = results / "tables" / f"table{n}.csv"
         if n == 4 and not has_table4:
             continue   # an optional table: table4.csv holds only its header without tables.table4
-        if path.exists():
+        name = Path(rpaths.TABLE.format(n=n)).name
+        path = _result_file(summaries_given.get(name), results_dir, rpaths.TABLE, n=n)
+        if path is not None and path.exists():
             summaries[f"table{n}"] = T.read_summary(path)
         else:
-            warnings.append(f"{path} is missing: Table {n} is not shown")
+            warnings.append(f"{path or name} is missing: Table {n} is not shown")
     rendered = _as_paths(tables_dir)
     table_entries = []
     for key, summary in summaries.items():
@@ -621,22 +634,24 @@ def build_context(*, preset: dict, results_dir="results", tables_dir=None, figur
         })
     table4_entry = next((t for t in table_entries if t["key"] == "table4"), None)
     table_entries = [t for t in table_entries if t["key"] != "table4"]
-    layers_csv = results / "tables" / "layers.csv"
-    layers = pd.read_csv(layers_csv).to_dict("records") if layers_csv.exists() else []
-    stats_path = Path(stats_csv) if stats_csv else results / "stats" / "comparisons.csv"
-    comparisons = read_comparisons(stats_path) if stats_path.exists() else None
+    layers_csv = _result_file(layers_csv, results_dir, rpaths.LAYERS)
+    layers = pd.read_csv(layers_csv).to_dict("records") if layers_csv and layers_csv.exists() else []
+    stats_path = _result_file(stats_csv, results_dir, rpaths.COMPARISONS)
+    comparisons = read_comparisons(stats_path) if stats_path and stats_path.exists() else None
     if comparisons is None:
-        warnings.append(f"{stats_path} is missing: no significance tests")
-    claims_path = Path(claims_csv) if claims_csv else results / "stats" / "claims.csv"
-    claims_df = read_claims(claims_path) if claims_path.exists() else None
+        warnings.append(f"{stats_path or 'comparisons.csv'} is missing: no significance tests")
+    claims_path = _result_file(claims_csv, results_dir, rpaths.CLAIMS)
+    claims_df = read_claims(claims_path) if claims_path and claims_path.exists() else None
     if claims_df is None:
-        warnings.append(f"{claims_path} is missing: the paper's claims are not judged")
-    cells_csv = results / "tables" / "cells.csv"
-    cells_df = pd.read_csv(cells_csv, dtype={"device": str}) if cells_csv.exists() else None
+        warnings.append(f"{claims_path or 'claims.csv'} is missing: the paper's claims are not judged")
+    cells_csv = _result_file(cells_csv, results_dir, rpaths.CELLS)
+    cells_df = pd.read_csv(cells_csv, dtype={"device": str}) if cells_csv and cells_csv.exists() else None
     reference = grid.reference_devices(preset) if preset.get("datasets") else {}
     unseen = grid.unseen_devices(preset) if preset.get("datasets") else {}
     claims = qualitative_claims(summaries, comparisons)
-    bench = _as_paths(benchmarks if benchmarks is not None else results / "benchmarks")
+    if benchmarks is None and results_dir is not None:
+        benchmarks = Path(results_dir) / Path(rpaths.BENCHMARKS).relative_to(rpaths.RESULTS)
+    bench = _as_paths(benchmarks)
     bench = [p for p in bench if p.suffix == ".tsv" and p.exists()]
     return {
         "title": "CAA-Net: Conditional Atrous CNNs with Attention for Explainable Device-robust Acoustic "
