@@ -7,6 +7,8 @@ One module-scoped run of the whole pipeline serves every test below.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -22,11 +24,19 @@ pytestmark = pytest.mark.workflow
 IGNORE = shutil.ignore_patterns(".git", ".snakemake", "results", "__pycache__", "*.egg-info", ".pytest_cache", ".whl", ".gl")
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, timeout: int = 1500, env: dict | None = None) -> subprocess.CompletedProcess:
     # targets and flags before --config, which takes every word after it
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args, "--config", "preset=tiny"]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
+                          env=None if env is None else {**os.environ, **env})
     return proc
+
+
+def open_audit_env(audit_dir: Path) -> dict:
+    """Environment under which every script job records the files it opens for reading
+    (tests/open_audit/sitecustomize.py) into ``audit_dir``."""
+    pythonpath = [str(REPO / "tests" / "open_audit")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {"PYTHONPATH": os.pathsep.join(pythonpath), "CAANET_OPEN_AUDIT": str(audit_dir)}
 
 
 def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
@@ -51,7 +61,7 @@ def pipeline(tmp_path_factory):
     shutil.copytree(REPO, work, ignore=IGNORE)
     shutil.rmtree(work / "reports", ignore_errors=True)
     (work / "reports").mkdir()
-    proc = snakemake(work, "all")
+    proc = snakemake(work, "all", env=open_audit_env(work.parent / "open_audit"))
     assert proc.returncode == 0, f"snakemake failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
     return work
 
@@ -128,6 +138,30 @@ def test_dry_run_plans_table4s_jobs(pipeline, tmp_path):
     layer = int(layers[(layers["topology"] == "atrous") & (layers["pooling"] == "att")]["cond_layer"].item())
     assert sorted(c.split("-", 2)[2] for _, c, _ in planned if "single_device" not in c) == [
         "joint", f"multi_task-L{layer}", f"multi_task_learned-L{layer}", f"teacher_forcing-L{layer}"]
+
+
+def test_scripts_read_only_their_declared_inputs(pipeline):
+    """Every file under results/ or reports/ a script job opened for reading (through Python: CSV, JSON,
+    NPZ, torch files; tests/open_audit) is one of the job's declared inputs or outputs, below a declared
+    input folder, or the job's own checkpoint (``checkpoints/`` beside its outputs, only while it runs)."""
+    records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((pipeline.parent / "open_audit").glob("*.json"))]
+    rules = {r["rule"] for r in records}
+    assert {"train_cell", "aggregate_table1", "aggregate_tables", "run_stats", "render_figures", "render_report"} <= rules
+    n_result_reads = 0
+    for r in records:
+        declared = set(r["input"]) | set(r["output"])
+        folders = [f.rstrip("/") + "/" for f in r["input"]] + [os.path.dirname(f) + "/checkpoints/" for f in r["output"]]
+        reads = [p for p in r["reads"] if p.startswith(("results/", "reports/"))]
+        n_result_reads += len(reads)
+        undeclared = [p for p in reads if p not in declared and not p.startswith(tuple(folders))]
+        assert not undeclared, f"{r['rule']} read undeclared files {undeclared}; declared inputs: {r['input']}"
+    assert n_result_reads > 0
+    figures = [r for r in records if r["rule"] == "render_figures"]
+    assert len(figures) == 1
+    attention = [p for p in figures[0]["reads"] if p.endswith("/attention.npz")]
+    assert len(attention) == 1 and attention[0] in figures[0]["input"]       # Fig. 7's maps: a declared input
+    stats_job = next(r for r in records if r["rule"] == "run_stats")
+    assert any(p.endswith("/predictions.csv") for p in stats_job["reads"])
 
 
 def test_every_rule_logged_and_benchmarked(pipeline):
