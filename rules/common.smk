@@ -18,6 +18,7 @@ from caanet.provenance import code_hash
 from caanet import grid
 from caanet import paths
 from caanet import rerun
+from caanet import trainserver
 from caanet import workflow_support as ws
 from caanet.data.manifest import refresh_manifest
 

@@ -32,3 +32,28 @@ rule train_cell:
         "../envs/caanet.yaml"
     script:
         "../workflow_scripts/train_cell.py"
+
+
+# Local runs: one pre-forked training server for every train_cell job of this run, stopped with it
+# (caanet.trainserver; config key train_server). Jobs find it through $CAANET_TRAIN_SERVER.
+TRAIN_SERVER = {}
+
+
+onstart:
+    TRAIN_SERVER["proc"] = trainserver.start_for_workflow(
+        enabled=config["train_server"],
+        local_exec=workflow.local_exec,
+        deployment=",".join(sorted(m.name for m in workflow.deployment_settings.deployment_method)),
+        code=CODE["train"],
+        log=f"{LOGS}/train_server.log",
+    )
+
+
+onsuccess:
+    if TRAIN_SERVER.get("proc"):
+        trainserver.stop_server(TRAIN_SERVER["proc"])
+
+
+onerror:
+    if TRAIN_SERVER.get("proc"):
+        trainserver.stop_server(TRAIN_SERVER["proc"])

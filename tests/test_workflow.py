@@ -172,6 +172,20 @@ def test_every_rule_logged_and_benchmarked(pipeline):
     assert any("build_features" in str(p) for p in bench)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the training server runs on Linux only")
+def test_cells_trained_in_the_training_servers_children_and_the_server_stopped(pipeline):
+    import psutil
+
+    logs = sorted((pipeline / "results" / "logs" / "train_cell").rglob("*.log"))
+    assert logs
+    for log in logs:
+        assert "trained in the server's child" in log.read_text(encoding="utf-8"), log
+    assert (pipeline / "results" / "logs" / "train_server.log").is_file()
+    left = [p.pid for p in psutil.process_iter(["cmdline", "cwd"])
+            if "caanet.trainserver" in " ".join(p.info["cmdline"] or []) and p.info["cwd"] == str(pipeline)]
+    assert left == [], "a training server outlived its workflow"
+
+
 def test_second_run_does_nothing(pipeline):
     proc = snakemake(pipeline, "-n", "all")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -249,6 +263,7 @@ def _edit_config(work: Path, old: str, new: str) -> str:
          "      train: {threads: 2, mem_mb: 3000, runtime: 99, gpu: 0}"),
         ("data resources", r"^      data: \{threads: 1, mem_mb: 1000, runtime: 10\}$",
          "      data: {threads: 2, mem_mb: 3000, runtime: 99}"),
+        ("training server", r"^train_server: true$", "train_server: false"),
     ],
 )
 def test_setting_that_changes_nothing_plans_nothing(pipeline, what, old, new):

@@ -1,0 +1,510 @@
+"""A pre-forked training server: local ``train_cell`` jobs without the start-up of a fresh Python.
+
+A default-preset cell trains in 1-6 s, but a fresh job process spends about 1.5 s more on
+``import torch`` and ``caanet``, and on the interpreter's teardown: with 264 such jobs that is a
+third of ``snakemake all``. For local runs the workflow therefore starts one server process
+(:func:`start_server`, from the Snakefile's ``onstart``) that imports torch and the training code
+once and then forks a fresh child per job, the way the zygote of Android or a pre-forking web
+server does (``multiprocessing``'s forkserver is the same idea, but private to one parent).
+
+Each ``train_cell`` job stays a Snakemake job of its own, with its own target, params, log and
+benchmark: its script (``workflow_scripts/train_cell.py``) is a thin client (:func:`run`) that
+sends the job (:class:`TrainJob`) and its stdin/stdout/stderr over a Unix socket and waits for the
+child's exit status. The child runs exactly what the job would have run in its own process
+(:func:`run_job`), seeds included, so the outputs are the same (``tests/test_trainserver.py``).
+
+What the client gives up: the benchmark file's ``s`` is the job's wall time as before, but its
+``cpu_time`` and ``max_rss`` are the client's; the trained child's CPU seconds and peak RSS are the
+job log's last line. Killing the job (Snakemake on Ctrl-C, a ``runtime`` limit) closes the
+connection, and the server sends the child SIGTERM, which checkpoints and stops as in a job
+process. The server stops with the workflow (``onsuccess``/``onerror``) or when its parent dies.
+
+The client trains in its own process instead, saying why in the log, when no server was started
+(cluster executors, ``--use-conda``, ``train_server: false``, not Linux), when the server cannot be
+reached, runs another Python, or holds training code older than the files on disk.
+
+Only the standard library is imported at module level: the client must stay light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import os
+import select
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+#: Environment variable through which the workflow tells its jobs the server's socket address.
+ADDRESS_ENV = "CAANET_TRAIN_SERVER"
+#: Modules the server imports before it forks: what a training job would import itself.
+PRELOAD = ("torch", "numpy", "h5py", "caanet.training", "caanet.workflow_support", "caanet.rerun")
+_HEADER = struct.Struct("!I")  # length of the JSON request that follows the fds
+
+
+class ServerUnavailable(RuntimeError):
+    """The server cannot take this job (the message says why); the job trains in its own process."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainJob:
+    """One ``train_cell`` job as plain data (JSON), built by the rule's script from ``snakemake``.
+
+    ``cache``: the log-mel cache (HDF5); ``spec``: ``CellSpec.to_dict()``; ``settings``: the
+    preset's training settings (``workflow_support.train_settings``); ``out_dir``: the cell's
+    folder; ``threads``: torch intra-op threads; ``code``: the workflow's hash of the training code;
+    ``log``: the job's log file; ``options``: ``train_cell``'s keyword options
+    (``workflow_support.train_options``).
+    """
+
+    cache: str
+    spec: dict
+    settings: dict
+    out_dir: str
+    threads: int
+    code: str
+    log: str
+    options: dict
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainJob":
+        return cls(**json.loads(text))
+
+
+def run_job(job: TrainJob) -> dict:
+    """Train and evaluate the job's cell (``caanet.training.train_cell``); return evaluation.json.
+
+    The same code runs in a server's child and in a job's own process. The job's log gets every
+    line, and an error's traceback, before the error is re-raised.
+    """
+    from caanet.spec import CellSpec
+    from caanet.training import TrainConfig, train_cell
+    from caanet.workflow_support import logged
+
+    gc.freeze()  # what is alive now (modules) is never collected: no final sweep over it at exit
+    with logged(job.log, "train_cell") as log:
+        return train_cell(
+            job.cache,
+            CellSpec.from_dict(job.spec),
+            TrainConfig.from_dict(job.settings),
+            Path(job.out_dir),
+            threads=job.threads,
+            code_version=job.code,
+            log=log,
+            **job.options,
+        )
+
+
+# --- the client (a train_cell job) -------------------------------------------------------------
+
+
+def run(job: TrainJob, address: str | None = None) -> int:
+    """Run ``job`` on the workflow's training server if there is one, else in this process.
+
+    ``address``: the server's socket (default: ``$CAANET_TRAIN_SERVER``). Returns the exit status
+    for the job script (0 on success); a failure in this process raises as before.
+    """
+    address = os.environ.get(ADDRESS_ENV) if address is None else address
+    if address:
+        try:
+            return submit(job, address)
+        except ServerUnavailable as exc:
+            _append_log(job.log, f"training server {address!r} not used ({exc}); training in the job's own process")
+    run_job(job)
+    return 0
+
+
+def submit(job: TrainJob, address: str, *, connect_timeout: float = 10.0) -> int:
+    """Send ``job`` with this process's stdin/stdout/stderr to the server; wait for the child's exit.
+
+    Returns the child's exit status (non-zero when training failed; its traceback is then on this
+    process's stderr and in the job log). Raises :class:`ServerUnavailable` when the server is not
+    there or refuses the job (another Python, stale code), before anything ran.
+    """
+    if not sys.platform.startswith("linux"):
+        raise ServerUnavailable("the training server runs on Linux only")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(connect_timeout)
+        try:
+            sock.connect(_sockaddr(address))
+        except OSError as exc:
+            raise ServerUnavailable(f"cannot connect: {exc.strerror or exc}") from None
+        request = json.dumps({
+            "job": dataclasses.asdict(job),
+            "executable": os.path.realpath(sys.executable),
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+        }).encode()
+        try:
+            socket.send_fds(sock, [_HEADER.pack(len(request))], [0, 1, 2])
+            sock.sendall(request)
+        except OSError as exc:
+            raise ServerUnavailable(f"cannot send the job: {exc.strerror or exc}") from None
+        sock.settimeout(None)  # the server answers once it has imported torch; then training takes what it takes
+        reader = sock.makefile("rb")
+        first = _read_message(reader)
+        if first is None:
+            raise ServerUnavailable("the server closed the connection before accepting the job")
+        if not first.get("accepted"):
+            raise ServerUnavailable(first.get("reason", "refused"))
+        done = _read_message(reader)
+        if done is None:
+            _append_log(job.log, f"training server {address!r} stopped while the job ran (child {first.get('pid')})")
+            return 1
+        _append_log(
+            job.log,
+            f"trained in the server's child {first.get('pid')}: {done['cpu_seconds']:.1f} s CPU, "
+            f"{done['max_rss_mb']:.0f} MB peak RSS, exit status {done['exit']} (the benchmark file's "
+            "cpu_time and max_rss are the job client's)",
+        )
+        return int(done["exit"])
+    finally:
+        sock.close()
+
+
+def _read_message(reader) -> dict | None:
+    line = reader.readline()
+    return json.loads(line) if line else None
+
+
+def _append_log(path: str, line: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(time.strftime("%H:%M:%S") + " INFO " + line + "\n")
+
+
+def _sockaddr(address: str) -> str:
+    """``@name`` is a Linux abstract socket (no file, gone with the server); otherwise a path."""
+    return "\0" + address[1:] if address.startswith("@") else address
+
+
+# --- the server --------------------------------------------------------------------------------
+
+
+def code_files() -> dict[str, int]:
+    """``{path: mtime_ns}`` of every ``caanet`` module this process has imported."""
+    out = {}
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if (name == "caanet" or name.startswith("caanet.")) and path:
+            try:
+                out[path] = os.stat(path).st_mtime_ns
+            except OSError:
+                out[path] = -1
+    return out
+
+
+def changed_files(files: dict[str, int]) -> list[str]:
+    """The paths of ``files`` (:func:`code_files`) whose modification time is no longer the recorded one."""
+    changed = []
+    for path, mtime in files.items():
+        try:
+            now = os.stat(path).st_mtime_ns
+        except OSError:
+            now = -1
+        if now != mtime:
+            changed.append(path)
+    return changed
+
+
+class _Server:
+    """The event loop: accept jobs, fork a child per job, report its exit; single-threaded, so that
+    every fork happens in a process with one thread (no lock held by another thread)."""
+
+    def __init__(self, listener: socket.socket, parent: int | None, code: str | None):
+        self.listener = listener
+        self.parent = parent
+        self.code = code
+        self.files = code_files()
+        self.executable = os.path.realpath(sys.executable)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(listener, selectors.EVENT_READ, ("accept", None))
+        self.children: dict[int, tuple[socket.socket, int]] = {}  # pidfd -> (connection, pid)
+        self.watched: set[socket.socket] = set()  # connections of running children, watched for EOF
+        self.stopping = False
+
+    def loop(self) -> None:
+        while not self.stopping:
+            for key, _ in self.selector.select(timeout=1.0):
+                kind, data = key.data
+                if kind == "accept":
+                    self._accept()
+                elif kind == "child":
+                    self._reap(key.fileobj)
+                elif kind == "client":
+                    self._client_event(key.fileobj, data)
+            if self.parent is not None and os.getppid() != self.parent:
+                self.stopping = True  # the workflow is gone: stop its jobs too
+        self.shutdown()
+
+    def _accept(self) -> None:
+        conn, _ = self.listener.accept()
+        conn.settimeout(10.0)
+        fds: list[int] = []
+        try:
+            head, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
+            if len(head) != _HEADER.size or len(fds) != 3:
+                raise ValueError("malformed request")
+            (size,) = _HEADER.unpack(head)
+            payload = b""
+            while len(payload) < size:
+                chunk = conn.recv(size - len(payload))
+                if not chunk:
+                    raise ValueError("truncated request")
+                payload += chunk
+            request = json.loads(payload)
+            reason = self._refusal(request)
+            if reason:
+                _send(conn, {"accepted": False, "reason": reason})
+                conn.close()
+                if reason.startswith("caanet code changed"):
+                    self.stopping = True  # everything after this would be refused too
+                return
+            pid = self._fork(request, fds, conn)
+        except (OSError, ValueError) as exc:
+            with _quiet():
+                _send(conn, {"accepted": False, "reason": f"server error: {exc}"})
+            conn.close()
+            return
+        finally:
+            for fd in fds:
+                os.close(fd)
+        pidfd = os.pidfd_open(pid)
+        self.children[pidfd] = (conn, pid)
+        self.selector.register(pidfd, selectors.EVENT_READ, ("child", None))
+        self.selector.register(conn, selectors.EVENT_READ, ("client", pid))
+        self.watched.add(conn)
+        _send(conn, {"accepted": True, "pid": pid})
+
+    def _refusal(self, request: dict) -> str | None:
+        if request.get("executable") != self.executable:
+            return f"the server runs {self.executable}, the job {request.get('executable')}"
+        if self.code is not None and request["job"].get("code") != self.code:
+            return "the job's training-code hash differs from the server's"
+        changed = changed_files(self.files)
+        if changed:
+            return f"caanet code changed since the server started: {', '.join(sorted(changed)[:3])}"
+        return None
+
+    def _fork(self, request: dict, fds: list[int], conn: socket.socket) -> int:
+        job = TrainJob(**request["job"])
+        pid = os.fork()
+        if pid:
+            return pid
+        # the child: one job, then os._exit (no teardown of the server's state)
+        status = 1
+        try:
+            self.selector.close()
+            self.listener.close()
+            conn.close()  # the server's end: the client must see EOF if the server goes, not wait for this child
+            for pidfd, (other, _) in self.children.items():
+                other.close()
+                os.close(pidfd)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            for target, fd in zip((0, 1, 2), fds):
+                os.dup2(fd, target)
+            os.chdir(request["cwd"])
+            os.environ.clear()
+            os.environ.update(request["env"])
+            run_job(job)
+            status = 0
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:  # noqa: BLE001 - the child reports everything, then exits
+            traceback.print_exc()
+        finally:
+            with _quiet():
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(status)
+
+    def _reap(self, pidfd: int) -> None:
+        conn, pid = self.children.pop(pidfd)
+        self.selector.unregister(pidfd)
+        os.close(pidfd)
+        _, status, usage = os.wait4(pid, 0)
+        if conn.fileno() >= 0 and conn in self.watched:
+            self.watched.discard(conn)
+            self.selector.unregister(conn)
+        with _quiet():
+            _send(conn, {
+                "exit": os.waitstatus_to_exitcode(status),
+                "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                "max_rss_mb": usage.ru_maxrss / 1024,
+            })
+        conn.close()
+
+    def _client_event(self, conn: socket.socket, pid: int) -> None:
+        try:
+            data = conn.recv(1024)
+        except OSError:
+            data = b""
+        if not data:  # the job was killed: stop its child as the job process would have been stopped
+            with _quiet():
+                os.kill(pid, signal.SIGTERM)
+            self.watched.discard(conn)
+            self.selector.unregister(conn)
+
+    def shutdown(self) -> None:
+        for pidfd, (conn, pid) in list(self.children.items()):
+            with _quiet():
+                os.kill(pid, signal.SIGTERM)
+        for pidfd, (conn, pid) in list(self.children.items()):
+            with _quiet():
+                os.waitpid(pid, 0)
+            conn.close()
+        self.listener.close()
+
+
+class _quiet:
+    """Suppress OSError (a peer gone, a child already reaped)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        return kind is not None and issubclass(kind, OSError)
+
+
+def _send(conn: socket.socket, message: dict) -> None:
+    conn.sendall(json.dumps(message).encode() + b"\n")
+
+
+def serve(address: str, *, parent: int | None = None, code: str | None = None, ready_fd: int | None = None) -> None:
+    """Listen on ``address``, import :data:`PRELOAD`, then fork a child per job until stopped.
+
+    The socket is bound before the imports, so the first jobs wait in its backlog rather than
+    fall back. ``parent``: stop when this process (the Snakemake that started the server) is gone.
+    ``code``: the workflow's hash of the training code; a job with another hash is refused, as is
+    any job once a loaded ``caanet`` file changed on disk. ``ready_fd``: a pipe to write one line
+    to once the socket is bound, then close. SIGTERM stops the server and its jobs.
+    """
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(_sockaddr(address))
+    listener.listen(64)
+    if ready_fd is not None:
+        os.write(ready_fd, b"listening\n")
+        os.close(ready_fd)
+    gc.disable()  # importing torch allocates ~10^6 objects: no collections in between
+    try:
+        import importlib
+
+        for name in PRELOAD:
+            importlib.import_module(name)
+    finally:
+        gc.enable()
+    gc.freeze()  # keep the imported objects out of every child's collections (and copy-on-write)
+    server = _Server(listener, parent, code)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "stopping", True))
+    signal.signal(signal.SIGINT, lambda *_: setattr(server, "stopping", True))
+    server.loop()
+
+
+def server_unwanted(*, enabled: bool, local_exec: bool, deployment: str = "") -> str | None:
+    """Why a workflow run should not start a server (``None``: start one).
+
+    ``enabled``: the config's ``train_server``; ``local_exec``: Snakemake runs the jobs on this
+    machine; ``deployment``: Snakemake's software deployment methods (a job in a conda env or a
+    container runs another Python than the server's).
+    """
+    if not enabled:
+        return "train_server: false"
+    if not local_exec:
+        return "jobs run on a cluster executor"
+    if deployment:
+        return f"jobs run with software deployment {deployment}"
+    if not sys.platform.startswith("linux"):
+        return "the training server runs on Linux only"
+    return None
+
+
+def start_for_workflow(*, enabled: bool, local_exec: bool, deployment: str, code: str,
+                       log: str | Path) -> subprocess.Popen | None:
+    """The Snakefile's ``onstart``: start a server when :func:`server_unwanted` says nothing against it,
+    and point this process's jobs at it (``$CAANET_TRAIN_SERVER``). Returns the server, or None
+    (no server wanted, or it failed to start: said on stderr; every job then trains in its own process).
+    """
+    if server_unwanted(enabled=enabled, local_exec=local_exec, deployment=deployment) is not None:
+        return None
+    try:
+        proc, address = start_server(code=code, log=log)
+    except (OSError, RuntimeError) as exc:
+        print(f"caanet: no training server ({exc}); each train_cell job imports torch itself", file=sys.stderr)
+        return None
+    os.environ[ADDRESS_ENV] = address
+    return proc
+
+
+def start_server(*, code: str | None = None, log: str | Path | None = None,
+                 timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
+    """Start a server for this process's jobs; return it and its address (``@caanet-train-...``).
+
+    Returns once the server listens (jobs connecting from then on wait in its backlog while it
+    imports torch). The caller (the Snakefile's ``onstart``) puts the address in
+    ``$CAANET_TRAIN_SERVER`` for the jobs it starts, and calls :func:`stop_server` when the workflow
+    ends. Raises RuntimeError naming the log when the server does not start within ``timeout`` s.
+    """
+    address = f"@caanet-train-{os.getpid()}-{os.urandom(4).hex()}"
+    ready_r, ready_w = os.pipe()
+    if log:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+    out = open(log, "a", encoding="utf-8") if log else subprocess.DEVNULL  # noqa: SIM115 - held by the child
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "caanet.trainserver", "--address", address, "--parent", str(os.getpid()),
+             "--ready-fd", str(ready_w)] + (["--code", code] if code else []),
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=os.environ.copy(), pass_fds=(ready_w,),
+        )
+    finally:
+        os.close(ready_w)
+        if log:
+            out.close()
+    try:
+        ready, _, _ = select.select([ready_r], [], [], timeout)
+        line = os.read(ready_r, 64) if ready else b""
+    finally:
+        os.close(ready_r)
+    if not line.startswith(b"listening"):
+        stop_server(proc)
+        raise RuntimeError(f"the training server did not start (see {log or 'its stderr'})")
+    return proc, address
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Stop a server from :func:`start_server` (SIGTERM; its running children are stopped too)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--address", required=True, help="@name (abstract socket) or a socket path")
+    parser.add_argument("--parent", type=int, help="stop when this process id is gone")
+    parser.add_argument("--code", help="the workflow's hash of the training code (jobs with another are refused)")
+    parser.add_argument("--ready-fd", type=int, help="a pipe to write one line to once listening")
+    args = parser.parse_args(argv)
+    serve(args.address, parent=args.parent, code=args.code, ready_fd=args.ready_fd)
+
+
+if __name__ == "__main__":
+    main()
