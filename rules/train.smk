@@ -45,7 +45,7 @@ onstart:
         local_exec=workflow.local_exec,
         deployment=",".join(sorted(m.name for m in workflow.deployment_settings.deployment_method)),
         code=CODE["train"],
-        log=f"{LOGS}/train_server.log",
+        log=paths.log("train_server"),
     )
 
 
