@@ -291,15 +291,17 @@ def no_locks(monkeypatch):
 
 
 def test_cache_is_built_and_read_where_files_cannot_be_locked(no_locks, tmp_path):
-    from caanet.data.loader import cache_columns, cache_labels
+    from caanet.features import FeatureCache
     from caanet.render.dataset_page import render_dataset_page
 
     index = make_index(tmp_path)
     build(index, tmp_path / "toy.h5")
     fs = load_cache(tmp_path / "toy.h5", split="train")
     assert fs.x.shape == (6, PARAMS.n_frames, PARAMS.n_mels)
-    assert cache_labels(tmp_path / "toy.h5") == (SCENES, DEVICES)
-    assert list(cache_columns(tmp_path / "toy.h5")["filename"]) == list(index["filename"])
+    with FeatureCache(tmp_path / "toy.h5") as c:  # the training job's one open of its cache
+        assert (c.scene_labels, c.device_labels) == (SCENES, DEVICES)
+        assert list(c.columns["filename"]) == list(index["filename"])
+        assert c.select(split="test").x.shape[0] == len(index) - 6
     assert cache_summary(tmp_path / "toy.h5")["n_clips"] == len(index)
     render_dataset_page(tmp_path / "toy.h5", tmp_path / "page.html", title="toy")
     assert (tmp_path / "page.html").stat().st_size > 0
