@@ -39,6 +39,8 @@ retries. Unlike the authors' code there is no evaluation of the whole training a
 100 iterations: only what the lambda rule (CNN-d alone) and model selection need.
 """
 
+# Every name callers imported from the single module caanet/training.py is re-exported here, the
+# private ones too (tests and benchmarks use _batch, _determinism, _RESUME_INDIFFERENT).
 from caanet.data.loader import CellData, Clips, held_out_line, seen_devices_first
 from caanet.training.batches import (
     BatchOrder,

@@ -241,6 +241,9 @@ class TrainConfig:
         d = dict(d or {})
         known = {f.name: f for f in dataclasses.fields(cls)}
         reject_unknown_keys(d, known, where)
+        for key in _TUPLE_FIELDS:  # a Python caller's tuple is a list to the schema
+            if isinstance(d.get(key), tuple):
+                d[key] = list(d[key])
         check_against_schema(d, where)
         for key in _TUPLE_FIELDS:
             if key in d:

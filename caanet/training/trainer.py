@@ -29,7 +29,7 @@ from caanet.data.loader import (
     validation_split_filenames,
 )
 from caanet.devices import seen_unseen_summary, unseen_policy_for
-from caanet.errors import ConfigError, SpecError, TrainingError
+from caanet.errors import ConfigError, SpecError, TrainingError, config_error
 from caanet.evaluation import evaluate_predictions
 from caanet.fidelity import get_fidelity
 from caanet.optim import Adam
@@ -100,7 +100,8 @@ def check_spec(features, spec: CellSpec, cfg: TrainConfig) -> tuple[list, list]:
         raise SpecError(f"cell {spec.cell_id}: device {spec.device!r} is not in the cache {path} "
                         f"(devices: {device_labels})")
     if spec.strategy == "multi_task" and lambda_source(cfg, fid) == "validation" and cfg.val_fraction == 0:
-        raise ConfigError(f"training.val_fraction: 0 leaves no validation split for the lambda rule of {spec.cell_id}")
+        raise config_error("training.val_fraction", cfg.val_fraction,
+                           f"a number > 0: the lambda rule of {spec.cell_id} measures CNN-d on a validation split")
     return scene_labels, device_labels
 
 
@@ -404,8 +405,9 @@ def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, thre
         check_spec(cache, spec, cfg)
         cfg = effective_config(spec, cfg)
         if score_validation and cfg.val_fraction == 0:
-            raise ConfigError(f"training.val_fraction: 0 leaves no validation split to select {spec.cell_id}'s layer on "
-                              "(grid.layer_selection: validation)")
+            raise config_error("training.val_fraction", cfg.val_fraction,
+                               f"a number > 0: {spec.cell_id}'s layer is selected on a validation split "
+                               "(grid.layer_selection: validation)")
         if reference_device is not None and reference_device not in cache.device_labels:
             raise ConfigError(f"reference_device={reference_device!r} is not one of the devices {cache.device_labels} "
                               f"of {features_path}")
