@@ -553,6 +553,42 @@ class FeatureCache:
             attrs=self.attrs,
         )
 
+    def summary(self) -> dict:
+        """Counts per device, scene and split (and their crossings), the parameters and the attributes
+        (:func:`cache_summary`), from the header read at opening: no feature is read."""
+        path, params, attrs, cols = self.path, self.params, self.attrs, self.columns
+        scenes, devices = attrs["scene_labels"], attrs["device_labels"]
+        dev, scene, split = cols["device"], cols["scene"], cols["split"]
+        return {
+            "path": str(path),
+            "dataset": attrs["dataset"],
+            "n_clips": int(len(dev)),
+            "params": params.to_dict(),
+            "params_hash": attrs["params_hash"],
+            "n_frames": params.n_frames,
+            "n_mels": params.n_mels,
+            "scene_labels": scenes,
+            "device_labels": devices,
+            "by_device": _counts(dev, devices),
+            "by_scene": _counts(scene, scenes),
+            "by_split": _counts(split, SPLITS),
+            "device_scene": {d: _counts(scene[dev == d], scenes) for d in devices},
+            "device_split": {d: _counts(split[dev == d], SPLITS) for d in devices},
+            "n_padded": int(attrs["n_padded"]),
+            "n_cropped": int(attrs["n_cropped"]),
+            "padded_examples": json.loads(attrs.get("padded_examples", "[]")),
+            "cropped_examples": json.loads(attrs.get("cropped_examples", "[]")),
+            "caanet_version": attrs.get("caanet_version"),
+        }
+
+    def logmel_rows(self, index) -> np.ndarray:
+        """The log-mel of the clips at the sorted positions ``index`` (into the cache's rows):
+        ``(len(index), T, M)`` float32, read in contiguous blocks."""
+        index = np.asarray(index, dtype=np.int64)
+        if index.size and (np.any(np.diff(index) <= 0) or index[0] < 0 or index[-1] >= self.n_clips):
+            raise ValueError(f"{self.path}: row positions must be sorted, distinct and in [0, {self.n_clips})")
+        return _read_rows(self._h5["logmel"], index)
+
     def close(self) -> None:
         self._h5.close()
 
@@ -580,29 +616,7 @@ def _counts(values: np.ndarray, labels: Sequence[str]) -> dict[str, int]:
 
 
 def cache_summary(path: str | os.PathLike) -> dict:
-    """Counts per device, scene and split (and their crossings) of a cache, without its features."""
+    """Counts per device, scene and split (and their crossings) of a cache, without its features
+    (:meth:`FeatureCache.summary` of the cache opened once)."""
     with FeatureCache(path) as cache:
-        path, params, attrs, cols = cache.path, cache.params, cache.attrs, cache.columns
-    scenes, devices = attrs["scene_labels"], attrs["device_labels"]
-    dev, scene, split = cols["device"], cols["scene"], cols["split"]
-    return {
-        "path": str(path),
-        "dataset": attrs["dataset"],
-        "n_clips": int(len(dev)),
-        "params": params.to_dict(),
-        "params_hash": attrs["params_hash"],
-        "n_frames": params.n_frames,
-        "n_mels": params.n_mels,
-        "scene_labels": scenes,
-        "device_labels": devices,
-        "by_device": _counts(dev, devices),
-        "by_scene": _counts(scene, scenes),
-        "by_split": _counts(split, SPLITS),
-        "device_scene": {d: _counts(scene[dev == d], scenes) for d in devices},
-        "device_split": {d: _counts(split[dev == d], SPLITS) for d in devices},
-        "n_padded": int(attrs["n_padded"]),
-        "n_cropped": int(attrs["n_cropped"]),
-        "padded_examples": json.loads(attrs.get("padded_examples", "[]")),
-        "cropped_examples": json.loads(attrs.get("cropped_examples", "[]")),
-        "caanet_version": attrs.get("caanet_version"),
-    }
+        return cache.summary()

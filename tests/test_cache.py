@@ -178,6 +178,26 @@ def test_load_cache_split_and_devices(cache):
     assert len(load_cache(path, devices="a")) == 4
 
 
+def test_one_open_cache_answers_every_read(cache):
+    """FeatureCache is the one reader: labels, columns, summary, selections and rows from one open file."""
+    from caanet.features import FeatureCache
+
+    path, index = cache
+    with FeatureCache(path) as c:
+        assert (c.scene_labels, c.device_labels, c.params, c.n_clips) == (SCENES, DEVICES, PARAMS, 12)
+        assert c.columns["filename"].tolist() == index["filename"].tolist()
+        assert c.summary() == cache_summary(path)
+        sub = c.select(split="test", devices=["b", "c"])
+        ref = load_cache(path, split="test", devices=["b", "c"])
+        np.testing.assert_array_equal(sub.x, ref.x)
+        assert sub.filename.tolist() == ref.filename.tolist()
+        np.testing.assert_array_equal(c.logmel_rows([1, 4, 5]), load_cache(path).x[[1, 4, 5]])
+        with pytest.raises(ValueError, match="sorted"):
+            c.logmel_rows([4, 1])
+    with pytest.raises(CacheError, match="closed"):
+        c.select(split="train")
+
+
 def test_load_cache_rejects_unknown_selections(cache):
     with pytest.raises(ConfigError, match="validation"):
         load_cache(cache[0], split="validation")
