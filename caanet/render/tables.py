@@ -327,7 +327,7 @@ _COMBINING_ACCENTS = {"\u0300": "`", "\u0301": "'", "\u0302": "^", "\u0303": "~"
 
 def latex_escape(text: str) -> str:
     """Escape LaTeX special characters in plain text; a combining accent (U+0300-U+0308) after a
-    character becomes the TeX accent on it (``"p\u0302"`` -> ``\^{p}``)."""
+    character becomes the TeX accent on it (``"p\u0302"`` -> ``\\^{p}``)."""
     repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
     out: list[str] = []

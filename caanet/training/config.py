@@ -144,16 +144,20 @@ def check_against_schema(d: dict, where: str = "training", schema: dict | None =
         return
     err = _branch_error(errors[0])
     path = list(err.absolute_path)
+
+    def mapping_branch(sub, node):  # a mapping value of an ``anyOf`` follows its object branch
+        if "anyOf" in sub and isinstance(node, dict):
+            return next((b for b in sub["anyOf"] if b.get("type") == "object"), sub)
+        return sub
+
     key, node, sub = [where], d, schema
     for p in path:  # down the mappings to the leaf; a list is reported whole
-        if "anyOf" in sub and isinstance(node, dict):
-            sub = next((b for b in sub["anyOf"] if b.get("type") == "object"), sub)
+        sub = mapping_branch(sub, node)
         if sub.get("type") != "object" or not isinstance(node, dict):
             break
         sub, node = sub.get("properties", {}).get(p, {}), node[p]
         key.append(str(p))
-    if "anyOf" in sub and isinstance(node, dict):
-        sub = next((b for b in sub["anyOf"] if b.get("type") == "object"), sub)
+    sub = mapping_branch(sub, node)
     if err.validator == "additionalProperties" and isinstance(node, dict):
         reject_unknown_keys(node, sub.get("properties", {}), ".".join(key))
     raise config_error(".".join(key), node, describe(sub))

@@ -23,6 +23,8 @@ PREDICTION_COLUMNS = ("filename", "identifier", "device", "scene", "pred_scene",
 
 
 def _predictions_frame(data: CellData, scene_pred: np.ndarray, device_pred: np.ndarray | None) -> pd.DataFrame:
+    """``predictions.csv``'s rows (:data:`PREDICTION_COLUMNS`): one per test clip, labels as names;
+    ``pred_device`` empty where the model has no CNN-d."""
     t = data.test
     sl, dl = data.scene_labels, data.device_labels
     return pd.DataFrame({
