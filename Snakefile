@@ -9,7 +9,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-validate(config, "rules/schemas/config.schema.yaml")
+# set_default=False: the schema's defaults document the code's (equal, tested); filled in per
+# preset they would override what a preset inherits from `base`.
+validate(config, "rules/schemas/config.schema.yaml", set_default=False)
 
 
 include: "rules/common.smk"

@@ -389,8 +389,11 @@ class FeatureSet:
 
 
 def _json_attr(path, attrs, key):
+    """``attrs[key]`` decoded as JSON; a missing or malformed attribute raises CacheError naming both."""
     try:
         return json.loads(attrs[key])
+    except KeyError:
+        raise CacheError(f"{path}: attribute {key!r} is missing") from None
     except (TypeError, ValueError) as exc:
         raise CacheError(f"{path}: attribute {key!r} is not valid JSON ({exc})") from exc
 
@@ -490,39 +493,122 @@ def _read_rows(ds: h5py.Dataset, index: np.ndarray, block: int = 256) -> np.ndar
     return out
 
 
-def load_cache(path: str | os.PathLike, *, split=None, devices=None) -> FeatureSet:
-    """Load (a split and/or some devices of) a feature cache, validating its layout.
+class FeatureCache:
+    """An open feature cache: the one reader of the contract's HDF5 layout (docs/design.md, "Features").
 
-    ``split`` is one of ``train``, ``test``, ``none`` (or a list); ``devices`` a device label or a
-    list. Layout errors raise CacheError naming the file and the key.
+    Opening validates everything but the feature values (datasets, attributes, labels, splits) and
+    reads the string columns once; :meth:`select` then reads the log-mel rows of a split and/or some
+    devices from the same open file. A training job opens its cache once and passes this object on
+    (labels, columns for the validation carve-out, clips, feature parameters for the model file).
+
+    Attributes: ``path``; ``params`` (:class:`FeatureParams`); ``attrs`` (dict, label lists decoded);
+    ``columns`` (``filename``, ``scene``, ``device``, ``identifier``, ``split``: (N,) object arrays of
+    str); ``scene_labels`` / ``device_labels`` (lists); ``n_clips``. Use as a context manager, or call
+    :meth:`close`. Raises CacheError naming the file and key for a missing, unreadable or malformed
+    cache (a lock failure is an :class:`caanet.errors.HDF5LockError`, see :func:`caanet.io.open_hdf5`).
     """
-    path, h5 = _open(path)
-    with h5:
-        params, attrs, cols = _read_header(path, h5)
-        scene_labels, device_labels = attrs["scene_labels"], attrs["device_labels"]
-        splits = _as_list(split, "split", SPLITS, path)
-        devs = _as_list(devices, "devices", device_labels, path)
-        mask = np.ones(len(cols["filename"]), dtype=bool)
+
+    def __init__(self, path: str | os.PathLike):
+        self.path, self._h5 = _open(path)
+        try:
+            self.params, self.attrs, self.columns = _read_header(self.path, self._h5)
+        except BaseException:
+            self._h5.close()
+            raise
+        self.scene_labels: list[str] = list(self.attrs["scene_labels"])
+        self.device_labels: list[str] = list(self.attrs["device_labels"])
+
+    @property
+    def n_clips(self) -> int:
+        return int(len(self.columns["filename"]))
+
+    def select(self, *, split=None, devices=None) -> FeatureSet:
+        """The clips of ``split`` (``train``, ``test``, ``none`` or a list) and ``devices`` (a label or a
+        list), in cache order, as a :class:`FeatureSet` (x: (N, T, M) float32). Unknown selections
+        raise ConfigError."""
+        if not self._h5:
+            raise CacheError(f"{self.path}: the cache was closed before its clips were read")
+        cols = self.columns
+        splits = _as_list(split, "split", SPLITS, self.path)
+        devs = _as_list(devices, "devices", self.device_labels, self.path)
+        mask = np.ones(self.n_clips, dtype=bool)
         if splits is not None:
             mask &= np.isin(cols["split"], splits)
         if devs is not None:
             mask &= np.isin(cols["device"], devs)
         index = np.flatnonzero(mask)
-        x = _read_rows(h5["logmel"], index)
-    scene_pos = {s: i for i, s in enumerate(scene_labels)}
-    device_pos = {d: i for i, d in enumerate(device_labels)}
-    return FeatureSet(
-        x=x,
-        scene=np.array([scene_pos[s] for s in cols["scene"][index]], dtype=np.int64),
-        device=np.array([device_pos[d] for d in cols["device"][index]], dtype=np.int64),
-        filename=cols["filename"][index],
-        identifier=cols["identifier"][index],
-        scene_labels=list(scene_labels),
-        device_labels=list(device_labels),
-        params=params,
-        split=cols["split"][index],
-        attrs=attrs,
-    )
+        x = _read_rows(self._h5["logmel"], index)
+        scene_pos = {s: i for i, s in enumerate(self.scene_labels)}
+        device_pos = {d: i for i, d in enumerate(self.device_labels)}
+        return FeatureSet(
+            x=x,
+            scene=np.array([scene_pos[s] for s in cols["scene"][index]], dtype=np.int64),
+            device=np.array([device_pos[d] for d in cols["device"][index]], dtype=np.int64),
+            filename=cols["filename"][index],
+            identifier=cols["identifier"][index],
+            scene_labels=list(self.scene_labels),
+            device_labels=list(self.device_labels),
+            params=self.params,
+            split=cols["split"][index],
+            attrs=self.attrs,
+        )
+
+    def summary(self) -> dict:
+        """Counts per device, scene and split (and their crossings), the parameters and the attributes
+        (:func:`cache_summary`), from the header read at opening: no feature is read."""
+        path, params, attrs, cols = self.path, self.params, self.attrs, self.columns
+        scenes, devices = attrs["scene_labels"], attrs["device_labels"]
+        dev, scene, split = cols["device"], cols["scene"], cols["split"]
+        return {
+            "path": str(path),
+            "dataset": attrs["dataset"],
+            "n_clips": int(len(dev)),
+            "params": params.to_dict(),
+            "params_hash": attrs["params_hash"],
+            "n_frames": params.n_frames,
+            "n_mels": params.n_mels,
+            "scene_labels": scenes,
+            "device_labels": devices,
+            "by_device": _counts(dev, devices),
+            "by_scene": _counts(scene, scenes),
+            "by_split": _counts(split, SPLITS),
+            "device_scene": {d: _counts(scene[dev == d], scenes) for d in devices},
+            "device_split": {d: _counts(split[dev == d], SPLITS) for d in devices},
+            "n_padded": int(attrs["n_padded"]),
+            "n_cropped": int(attrs["n_cropped"]),
+            "padded_examples": json.loads(attrs.get("padded_examples", "[]")),
+            "cropped_examples": json.loads(attrs.get("cropped_examples", "[]")),
+            "caanet_version": attrs.get("caanet_version"),
+        }
+
+    def logmel_rows(self, index) -> np.ndarray:
+        """The log-mel of the clips at the sorted positions ``index`` (into the cache's rows):
+        ``(len(index), T, M)`` float32, read in contiguous blocks."""
+        index = np.asarray(index, dtype=np.int64)
+        if index.size and (np.any(np.diff(index) <= 0) or index[0] < 0 or index[-1] >= self.n_clips):
+            raise ValueError(f"{self.path}: row positions must be sorted, distinct and in [0, {self.n_clips})")
+        return _read_rows(self._h5["logmel"], index)
+
+    def close(self) -> None:
+        self._h5.close()
+
+    def __enter__(self) -> "FeatureCache":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
+
+
+def load_cache(path: str | os.PathLike, *, split=None, devices=None) -> FeatureSet:
+    """Load (a split and/or some devices of) a feature cache, validating its layout
+    (:class:`FeatureCache` opened, :meth:`FeatureCache.select`, closed).
+
+    ``split`` is one of ``train``, ``test``, ``none`` (or a list); ``devices`` a device label or a
+    list. Layout errors raise CacheError naming the file and the key.
+    """
+    with FeatureCache(path) as cache:
+        return cache.select(split=split, devices=devices)
 
 
 def _counts(values: np.ndarray, labels: Sequence[str]) -> dict[str, int]:
@@ -530,30 +616,7 @@ def _counts(values: np.ndarray, labels: Sequence[str]) -> dict[str, int]:
 
 
 def cache_summary(path: str | os.PathLike) -> dict:
-    """Counts per device, scene and split (and their crossings) of a cache, without its features."""
-    path, h5 = _open(path)
-    with h5:
-        params, attrs, cols = _read_header(path, h5)
-    scenes, devices = attrs["scene_labels"], attrs["device_labels"]
-    dev, scene, split = cols["device"], cols["scene"], cols["split"]
-    return {
-        "path": str(path),
-        "dataset": attrs["dataset"],
-        "n_clips": int(len(dev)),
-        "params": params.to_dict(),
-        "params_hash": attrs["params_hash"],
-        "n_frames": params.n_frames,
-        "n_mels": params.n_mels,
-        "scene_labels": scenes,
-        "device_labels": devices,
-        "by_device": _counts(dev, devices),
-        "by_scene": _counts(scene, scenes),
-        "by_split": _counts(split, SPLITS),
-        "device_scene": {d: _counts(scene[dev == d], scenes) for d in devices},
-        "device_split": {d: _counts(split[dev == d], SPLITS) for d in devices},
-        "n_padded": int(attrs["n_padded"]),
-        "n_cropped": int(attrs["n_cropped"]),
-        "padded_examples": json.loads(attrs.get("padded_examples", "[]")),
-        "cropped_examples": json.loads(attrs.get("cropped_examples", "[]")),
-        "caanet_version": attrs.get("caanet_version"),
-    }
+    """Counts per device, scene and split (and their crossings) of a cache, without its features
+    (:meth:`FeatureCache.summary` of the cache opened once)."""
+    with FeatureCache(path) as cache:
+        return cache.summary()

@@ -1,6 +1,7 @@
 """Where the paper's text, the authors' published code and caanet's two modes differ: the full list.
 
-caanet runs in one of two fidelity modes, chosen in the config (``fidelity``):
+caanet runs in one of two fidelity modes, chosen per preset (``presets.<name>.fidelity``, default
+``paper``; not a ``training`` key) and carried by every cell's :class:`caanet.spec.CellSpec` (``fidelity``):
 
 * ``paper``: what the article says (Sec. III-D Eq. 5-6, Sec. IV-B), except where a departure is
   marked *deliberate* below (it avoids using test labels during training).

@@ -790,19 +790,3 @@ def paper_table(table: str) -> pd.DataFrame:
     return df[["table", "dataset", "topology", "pooling", "strategy", "cond_layer", "device", "paper_acc"]]
 
 
-def compare_with_paper(summary_df: pd.DataFrame, table: str) -> pd.DataFrame:
-    """``summary_df`` with ``paper_acc`` and ``diff`` (ours - paper, percentage points) added.
-
-    Matched on topology, pooling, strategy and device, plus ``cond_layer`` for Table I (Tables II/III
-    compare strategies at whatever layer each side selected). The dataset is not matched (ours may be
-    the embedded stand-in). Where the paper has no value (``bc``; devices of Table I) both are NaN.
-    """
-    paper = paper_table(table)
-    on = ["topology", "pooling", "strategy", "device"] + (["cond_layer"] if table == "table1" else [])
-    paper = paper[on + ["paper_acc"]]
-    left = summary_df.copy()
-    if "cond_layer" in on:
-        left["cond_layer"] = left["cond_layer"].astype("Int64")
-    out = left.merge(paper, on=on, how="left", validate="many_to_one")
-    out["diff"] = out["acc_mean"] - out["paper_acc"]
-    return out

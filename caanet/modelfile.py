@@ -141,18 +141,17 @@ def model_payload(*, model, model_config, spec, train_config, feature_params, no
     }
 
 
-def write_training_model_file(path, *, features_path, spec, train_config, model, model_config, norm_mean, norm_std,
-                              scene_labels, device_labels, evaluation: dict, metrics: list[dict]) -> Path:
+def write_training_model_file(path, *, feature_params: dict, spec, train_config, model, model_config, norm_mean,
+                              norm_std, scene_labels, device_labels, evaluation: dict, metrics: list[dict]) -> Path:
     """Write the ``model.pt`` of a finished training job (:func:`caanet.training.train_cell`).
 
-    The feature parameters are read from the cache it trained on (``features_path``), the code
-    version and the metrics summary from its ``evaluation`` and ``metrics`` rows.
+    ``feature_params`` are those of the cache it trained on (``FeatureParams.to_dict()``, read by the
+    job's one open of the cache), the code version and the metrics summary come from its
+    ``evaluation`` and ``metrics`` rows.
     """
-    from caanet.features import cache_summary
-
     payload = model_payload(
         model=model, model_config=model_config, spec=spec, train_config=train_config,
-        feature_params=cache_summary(features_path)["params"], norm_mean=norm_mean, norm_std=norm_std,
+        feature_params=dict(feature_params), norm_mean=norm_mean, norm_std=norm_std,
         scene_labels=scene_labels, device_labels=device_labels, code_version=evaluation.get("code_version"),
         summary=training_summary(evaluation, metrics))
     return save_model_file(path, payload)

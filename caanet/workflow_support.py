@@ -62,7 +62,8 @@ def synth_config(settings: dict, dataset: str):
 
 
 def train_settings(preset: dict) -> dict:
-    """TrainConfig fields of the preset, with the fidelity mode (checked by TrainConfig)."""
+    """The preset's ``training:`` mapping (TrainConfig fields, checked by :func:`train_config`). The
+    fidelity is not among them: it is the preset's ``fidelity`` key, carried by each cell's spec."""
     return dict(preset.get("training") or {})
 
 

@@ -178,6 +178,26 @@ def test_load_cache_split_and_devices(cache):
     assert len(load_cache(path, devices="a")) == 4
 
 
+def test_one_open_cache_answers_every_read(cache):
+    """FeatureCache is the one reader: labels, columns, summary, selections and rows from one open file."""
+    from caanet.features import FeatureCache
+
+    path, index = cache
+    with FeatureCache(path) as c:
+        assert (c.scene_labels, c.device_labels, c.params, c.n_clips) == (SCENES, DEVICES, PARAMS, 12)
+        assert c.columns["filename"].tolist() == index["filename"].tolist()
+        assert c.summary() == cache_summary(path)
+        sub = c.select(split="test", devices=["b", "c"])
+        ref = load_cache(path, split="test", devices=["b", "c"])
+        np.testing.assert_array_equal(sub.x, ref.x)
+        assert sub.filename.tolist() == ref.filename.tolist()
+        np.testing.assert_array_equal(c.logmel_rows([1, 4, 5]), load_cache(path).x[[1, 4, 5]])
+        with pytest.raises(ValueError, match="sorted"):
+            c.logmel_rows([4, 1])
+    with pytest.raises(CacheError, match="closed"):
+        c.select(split="train")
+
+
 def test_load_cache_rejects_unknown_selections(cache):
     with pytest.raises(ConfigError, match="validation"):
         load_cache(cache[0], split="validation")
@@ -291,15 +311,17 @@ def no_locks(monkeypatch):
 
 
 def test_cache_is_built_and_read_where_files_cannot_be_locked(no_locks, tmp_path):
-    from caanet.data.loader import cache_columns, cache_labels
+    from caanet.features import FeatureCache
     from caanet.render.dataset_page import render_dataset_page
 
     index = make_index(tmp_path)
     build(index, tmp_path / "toy.h5")
     fs = load_cache(tmp_path / "toy.h5", split="train")
     assert fs.x.shape == (6, PARAMS.n_frames, PARAMS.n_mels)
-    assert cache_labels(tmp_path / "toy.h5") == (SCENES, DEVICES)
-    assert list(cache_columns(tmp_path / "toy.h5")["filename"]) == list(index["filename"])
+    with FeatureCache(tmp_path / "toy.h5") as c:  # the training job's one open of its cache
+        assert (c.scene_labels, c.device_labels) == (SCENES, DEVICES)
+        assert list(c.columns["filename"]) == list(index["filename"])
+        assert c.select(split="test").x.shape[0] == len(index) - 6
     assert cache_summary(tmp_path / "toy.h5")["n_clips"] == len(index)
     render_dataset_page(tmp_path / "toy.h5", tmp_path / "page.html", title="toy")
     assert (tmp_path / "page.html").stat().st_size > 0

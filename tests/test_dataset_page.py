@@ -59,6 +59,16 @@ def test_render_dataset_page(tiny_cache, tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["tiny.html"]  # no temporary left
 
 
+def test_render_dataset_page_opens_the_cache_once(tiny_cache, tmp_path, monkeypatch):
+    import caanet.features
+
+    opened = []
+    real = caanet.features.open_hdf5
+    monkeypatch.setattr(caanet.features, "open_hdf5", lambda path, mode="r", **kw: opened.append(mode) or real(path, mode, **kw))
+    render_dataset_page(tiny_cache, tmp_path / "x.html", title="x")
+    assert opened == ["r"]
+
+
 def test_render_dataset_page_needs_a_valid_cache(tmp_path):
     with pytest.raises(CacheError, match="missing.h5"):
         render_dataset_page(tmp_path / "missing.h5", tmp_path / "x.html", title="x")

@@ -12,6 +12,7 @@ import pytest
 from caanet import grid
 from caanet.errors import ConfigError, ResultsError
 from caanet.spec import CellSpec
+from helpers import compare_with_paper
 
 T_975_DF2 = 4.302652729911275  # Student t quantile 0.975 with 2 degrees of freedom (tables)
 
@@ -327,12 +328,12 @@ def test_paper_tables_load_in_our_vocabulary():
 
 def test_compare_with_paper_adds_diff():
     rows = cell_rows("atrous-att-multi_task-L3", dataset="embedded2018", a=72.4, b=70.9, c=62.8)
-    s = grid.compare_with_paper(grid.summarise_table(frame(rows), "table2", reference_device="a"), "table2")
+    s = compare_with_paper(grid.summarise_table(frame(rows), "table2", reference_device="a"), "table2")
     assert pick(s, device="b")["diff"] == pytest.approx(2.0)
     assert pick(s, device="avg")["paper_acc"] == pytest.approx(68.0)
     assert pd.isna(pick(s, device="bc")["paper_acc"])
     t1 = grid.summarise_table(frame(cell_rows("atrous-att-teacher_forcing-L2", a=63.7, b=62.7, c=61.7)), "table1", reference_device="a")
-    c1 = grid.compare_with_paper(t1, "table1")
+    c1 = compare_with_paper(t1, "table1")
     assert pick(c1, device="avg")["paper_acc"] == pytest.approx(62.7)
     assert pick(c1, device="avg")["diff"] == pytest.approx(0.0, abs=1e-9)
 

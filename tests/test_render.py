@@ -17,6 +17,7 @@ from caanet.errors import ResultsError
 from caanet.render import figures as F
 from caanet.render import report as R
 from caanet.render import tables as T
+from helpers import best_cell, column_key, parse_html_table, parse_latex_table
 
 SCENES = ["airport", "bus", "metro", "metro_station", "park", "public_square", "shopping_mall",
           "street_pedestrian", "street_traffic", "tram"]
@@ -239,6 +240,21 @@ def test_paper_values_derive_bc_from_b_and_c():
     assert row["bc"] == pytest.approx((68.9 + 62.8) / 2)
 
 
+def test_paper_values_are_grid_paper_table_plus_bc(monkeypatch):
+    """The paper's CSVs have one reader (caanet.grid.paper_table): the rendered tables show its values."""
+    from caanet import grid
+
+    keys = ["topology", "pooling", "strategy", "cond_layer", "device", "paper_acc"]
+    for table in ("table1", "table2", "table3", "table4"):
+        printed = T.paper_values(table)
+        pd.testing.assert_frame_equal(printed[printed.device != "bc"].reset_index(drop=True),
+                                      grid.paper_table(table)[keys].reset_index(drop=True))
+    calls = []
+    monkeypatch.setattr(grid, "paper_table", lambda table: calls.append(table) or pd.DataFrame(columns=keys))
+    monkeypatch.setattr(T, "paper_table", grid.paper_table)
+    assert T.paper_values("III").empty and calls == ["table3"]
+
+
 # --------------------------------------------------------------------------------------------- LaTeX / HTML
 
 def _balanced(tex: str) -> None:
@@ -282,7 +298,7 @@ def _expected_long(summary: pd.DataFrame, table: str) -> pd.DataFrame:
 
 
 def _check_roundtrip(parsed: pd.DataFrame, summary: pd.DataFrame, table: str) -> None:
-    parsed = parsed.assign(key=[T.column_key(table, c) for c in parsed.column])
+    parsed = parsed.assign(key=[column_key(table, c) for c in parsed.column])
     want = _expected_long(summary, table)
     merged = want.merge(parsed, on=["topology", "pooling", "key"], suffixes=("", "_got"), how="outer",
                         indicator=True)
@@ -312,7 +328,7 @@ def test_latex_is_balanced_booktabs_and_round_trips(table):
     assert r"paper\_s" in tex and r"100\%" in tex
     if table != "table1":
         assert tex.count(r"\multicolumn{5}{c}") == 4 and r"\cmidrule(lr)" in tex
-    _check_roundtrip(T.parse_latex_table(tex), summary, table)
+    _check_roundtrip(parse_latex_table(tex), summary, table)
 
 
 @pytest.mark.parametrize("table", ["table1", "table2", "table3"])
@@ -321,7 +337,7 @@ def test_html_round_trips(table):
     text = T.render_html(summary, table, caption="a <caption> & more")
     assert "a &lt;caption&gt; &amp; more" in text
     assert text.count('class="num best"') == summary.groupby(["topology", "pooling"]).ngroups
-    _check_roundtrip(T.parse_html_table(text), summary, table)
+    _check_roundtrip(parse_html_table(text), summary, table)
 
 
 def test_column_parts_keep_strategy_groups_whole():
@@ -370,9 +386,9 @@ def test_long_wide_tables_continue_in_a_second_float_that_round_trips():
     assert r"\caption{cap}" in first and r"\providecommand{\caanetcell}" in second
     assert r"\addtocounter{table}{-1}" in second and r"\caption{cap (continued)}" in second
     assert "Single-device" in first and "Multi-task" in second
-    _check_roundtrip(T.parse_latex_table(tex), summary, "table2")
+    _check_roundtrip(parse_latex_table(tex), summary, "table2")
     with pytest.raises(ResultsError, match="toprule"):
-        T.parse_latex_table("no table here")
+        parse_latex_table("no table here")
 
 
 def test_round_trip_detects_a_changed_number():
@@ -381,13 +397,13 @@ def test_round_trip_detects_a_changed_number():
     first = re.search(r"\d+\.\d\$\\pm\$", tex)
     corrupted = tex[: first.start()] + "99.9$\\pm$" + tex[first.end():]
     with pytest.raises(AssertionError):
-        _check_roundtrip(T.parse_latex_table(corrupted), summary, "table2")
+        _check_roundtrip(parse_latex_table(corrupted), summary, "table2")
 
 
 def test_cells_without_paper_value_or_with_missing_numbers():
     s = make_summary("table1")
     s.loc[(s.topology == "cnn_pool") & (s.cond_layer == 2) & (s.device == "avg"), "acc_mean"] = np.nan
-    parsed = T.parse_html_table(T.render_html(s, "table1", paper_df=pd.DataFrame()))
+    parsed = parse_html_table(T.render_html(s, "table1", paper_df=pd.DataFrame()))
     assert parsed["paper"].isna().all()
     missing = parsed[(parsed.topology == "cnn_pool") & (parsed.column == "Layer 2")]
     assert missing["mean"].isna().all() and not missing["best"].any()
@@ -426,11 +442,11 @@ def test_fig5_layers_writes_png_and_pdf(tmp_path, results):
 
 def test_best_cell_picks_the_best_multi_task_cell_and_seed(results):
     cells = pd.read_csv(results / "tables" / "cells.csv")
-    ds, cid, seed = F.best_cell(cells)
+    ds, cid, seed = best_cell(cells)
     mt = cells[cells.strategy == "multi_task"].groupby("cell_id").accuracy.mean()
     assert cid == mt.idxmax() and ds == "embedded2018"
     assert seed == cells[cells.cell_id == cid].groupby("seed").accuracy.mean().idxmax()
-    assert F.best_cell(cells, strategy="multi_task", dataset="nope") is None
+    assert best_cell(cells, strategy="multi_task", dataset="nope") is None
 
 
 def test_fig6_confusion_and_its_validation(tmp_path):
@@ -730,12 +746,12 @@ def test_table4_renders_devices_avg_seen_unseen_per_strategy_and_round_trips():
     wide = T.strategies_frame(summary, summary_columns=T.SUMMARY_COLUMNS_OF["table4"])
     assert list(dict.fromkeys(wide.columns.get_level_values(0))) == T4_STRATEGIES
     assert list(dict.fromkeys(wide.columns.get_level_values(1))) == DEVICES9 + ["avg", "seen", "unseen"]
-    for render, parse in ((T.render_latex, T.parse_latex_table), (T.render_html, T.parse_html_table)):
+    for render, parse in ((T.render_latex, parse_latex_table), (T.render_html, parse_html_table)):
         text = render(summary, "table4", caption=T.table_caption("table4", summary))
         if render is T.render_latex:
             _balanced(text)
         parsed = parse(text)
-        parsed["key"] = [T.column_key("table4", c) for c in parsed["column"]]
+        parsed["key"] = [column_key("table4", c) for c in parsed["column"]]
         assert len(parsed) == len(T4_ROWS) * len(T4_STRATEGIES) * 12
         assert parsed["paper"].isna().all()                                   # beyond the paper
         got = {(r.topology, r.pooling) + r.key: r.mean for r in parsed.itertuples()}

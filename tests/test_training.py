@@ -1,6 +1,7 @@
 """The training job of one cell: hyperparameters, schedules, lambda rule, data splits, outputs,
 determinism, resume, preemption and bad inputs. Tiny models on the tiny cache (tests/conftest.py)."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -65,13 +66,59 @@ def test_train_config_from_dict_checks_keys_and_types():
     c = TrainConfig.from_dict({"iterations": 200, "channels": [8, 16, 16, 32], "lr": 1, "amp": False})
     assert c.channels == (8, 16, 16, 32) and c.lr == 1.0 and isinstance(c.lr, float) and c.amp is False
     assert TrainConfig.from_dict(c.to_dict()) == c
-    with pytest.raises(ConfigError, match=r"presets.tiny.training: unknown key\(s\) \['iteratons'\]"):
+    with pytest.raises(ConfigError, match=r"presets.tiny.training: unknown keys \['iteratons'\]"):
         TrainConfig.from_dict({"iteratons": 5}, where="presets.tiny.training")
     for key, value in [("iterations", "ten"), ("iterations", 1.5), ("iterations", True), ("amp", "yes"),
                        ("channels", [4, "x"]), ("channels", 8), ("selection", "best_test"), ("lr", -1.0),
                        ("val_fraction", 1.0), ("betas", [0.9])]:
         with pytest.raises(ConfigError, match=rf"training\.{key}"):
             TrainConfig.from_dict({key: value})
+
+
+def test_the_schema_describes_every_training_key_with_the_dataclass_defaults():
+    """Defaults are defined by TrainConfig and documented in the schema's $defs.training: they agree,
+    every key has a description, and the schema's enums are the code's vocabularies."""
+    from caanet.devices import DEFAULT_UNSEEN_POLICY
+    from caanet.fidelity import LAMBDA_ON
+    from caanet.spec import UNSEEN_DEVICE_POLICIES
+    from caanet.training.config import SELECTIONS, schema_defaults, training_schema
+
+    schema = training_schema()
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(schema["properties"]) == fields and schema["additionalProperties"] is False
+    for key, leaf in schema["properties"].items():
+        assert leaf.get("description") and "default" in leaf, key
+    assert schema_defaults() == TrainConfig().to_dict()
+    assert TrainConfig.from_dict(schema_defaults()) == TrainConfig()
+    props = schema["properties"]
+    assert props["selection"]["enum"] == list(SELECTIONS)
+    assert props["lambda_on"]["enum"] == [*LAMBDA_ON, None]
+    assert props["unseen_device"]["default"] == DEFAULT_UNSEEN_POLICY
+    policies = props["unseen_device"]["anyOf"]
+    assert policies[0]["enum"] == list(UNSEEN_DEVICE_POLICIES)
+    assert all(v["enum"] == list(UNSEEN_DEVICE_POLICIES) for v in policies[1]["properties"].values())
+
+
+def test_train_config_errors_name_the_key_the_value_and_the_range():
+    for d, message in [
+        ({"lr": -1}, "config key 'training.lr': got -1; expected a number > 0"),
+        ({"lr": float("nan")}, "config key 'training.lr': got nan; expected a number > 0"),
+        ({"iterations": 2.0}, "config key 'training.iterations': got 2.0; expected an integer >= 1"),
+        ({"lr_decay": 0}, "config key 'training.lr_decay': got 0; expected a number in (0, 1]"),
+        ({"betas": [0.9, 1.0]}, "config key 'training.betas': got [0.9, 1.0]; expected a list of 2 items, "
+                                "each item a number in [0, 1)"),
+        ({"channels": []}, "config key 'training.channels': got []; expected a non-empty list, each item an "
+                           "integer >= 1"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            TrainConfig.from_dict(d)
+        assert str(info.value) == message
+    with pytest.raises(ConfigError, match=r"config key 'training.lr': got -1"):
+        TrainConfig(lr=-1)  # direct construction is checked against the schema too
+    assert TrainConfig(iterations=np.int64(3)).iterations == 3
+    # the one rule spanning fields: best_val selection needs a validation split
+    with pytest.raises(ConfigError, match=r"config key 'training.val_fraction': got 0.*selection: best_val"):
+        TrainConfig.from_dict({"selection": "best_val", "val_fraction": 0})
 
 
 def test_lr_schedule_decays_in_paper_mode_only():
@@ -203,7 +250,7 @@ def test_lambda_source_is_validation_in_paper_mode_and_test_in_reference(tiny_ca
         seen.append((set(clips.identifier[positions]), len(positions)))
         return 0.99
 
-    monkeypatch.setattr(training, "device_accuracy", fake_device_accuracy)
+    monkeypatch.setattr(training.trainer, "device_accuracy", fake_device_accuracy)
     train_ids = set(load_features(tiny_cache, split="train").identifier)
     test_fs = load_features(tiny_cache, split="test")
     ev = train_cell(tiny_cache, spec("cnn_pool-max-multi_task-L1"), tiny_cfg(), tmp_path / "p")
@@ -360,6 +407,73 @@ def test_sigterm_checkpoints_and_exits_then_resumes(tiny_cache, tmp_path):
     assert_same_run(tmp_path / "whole", tmp_path / "pre")
 
 
+def test_checkpoint_keys_are_the_train_states_and_format_1_still_resumes(tiny_cache, tmp_path):
+    """A checkpoint is the trainer's state_dict: TrainState's fields under their own names. One written
+    by the code before (format 1: the pending losses as "pending") resumes to the same result."""
+    s = spec("cnn_nopool-att-multi_task-L2")
+    cfg = tiny_cfg(iterations=30)
+    train_cell(tiny_cache, s, cfg, tmp_path / "whole")
+    with pytest.raises(Killed):
+        train_cell(tiny_cache, s, cfg, tmp_path / "old", callback=_kill_at(17))
+    path = tmp_path / "old" / "checkpoints" / "last.pt"
+    ck = torch.load(path, weights_only=True)
+    state_keys = {f.name for f in dataclasses.fields(training.TrainState)}
+    assert state_keys <= set(ck) and ck["format"] == training.CHECKPOINT_FORMAT == 2
+    assert {"model", "optimizer", "lambda_rule", "rng", "fingerprint", "code_version"} <= set(ck)
+    ck["pending"] = [ck.pop("sums"), ck.pop("n_sum")]  # the file as format 1 wrote it
+    ck["format"] = 1
+    torch.save(ck, path)
+    lines = []
+    train_cell(tiny_cache, s, cfg, tmp_path / "old", log=lines.append)
+    assert any("resuming" in line and "iteration 10" in line for line in lines)
+    assert_same_run(tmp_path / "whole", tmp_path / "old")
+    # a file of an unknown format is refused with the remedy, nothing is written
+    with pytest.raises(Killed):
+        train_cell(tiny_cache, s, cfg, tmp_path / "new", callback=_kill_at(12))
+    ck = torch.load(tmp_path / "new" / "checkpoints" / "last.pt", weights_only=True)
+    torch.save({**ck, "format": 99}, tmp_path / "new" / "checkpoints" / "last.pt")
+    with pytest.raises(TrainingError, match=r"last\.pt: not a caanet checkpoint of format \[1, 2\]; delete it"):
+        train_cell(tiny_cache, s, cfg, tmp_path / "new")
+    assert not (tmp_path / "new" / "model.pt").exists()
+
+
+def test_trainer_state_dict_round_trips(tiny_cache):
+    s, cfg = spec("cnn_pool-max-multi_task-L1"), tiny_cfg()
+    data = training.prepare_data(tiny_cache, s, cfg)
+    torch.manual_seed(0)
+    a = training.CellTrainer(s, cfg, data, torch.device("cpu"), lambda line: None)
+    for it in range(3):
+        a.after_step(it + 1, *a.step(it))
+    state = a.state_dict()
+    torch.manual_seed(1)
+    b = training.CellTrainer(s, cfg, data, torch.device("cpu"), lambda line: None)
+    b.load_state_dict(state)
+    assert b.state.iteration == 3 and b.state.n_sum == a.state.n_sum and list(b.state.sums) == list(a.state.sums)
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k])
+    assert a.step(3)[0] == b.step(3)[0]  # the same batch, weights, optimiser state and RNG
+    other = training.CellTrainer(spec("cnn_pool-max-multi_task-L1", seed=5), cfg, data, torch.device("cpu"),
+                                 lambda line: None)
+    with pytest.raises(TrainingError, match=r"the state belongs to a different job.*spec\.seed"):
+        other.load_state_dict(state)
+
+
+def test_a_job_opens_its_cache_once(tiny_cache, tmp_path, monkeypatch):
+    import caanet.io
+
+    opened = []
+    real = caanet.io.open_hdf5
+
+    def counting(path, mode="r", **kw):
+        opened.append((str(path), mode))
+        return real(path, mode, **kw)
+
+    monkeypatch.setattr(caanet.io, "open_hdf5", counting)
+    monkeypatch.setattr("caanet.features.open_hdf5", counting)
+    train_cell(tiny_cache, spec("cnn_pool-max-multi_task-L1"), tiny_cfg(iterations=2), tmp_path)
+    assert opened == [(str(tiny_cache), "r")]
+
+
 def test_checkpoint_of_another_job_is_refused(tiny_cache, tmp_path):
     s = spec("cnn_pool-max-joint")
     with pytest.raises(Killed):
@@ -431,7 +545,7 @@ def test_lambda_on_test_follows_the_papers_text_in_paper_mode(tiny_cache, tmp_pa
         seen.append(set(clips.identifier[positions]))
         return 0.5
 
-    monkeypatch.setattr(training, "device_accuracy", fake_device_accuracy)
+    monkeypatch.setattr(training.trainer, "device_accuracy", fake_device_accuracy)
     ev = train_cell(tiny_cache, spec("cnn_pool-max-multi_task-L1"), tiny_cfg(lambda_on="test"), tmp_path)
     assert ev["lambda_source"] == "test" and ev["n_validation_clips"] == 0
     assert seen and all(s == set(load_features(tiny_cache, split="test").identifier) for s in seen)

@@ -1,8 +1,9 @@
-"""Data for one training job: reading the feature cache, the validation carve-out, normalisation, batches.
+"""Data for one training job: the feature cache, the validation carve-out, normalisation, batches.
 
-* :func:`cache_labels` / :func:`cache_columns` read only the label lists / string columns of a cache
-  (cheap checks and the validation carve-out); :func:`load_features` reads clips through
-  ``caanet.features.load_cache`` (the contract's reader).
+* :func:`open_cache` opens the cache once (:class:`caanet.features.FeatureCache`, the contract's one
+  reader); :func:`prepare_cell_data` reads a cell's clips from it, carves the validation split and
+  normalises them into a :class:`CellData`; :func:`seen_devices_first` orders the devices seen in
+  training first. :func:`load_features` reads a split in one call (opening and closing the file).
 * :func:`carve_validation` holds out whole recording locations (``identifier``) of the training data
   for validation, stratified so each scene and device appears on both sides where possible.
 * :func:`fit_normalisation` / :func:`normalise_` standardise each mel bin with the statistics of the
@@ -14,79 +15,153 @@
 
 from __future__ import annotations
 
-import functools
-import json
-from pathlib import Path
+import contextlib
+import dataclasses
+import os
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from caanet.errors import CacheError, ConfigError
-
-def _json_attr(path, attrs, key):
-    try:
-        return json.loads(attrs[key])
-    except KeyError:
-        raise CacheError(f"{path}: attribute {key!r} is missing") from None
-    except (TypeError, ValueError) as e:
-        raise CacheError(f"{path}: attribute {key!r} is not valid JSON ({e})") from None
+from caanet.devices import seen_devices, seen_first_order
+from caanet.errors import ConfigError, SpecError, TrainingError
 
 
-def _file_key(path: Path) -> tuple:
-    """Identity of a file's current content for memoising reads: path, inode, size, mtime."""
-    st = path.stat()
-    return (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+@contextlib.contextmanager
+def open_cache(features) -> Iterator:
+    """``features`` as an open :class:`caanet.features.FeatureCache`: a path is opened here and closed
+    on exit; an open cache is passed through (and left open for its owner)."""
+    from caanet.features import FeatureCache  # h5py and the cache layout: only where a cache is read
+
+    if isinstance(features, FeatureCache):
+        yield features
+        return
+    with FeatureCache(features) as cache:
+        yield cache
 
 
-def cache_labels(path: str | Path) -> tuple[list, list]:
-    """``(scene_labels, device_labels)`` from a cache's attributes, without reading any features
-    (a cheap check before a job starts; :func:`load_features` validates the whole layout).
-    Read once per file content in a process (a job asks several times)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CacheError(f"{path}: feature cache does not exist")
-    scenes, devices = _cache_labels(path, _file_key(path))
-    return list(scenes), list(devices)
-
-
-@functools.lru_cache(maxsize=8)
-def _cache_labels(path: Path, file_key: tuple) -> tuple[tuple, tuple]:
-    from caanet.io import open_hdf5
-
-    try:
-        with open_hdf5(path, "r") as f:
-            return tuple(_json_attr(path, f.attrs, "scene_labels")), tuple(_json_attr(path, f.attrs, "device_labels"))
-    except OSError as e:  # a lock failure is an HDF5LockError (a CacheError), raised as is
-        raise CacheError(f"{path}: not a readable HDF5 file ({e})") from None
-
-
-def cache_columns(path: str | Path) -> dict[str, np.ndarray]:
-    """The string columns (filename, scene, device, identifier, split) of a cache, without its features.
-    Read once per file content in a process; the arrays are read-only."""
-    path = Path(path)
-    cache_labels(path)  # existence and readability, with clear errors
-    return dict(_cache_columns(path, _file_key(path)))
-
-
-@functools.lru_cache(maxsize=8)
-def _cache_columns(path: Path, file_key: tuple) -> dict[str, np.ndarray]:
-    from caanet.io import open_hdf5
-
-    out = {}
-    with open_hdf5(path, "r") as f:
-        for key in ("filename", "scene", "device", "identifier", "split"):
-            if key not in f:
-                raise CacheError(f"{path}: dataset {key!r} is missing")
-            out[key] = np.asarray(f[key].asstr()[...]).astype(str)
-            out[key].flags.writeable = False
-    return out
-
-
-def load_features(path: str | Path, *, split: str | None = None, devices: Sequence[str] | None = None):
-    """A split (and some devices) of the cache as a ``caanet.features.FeatureSet`` (the contract's reader)."""
+def load_features(path: str | os.PathLike, *, split: str | None = None, devices: Sequence[str] | None = None):
+    """A split (and some devices) of the cache as a ``caanet.features.FeatureSet`` (one open, one read)."""
     from caanet.features import load_cache
 
     return load_cache(path, split=split, devices=list(devices) if devices is not None else None)
+
+
+# --------------------------------------------------------------------------------------------------
+# The clips of one cell
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Clips:
+    """The arrays of a loaded split that training uses (own, writable copies where needed)."""
+
+    x: np.ndarray  # (N, T, M) float32
+    scene: np.ndarray  # (N,) int64
+    device: np.ndarray  # (N,) int64
+    filename: np.ndarray  # (N,) str
+    identifier: np.ndarray  # (N,) str
+
+    @classmethod
+    def from_featureset(cls, fs) -> "Clips":
+        x = np.asarray(fs.x, dtype=np.float32)
+        if not x.flags.writeable or not x.flags.c_contiguous:
+            x = np.array(x, dtype=np.float32, order="C")
+        return cls(x=x, scene=np.asarray(fs.scene, dtype=np.int64), device=np.asarray(fs.device, dtype=np.int64),
+                   filename=np.asarray(fs.filename).astype(str), identifier=np.asarray(fs.identifier).astype(str))
+
+    def __len__(self) -> int:
+        return int(self.scene.shape[0])
+
+
+@dataclass
+class CellData:
+    """Normalised training/test clips of one cell and the positions used for training and validation."""
+
+    train: Clips  # split "train" (normalised in place)
+    test: Clips  # split "test" (normalised in place)
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    scene_labels: list
+    device_labels: list
+    n_seen: int | None = None  # devices 0..n_seen-1 have training clips (seen_devices_first); None: all
+
+
+def validation_split_filenames(cache, val_fraction: float, seed: int) -> set[str]:
+    """Filenames of the validation clips of an open cache (:func:`open_cache`): whole locations carved
+    (:func:`carve_validation`) from the training split of ALL devices.
+
+    Carving before any device selection gives every cell of a seed the same validation locations, so a
+    single-device cell trains on exactly the device's share of what the joint cell trains on.
+    """
+    cols = cache.columns
+    rows = np.flatnonzero(cols["split"] == "train")
+    _, val = carve_validation(cols["identifier"][rows].astype(str), cols["scene"][rows].astype(str),
+                              cols["device"][rows].astype(str), val_fraction, seed)
+    return set(cols["filename"][rows[val]].astype(str).tolist())
+
+
+def prepare_cell_data(cache, *, cell_id: str, devices: Sequence[str] | None, hold_out_validation: bool,
+                      val_fraction: float, seed: int) -> CellData:
+    """Read a cell's clips from an open cache (:func:`open_cache`), carve the validation split (only when
+    ``hold_out_validation``), fit and apply the per-mel-bin normalisation.
+
+    ``devices``: the devices whose clips the cell uses (None: all). The validation clips are those of
+    :func:`validation_split_filenames` (``val_fraction``, ``seed``). Raises SpecError when a split has no
+    clips and TrainingError when a validation split is needed but none can be held out.
+    """
+    train_fs = cache.select(split="train", devices=devices)
+    test_fs = cache.select(split="test", devices=devices)
+    train, test = Clips.from_featureset(train_fs), Clips.from_featureset(test_fs)
+    for name, fs in (("train", train), ("test", test)):
+        if len(fs) == 0:
+            raise SpecError(f"cell {cell_id}: the cache {cache.path} has no {name} clips"
+                            + (f" of device {devices[0]!r}" if devices else ""))
+    is_val = np.zeros(len(train), dtype=bool)
+    if hold_out_validation:
+        is_val = np.isin(train.filename, list(validation_split_filenames(cache, val_fraction, seed)))
+    train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    if hold_out_validation and val_idx.size == 0:
+        raise TrainingError(f"cell {cell_id}: no validation clips: {cache.path} has too few recording "
+                            "locations per scene and device to hold any out of training")
+    mean, std = fit_normalisation(train.x, train_idx)
+    normalise_(train.x, mean, std)
+    normalise_(test.x, mean, std)
+    return CellData(train, test, train_idx, val_idx, mean, std, list(train_fs.scene_labels), list(train_fs.device_labels))
+
+
+def seen_devices_first(cache, data: CellData) -> CellData:
+    """``data`` relabelled so that the devices seen in training come first (:mod:`caanet.devices`).
+
+    Seen devices are those with clips in the cache's train split (all devices, before any cell's
+    selection; ``cache`` an open cache, :func:`open_cache`). ``device_labels`` becomes
+    seen-then-unseen and every device index array follows; ``n_seen`` is set. For data whose devices
+    all appear in training nothing but ``n_seen`` changes.
+    """
+    cols = cache.columns
+    seen = seen_devices(data.device_labels, cols["device"][cols["split"] == "train"].astype(str))
+    labels, old_to_new = seen_first_order(data.device_labels, seen)
+    for clips in (data.train, data.test):
+        clips.device = old_to_new[clips.device]
+    return dataclasses.replace(data, device_labels=labels, n_seen=len(seen))
+
+
+def held_out_line(data: CellData) -> str:
+    """One log line: the validation clips held out of each device's training clips (count and %)."""
+    counts = held_out_counts(data.train.device, data.train_idx, data.val_idx, data.device_labels)
+    parts = []
+    for d in data.device_labels:
+        tr, va = counts["train"].get(d, 0), counts["validation"].get(d, 0)
+        if tr + va:
+            parts.append(f"{d} {va} of {tr + va} ({100.0 * va / (tr + va):.1f} %)")
+    return "validation clips held out per device: " + (", ".join(parts) if data.val_idx.size else "none")
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation carve-out, normalisation, batches
+# --------------------------------------------------------------------------------------------------
 
 
 def carve_validation(identifier: Sequence[str], scene: np.ndarray, device: np.ndarray, fraction: float,

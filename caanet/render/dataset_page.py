@@ -1,7 +1,9 @@
 """A self-contained HTML page summarising a feature cache: counts, parameters, example log-mels.
 
-Only the cache is read (counts via :func:`caanet.features.cache_summary`); the figures are
-embedded as base64 PNG so the page has no external assets.
+Only the cache is read, opened once through its one reader (:class:`caanet.features.FeatureCache`:
+counts from :meth:`~caanet.features.FeatureCache.summary`, example clips from
+:meth:`~caanet.features.FeatureCache.logmel_rows`); the figures are embedded as base64 PNG so the
+page has no external assets.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from typing import Sequence
 import jinja2
 import numpy as np
 
-from caanet.features import cache_summary
-from caanet.io import open_hdf5, write_text_atomic
+from caanet.features import FeatureCache
+from caanet.io import write_text_atomic
 
 TEMPLATE = "dataset.html.j2"
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -76,9 +78,9 @@ def _png_base64(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def example_figure(cache_path: str | os.PathLike, rows: list[dict[str, int]], device_labels: Sequence[str],
+def example_figure(cache: FeatureCache, rows: list[dict[str, int]], device_labels: Sequence[str],
                    filenames: Sequence[str]) -> str | None:
-    """One panel per example clip (rows x devices), time on x, mel bin on y; base64 PNG."""
+    """One panel per example clip (rows x devices) of the open ``cache``, time on x, mel bin on y; base64 PNG."""
     if not rows:
         return None
     import matplotlib
@@ -87,8 +89,7 @@ def example_figure(cache_path: str | os.PathLike, rows: list[dict[str, int]], de
     import matplotlib.pyplot as plt
 
     index = sorted({i for row in rows for i in row.values()})
-    with open_hdf5(cache_path, "r") as h5:
-        x = dict(zip(index, h5["logmel"][index]))
+    x = dict(zip(index, cache.logmel_rows(index)))
     lo = min(float(np.percentile(v, 1)) for v in x.values())
     hi = max(float(np.percentile(v, 99.9)) for v in x.values())
     cols = list(device_labels)
@@ -121,12 +122,12 @@ def _template() -> jinja2.Template:
 def render_dataset_page(cache_path: str | os.PathLike, out_html: str | os.PathLike, *, title: str,
                         examples_per_device: int = 3) -> dict:
     """Write the summary page of a feature cache to ``out_html`` (atomic); return the summary."""
-    summary = cache_summary(cache_path)
-    with open_hdf5(cache_path, "r") as h5:
-        cols = {k: h5[k].asstr()[...].tolist() for k in ("filename", "device", "scene")}
-    rows = pick_examples(cols["filename"], cols["device"], cols["scene"], summary["device_labels"],
-                         examples_per_device)
-    figure = example_figure(cache_path, rows, summary["device_labels"], cols["filename"])
+    with FeatureCache(cache_path) as cache:
+        summary = cache.summary()
+        cols = {k: [str(v) for v in cache.columns[k]] for k in ("filename", "device", "scene")}
+        rows = pick_examples(cols["filename"], cols["device"], cols["scene"], summary["device_labels"],
+                             examples_per_device)
+        figure = example_figure(cache, rows, summary["device_labels"], cols["filename"])
     html = _template().render(
         title=title,
         s=summary,

@@ -2,8 +2,10 @@
 
 * :func:`fig5_layers` - Fig. 5: accuracy per device and conditioning layer, one panel per
   topology x pooling (teacher-forcing cells of Table I, mean over seeds, std as error bars).
-* :func:`fig6_confusion` - Fig. 6: row-normalised confusion matrices per device of one model
-  (the best multi-task cell: :func:`best_cell`), counts annotated.
+* :func:`fig6_confusion` - Fig. 6: row-normalised confusion matrices per device of one model,
+  counts annotated. The workflow picks the model (:func:`caanet.workflow_support.figure_cells`):
+  Table II's multi-task row with the best Avg, at its selected layer, at the seed with the best Avg
+  (:func:`caanet.grid.best_seed`).
 * :func:`fig7_attention` - Fig. 7: attention maps of the true class, one row per scene and one
   column per device, preferring one clip recorded in parallel by all devices (the same filename
   stem without the trailing ``-{device}``); time on x, mel on y, origin lower.
@@ -137,28 +139,6 @@ def fig5_layers(cells_df, out_stem, *, strategy: str = "teacher_forcing") -> lis
 
 
 # --------------------------------------------------------------------------------------------- Fig. 6
-
-def best_cell(cells_df, *, strategy: str = "multi_task", dataset: str | None = None) -> tuple[str, str, int] | None:
-    """``(dataset, cell_id, seed)`` of the best ``strategy`` cell by mean accuracy over devices.
-
-    The cell with the best mean (over seeds) of its per-device accuracies is chosen, then its seed
-    with the best mean over devices (ties: the first in sorted order). ``None`` when there is none.
-    """
-    df, source = _read_frame(cells_df, "cells.csv")
-    require_columns(df, ["dataset", "cell_id", "strategy", "device", "seed", "accuracy"], source)
-    df = df[(df["strategy"] == strategy) & ~df["device"].astype(str).isin(SUMMARY_DEVICES)]
-    if dataset is not None:
-        df = df[df["dataset"] == dataset]
-    if df.empty:
-        return None
-    per_seed = df.groupby(["dataset", "cell_id", "seed"])["accuracy"].mean().reset_index()
-    per_cell = per_seed.groupby(["dataset", "cell_id"])["accuracy"].mean().reset_index()
-    per_cell = per_cell.sort_values(["accuracy", "dataset", "cell_id"], ascending=[False, True, True])
-    ds, cid = per_cell.iloc[0][["dataset", "cell_id"]]
-    seeds = per_seed[(per_seed["dataset"] == ds) & (per_seed["cell_id"] == cid)]
-    seeds = seeds.sort_values(["accuracy", "seed"], ascending=[False, True])
-    return str(ds), str(cid), int(seeds.iloc[0]["seed"])
-
 
 def load_evaluation(evaluation_json) -> tuple[dict, str]:
     """Read an ``evaluation.json`` (a path or an already-loaded dict) and check its keys."""

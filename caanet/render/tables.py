@@ -1,4 +1,4 @@
-"""Tables I-III of the paper, and Table IV beyond it, as wide frames, LaTeX (booktabs) and HTML, and parsers back.
+"""Tables I-III of the paper, and Table IV beyond it, as wide frames, LaTeX (booktabs) and HTML.
 
 Input is the long-format summary ``results/tables/table{1,2,3,4}.csv`` (columns ``table, dataset,
 topology, pooling, strategy, cond_layer, device, acc_mean, acc_std, acc_ci_low, acc_ci_high,
@@ -16,8 +16,9 @@ Avg, Seen and Unseen per strategy (:data:`SUMMARY_COLUMNS_OF`), and no paper val
 Every rendered cell reads ``OURS[±STD] (PAPER, ±DIFF)``: our mean over seeds, the std over seeds
 when more than one seed ran, and the paper's value with our difference to it (ours - paper). The
 best cell of a row is bold, as in the paper (Table I: the best layer; Tables II/III: the best Avg
-among the strategies). :func:`parse_latex_table` and :func:`parse_html_table` read a rendered table
-back into a long frame, so tests can prove that what is printed is what was computed.
+among the strategies). The tests read a rendered table back into a long frame (tests/helpers.py),
+proving that what is printed is what was computed. The paper's values come from
+:func:`caanet.grid.paper_table`, the one reader of the packaged CSVs.
 """
 
 from __future__ import annotations
@@ -26,15 +27,13 @@ import html
 import math
 import re
 from dataclasses import dataclass
-from html.parser import HTMLParser
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from caanet.errors import ResultsError
-from caanet.grid import SUMMARY_DEVICES
+from caanet.grid import SUMMARY_DEVICES, paper_table
 from caanet.io import read_results_csv, require_columns, write_text_atomic
 from caanet.spec import POOLINGS, STRATEGIES, TOPOLOGIES
 
@@ -54,12 +53,6 @@ DEVICE_NAMES = {"a": "A", "b": "B", "c": "C", "avg": "Avg", "bc": "B/C", "seen":
 SUMMARY_COLUMNS_OF = {"table2": ("avg", "bc"), "table3": ("avg", "bc"), "table4": ("avg", "seen", "unseen")}
 """The pseudo-device columns printed after the device columns of each strategy table. Table IV drops
 B/C (DCASE 2018's official figure: not meaningful with nine devices) for the seen/unseen means."""
-PAPER_FILES = {
-    "table1": "table1_teacher_forcing_by_layer.csv",
-    "table2": "table2_strategies_dcase2018.csv",
-    "table3": "table3_strategies_dcase2019.csv",
-}
-"""The paper's values per table; Table IV goes beyond the paper and has none."""
 TABLE_NUMERALS = {"1": "i", "2": "ii", "3": "iii", "4": "iv"}
 SUMMARY_COLUMNS = (
     "table", "dataset", "topology", "pooling", "strategy", "cond_layer", "device",
@@ -126,26 +119,19 @@ def read_summary(path) -> pd.DataFrame:
 def paper_values(table) -> pd.DataFrame:
     """The paper's numbers for ``table`` as a long frame in the summary's vocabulary.
 
-    Columns ``topology, pooling, strategy, cond_layer, device, paper_acc``; the B/C mean (``bc``,
-    not printed in the paper) is derived as the mean of its B and C values. Empty for Table IV.
+    Read by :func:`caanet.grid.paper_table` (the one reader of the packaged CSVs). Columns
+    ``topology, pooling, strategy, cond_layer, device, paper_acc``; the B/C mean (``bc``, not printed
+    in the paper) is derived as the mean of its B and C values. Empty for Table IV.
     """
-    table = normalise_table_name(table)
-    if table not in PAPER_FILES:
-        return pd.DataFrame({"topology": [], "pooling": [], "strategy": [], "cond_layer": pd.Series([], dtype="Int64"),
-                             "device": [], "paper_acc": pd.Series([], dtype="float64")})
-    with resources.files("caanet.paper").joinpath(PAPER_FILES[table]).open("r", encoding="utf-8") as fh:
-        df = pd.read_csv(fh)
-    df = df.rename(columns={"network": "topology", "accuracy_percent": "paper_acc"})
-    if "cond_layer" not in df.columns:
-        df["cond_layer"] = pd.NA
-    df["cond_layer"] = pd.to_numeric(df["cond_layer"], errors="coerce").astype("Int64")
     keys = ["topology", "pooling", "strategy", "cond_layer"]
+    df = paper_table(normalise_table_name(table))[keys + ["device", "paper_acc"]]
+    if df.empty:
+        return df.reset_index(drop=True)
     bc = df[df["device"].isin(["b", "c"])].groupby(keys, dropna=False)["paper_acc"]
     bc = bc.agg(["mean", "count"]).reset_index()
     bc = bc[bc["count"] == 2].drop(columns="count").rename(columns={"mean": "paper_acc"})
     bc["device"] = "bc"
-    out = pd.concat([df[keys + ["device", "paper_acc"]], bc[keys + ["device", "paper_acc"]]], ignore_index=True)
-    return out
+    return pd.concat([df, bc[keys + ["device", "paper_acc"]]], ignore_index=True)
 
 
 # --------------------------------------------------------------------------------------------- wide frames
@@ -235,25 +221,6 @@ class Cell:
 
 def _missing(x) -> bool:
     return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))
-
-
-_CELL_RE = re.compile(
-    r"^(?P<ours>—|-?\d+\.\d)(?:±(?P<std>\d+\.\d))?"
-    r"(?:\s*\((?P<paper>-?\d+\.\d)(?:,\s*(?P<diff>[+-]\d+\.\d))?\))?$"
-)
-
-
-def parse_cell_text(text: str) -> dict:
-    """Inverse of :meth:`Cell.text`: ``{"mean", "std", "paper", "diff"}`` (NaN where absent)."""
-    m = _CELL_RE.match(text.strip())
-    if not m:
-        raise ResultsError(f"table cell {text!r} is not of the form OURS[±STD] [(PAPER, ±DIFF)]")
-
-    def num(key):
-        v = m.group(key)
-        return math.nan if v in (None, "—") else float(v)
-
-    return {"mean": num("ours"), "std": num("std"), "paper": num("paper"), "diff": num("diff")}
 
 
 @dataclass
@@ -360,7 +327,7 @@ _COMBINING_ACCENTS = {"\u0300": "`", "\u0301": "'", "\u0302": "^", "\u0303": "~"
 
 def latex_escape(text: str) -> str:
     """Escape LaTeX special characters in plain text; a combining accent (U+0300-U+0308) after a
-    character becomes the TeX accent on it (``"p\u0302"`` -> ``\^{p}``)."""
+    character becomes the TeX accent on it (``"p\u0302"`` -> ``\\^{p}``)."""
     repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
     out: list[str] = []
@@ -499,68 +466,6 @@ def render_latex(summary_df: pd.DataFrame, table, *, paper_df: pd.DataFrame | No
     return "\n".join(lines) + "\n"
 
 
-_TEX_STRIP = [
-    (re.compile(r"\\textbf\{([^{}]*)\}"), r"\1"),
-    (re.compile(r"\\caanetcell\{([^{}]*)\}\{([^{}]*)\}"), r"\1 \2"),
-    (re.compile(r"\{\\scriptsize ([^{}]*)\}"), r"\1"),
-    (re.compile(r"\$\\pm\$"), "±"),
-]
-
-
-def _tex_cell_text(cell: str) -> tuple[str, bool]:
-    best = r"\textbf{" in cell
-    for pattern, repl in _TEX_STRIP:
-        cell = pattern.sub(repl, cell)
-    cell = cell.strip()
-    return ("—" if cell.startswith("--") else "") + cell.removeprefix("--"), best
-
-
-def parse_latex_table(tex: str) -> pd.DataFrame:
-    """Read a table written by :func:`render_latex` back into a long frame.
-
-    Columns: ``topology, pooling, column`` (``Layer n`` or ``Strategy/Device``), ``mean, std,
-    paper, diff, best``. Every tabular (``\\toprule`` ... ``\\bottomrule``) of ``tex`` is read, so a
-    table split into parts reads back whole.
-    """
-    segments = [seg.split(r"\bottomrule", 1)[0] for seg in tex.split(r"\toprule")[1:]]
-    if not segments:
-        raise ResultsError(r"LaTeX table has no \toprule ... \bottomrule tabular")
-    frames = [pd.DataFrame.from_records(_parse_latex_tabular(seg)) for seg in segments]
-    return pd.concat(frames, ignore_index=True)
-
-
-def _parse_latex_tabular(body: str) -> list[dict]:
-    """The records of one tabular body (between ``\\toprule`` and ``\\bottomrule``)."""
-    head, rows = body.split(r"\midrule", 1)
-    head_lines = [re.sub(r"\\cmidrule\(lr\)\{[^}]*\}", "", l).strip() for l in head.split(r"\\")]
-    head_lines = [l for l in head_lines if l]
-    columns = [c.strip().replace(r"\_", "_") for c in head_lines[-1].split("&")]
-    n_label = 3 if len(columns) > 2 and columns[2] == "Layer" else 2
-    value_cols = columns[n_label:]
-    if len(head_lines) > 1:
-        groups = []
-        for part in head_lines[0].split("&")[n_label:]:
-            m = re.match(r"\s*\\multicolumn\{(\d+)\}\{c\}\{(.*)\}\s*$", part)
-            if not m:
-                raise ResultsError(f"LaTeX table header cell {part!r} is not a \\multicolumn")
-            groups += [m.group(2)] * int(m.group(1))
-        value_cols = [f"{g}/{c}" for g, c in zip(groups, value_cols)]
-    topo_by_name = {v: k for k, v in TOPOLOGY_NAMES.items()}
-    pool_by_name = {v: k for k, v in POOLING_NAMES.items()}
-    records, topology = [], None
-    for line in rows.split(r"\\"):
-        line = line.replace(r"\midrule", "").strip()
-        if not line:
-            continue
-        parts = [p.strip() for p in line.split("&")]
-        topology = topo_by_name[parts[0]] if parts[0] else topology
-        for col, raw in zip(value_cols, parts[n_label:]):
-            text, best = _tex_cell_text(raw)
-            records.append({"topology": topology, "pooling": pool_by_name[parts[1]], "column": col,
-                            **parse_cell_text(text), "best": best})
-    return records
-
-
 # --------------------------------------------------------------------------------------------- HTML
 
 def _html_cell(cell: Cell) -> str:
@@ -601,70 +506,6 @@ def render_html(summary_df: pd.DataFrame, table, *, paper_df: pd.DataFrame | Non
         previous = t
     out.append("</tbody></table>")
     return "\n".join(out) + "\n"
-
-
-class _TableReader(HTMLParser):
-    """Collects the rows of the first ``<table>``: lists of (tag, text, classes, colspan)."""
-
-    def __init__(self):
-        super().__init__()
-        self.rows: list[list[tuple[str, str, str, int]]] = []
-        self._cell = None
-        self._depth = 0
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "table":
-            self._depth += 1
-        elif tag == "tr" and self._depth == 1:
-            self.rows.append([])
-        elif tag in ("td", "th") and self._depth == 1:
-            self._cell = [tag, "", a.get("class") or "", int(a.get("colspan") or 1)]
-
-    def handle_endtag(self, tag):
-        if tag == "table":
-            self._depth -= 1
-        elif tag in ("td", "th") and self._cell is not None:
-            self.rows[-1].append(tuple(self._cell))
-            self._cell = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell[1] += data
-
-
-def parse_html_table(text: str) -> pd.DataFrame:
-    """Read a table written by :func:`render_html` back into a long frame (as :func:`parse_latex_table`)."""
-    reader = _TableReader()
-    reader.feed(text)
-    header = [r for r in reader.rows if r and all(c[0] == "th" for c in r)]
-    body = [r for r in reader.rows if any(c[0] == "td" for c in r)]
-    columns = [c[1] for c in header[-1]]
-    n_label = 3 if len(columns) > 2 and columns[2] == "Layer" else 2
-    value_cols = columns[n_label:]
-    if len(header) > 1:
-        groups = [c[1] for c in header[0][1:] for _ in range(c[3])]
-        value_cols = [f"{g}/{c}" for g, c in zip(groups, value_cols)]
-    topo_by_name = {v: k for k, v in TOPOLOGY_NAMES.items()}
-    pool_by_name = {v: k for k, v in POOLING_NAMES.items()}
-    records, topology = [], None
-    for row in body:
-        labels = [c[1] for c in row[:n_label]]
-        topology = topo_by_name[labels[0]] if labels[0] else topology
-        for col, cell in zip(value_cols, row[n_label:]):
-            records.append({"topology": topology, "pooling": pool_by_name[labels[1]], "column": col,
-                            **parse_cell_text(cell[1]), "best": "best" in cell[2].split()})
-    return pd.DataFrame.from_records(records)
-
-
-def column_key(table, column: str) -> tuple:
-    """Map a parsed ``column`` label back to the summary's keys: ``(cond_layer,)`` or ``(strategy, device)``."""
-    if normalise_table_name(table) == "table1":
-        return (int(column.removeprefix("Layer ").strip()),)
-    group, dev = column.split("/", 1)
-    strategy = {v: k for k, v in STRATEGY_NAMES.items()}[group]
-    device = {v: k for k, v in DEVICE_NAMES.items()}.get(dev, dev.lower())
-    return strategy, device
 
 
 # --------------------------------------------------------------------------------------------- files

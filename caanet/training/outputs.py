@@ -1,0 +1,85 @@
+"""The outputs of a training job (docs/design.md, "Cell spec and training"): ``model.pt``,
+``metrics.csv``, ``predictions.csv``, ``attention.npz`` (attention heads only) and ``evaluation.json``,
+each written atomically (:mod:`caanet.io`), ``evaluation.json`` last."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from caanet.data.loader import CellData, chunks
+from caanet.evaluation import select_attention_examples
+from caanet.io import atomic_path, write_csv_atomic, write_json_atomic
+from caanet.training.batches import _autocast, _batch, _eval_mode
+from caanet.training.config import TrainConfig
+
+METRICS_COLUMNS = ("iteration", "loss", "loss_scene", "loss_device", "lr", "lambda", "device_acc", "elapsed_s",
+                   "log_var_scene", "log_var_device")
+PREDICTION_COLUMNS = ("filename", "identifier", "device", "scene", "pred_scene", "correct", "pred_device")
+
+
+def _predictions_frame(data: CellData, scene_pred: np.ndarray, device_pred: np.ndarray | None) -> pd.DataFrame:
+    """``predictions.csv``'s rows (:data:`PREDICTION_COLUMNS`): one per test clip, labels as names;
+    ``pred_device`` empty where the model has no CNN-d."""
+    t = data.test
+    sl, dl = data.scene_labels, data.device_labels
+    return pd.DataFrame({
+        "filename": t.filename, "identifier": t.identifier,
+        "device": [dl[i] for i in t.device], "scene": [sl[i] for i in t.scene],
+        "pred_scene": [sl[i] for i in scene_pred],
+        "correct": (np.asarray(t.scene) == scene_pred).astype(int),
+        "pred_device": [dl[i] for i in device_pred] if device_pred is not None else [""] * len(scene_pred),
+    }, columns=list(PREDICTION_COLUMNS))
+
+
+def _attention_examples(model, data: CellData, *, dev, cfg: TrainConfig, oracle: bool, amp: bool | None = None,
+                        clips=None) -> dict | None:
+    """Attention maps of the true class for a few test clips per class and device (None if no attention)."""
+    t = data.test
+    pos = select_attention_examples(t.filename, t.scene, t.device, data.device_labels,
+                                    cfg.attention_examples_per_class_device)
+    maps, preds = [], []
+    with _eval_mode(model):
+        for sl in chunks(len(pos), cfg.eval_batch_size):
+            x, y, d = _batch(t if clips is None else clips, pos[sl], dev)
+            with _autocast(dev, cfg.amp if amp is None else amp):
+                out = model(x, d if oracle else None)
+            if out.attention is None:
+                return None
+            att = out.attention.float()
+            maps.append(att[torch.arange(len(y), device=att.device), y].cpu().numpy().astype(np.float16))
+            preds.append(out.scene.float().argmax(1).cpu().numpy())
+    if not maps:
+        return None
+    return {
+        "maps": np.concatenate(maps),
+        "filename": np.asarray(t.filename[pos]).astype(str),
+        "scene": np.array([data.scene_labels[i] for i in t.scene[pos]]),
+        "device": np.array([data.device_labels[i] for i in t.device[pos]]),
+        "pred_scene": np.array([data.scene_labels[i] for i in np.concatenate(preds)]),
+    }
+
+
+def _write_outputs(out_dir: Path, *, spec, cfg, model, model_cfg, data: CellData, metrics, evaluation, preds_df,
+                   attention, feature_params: dict) -> None:
+    """Write the job's outputs into ``out_dir``; ``feature_params``: the cache's (for ``model.pt``)."""
+    from caanet.modelfile import write_training_model_file  # the self-describing model file (caanet/modelfile.py)
+
+    write_training_model_file(
+        out_dir / "model.pt", feature_params=feature_params, spec=spec, train_config=cfg, model=model,
+        model_config=model_cfg, norm_mean=data.mean, norm_std=data.std, scene_labels=data.scene_labels,
+        device_labels=data.device_labels, evaluation=evaluation, metrics=metrics)
+    write_csv_atomic(out_dir / "metrics.csv", pd.DataFrame(metrics, columns=list(METRICS_COLUMNS)))
+    write_csv_atomic(out_dir / "predictions.csv", preds_df)
+    if attention is not None:
+        with atomic_path(out_dir / "attention.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **attention)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            (out_dir / "attention.npz").unlink()
+    write_json_atomic(out_dir / "evaluation.json", evaluation)
