@@ -18,9 +18,9 @@ import yaml
 
 from caanet.errors import ConfigError
 from caanet.io import TEXT_ENCODING
+from caanet.vocab import DATASET_SOURCES
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "rules" / "schemas" / "config.schema.yaml"
-DATASET_SOURCES = ("embedded", "zenodo", "local")
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:

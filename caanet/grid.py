@@ -67,6 +67,7 @@ from scipy import stats as _sps
 from caanet.errors import ConfigError, ResultsError, SpecError, reject_unknown_keys
 from caanet.io import TEXT_ENCODING
 from caanet.spec import CONDITIONAL, FIDELITIES, LAYERS, PAPER_STRATEGIES, POOLINGS, STRATEGIES, TOPOLOGIES, CellSpec
+from caanet.vocab import LAYER_SELECTIONS
 
 Row = tuple[str, str]
 
@@ -86,8 +87,6 @@ TABLE4_STRATEGIES: tuple[str, ...] = STRATEGIES
 """Table IV's columns (beyond the paper): the paper's four strategies and multi-task with the learned lambda."""
 TABLE_KEYS = {"table4": ("dataset", "seeds")}
 """Keys of ``tables.<t>`` beyond ``dataset``: Table IV may run its own ``seeds`` (its cells are its own)."""
-LAYER_SELECTIONS = ("test", "validation")
-"""How Table I selects the conditioning layer: on test accuracy (the paper) or on validation."""
 SUMMARY_DEVICES = ("avg", "bc", "seen", "unseen")
 """Pseudo-devices of the summaries: ``avg`` over all devices, ``bc`` over the non-reference ones, and,
 for a dataset with unseen devices (``datasets.D.unseen_devices``), ``seen``/``unseen`` over each kind."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from caanet.errors import ConfigError
 from caanet.spec import CellSpec
+from caanet.vocab import POOLING_REGISTRY
 
 def scene_labels(preset: dict, dataset: str) -> list[str]:
     """The dataset's allowed scene labels: its `scenes:` key, else the 10 DCASE scenes."""
@@ -130,7 +131,7 @@ def figure_cells(preset: dict, table2_csv: str | Path, cells_csv: str | Path, la
         return dataclasses.replace(spec, seed=grid.best_seed(cells, spec))
 
     best = mt.sort_values("acc_mean", ascending=False, kind="stable").iloc[0]
-    att = mt[mt.pooling.isin(["att", "roi_att"])]
+    att = mt[mt.pooling.isin([p.name for p in POOLING_REGISTRY if p.attention])]
     caa = att[(att.topology == "atrous") & (att.pooling == "att")]
     fig7 = caa.iloc[0] if not caa.empty else (att.sort_values("acc_mean", ascending=False).iloc[0] if not att.empty else best)
     out = {}

@@ -19,6 +19,7 @@ from caanet import grid
 from caanet import rerun
 from caanet import workflow_support as ws
 from caanet.data.manifest import refresh_manifest
+from caanet.vocab import cell_id_regex
 
 P = resolve(config)
 RESULTS = "results"
@@ -84,7 +85,7 @@ for _name in DATASETS_BY_SOURCE["local"]:
 wildcard_constraints:
     dataset=_names_regex(DATASETS),
     seed=r"\d+",
-    cell=r"[a-z_]+-[a-z_]+-[a-z_]+(-L\d)?(-[A-Za-z0-9]+)?",
+    cell=cell_id_regex(groups=False, anchored=False),
 
 
 def dataset_root(wildcards):

@@ -15,7 +15,7 @@ from torch import nn
 
 from caanet.errors import ConfigError, SpecError, reject_unknown_keys
 from caanet.fidelity import get_fidelity
-from caanet.models.backbones import TOPOLOGY_TABLE, Backbone, feature_map_shape
+from caanet.models.backbones import Backbone, feature_map_shape
 from caanet.models.blocks import ConvBlock
 from caanet.models.conditioning import (
     DeviceConditioning,
@@ -24,9 +24,8 @@ from caanet.models.conditioning import (
     replace_unseen_rows,
 )
 from caanet.models.device_cnn import DeviceCNN
-from caanet.models.heads import POOLINGS, build_head, roi_output_shape
-
-DEVICE_SOURCES = ("none", "oracle", "predicted")
+from caanet.models.heads import build_head, roi_output_shape
+from caanet.vocab import DEVICE_SOURCES, POOLING_REGISTRY, TOPOLOGY_REGISTRY
 
 
 def _is_int(v) -> bool:
@@ -75,10 +74,10 @@ class ModelConfig:
         def bad(key, msg):
             raise ConfigError(f"ModelConfig.{key}={getattr(self, key)!r}: {msg}")
 
-        if self.topology not in TOPOLOGY_TABLE:
-            bad("topology", f"not one of {list(TOPOLOGY_TABLE)}")
-        if self.pooling not in POOLINGS:
-            bad("pooling", f"not one of {list(POOLINGS)}")
+        if self.topology not in TOPOLOGY_REGISTRY:
+            bad("topology", f"not one of {list(TOPOLOGY_REGISTRY.names())}")
+        if self.pooling not in POOLING_REGISTRY:
+            bad("pooling", f"not one of {list(POOLING_REGISTRY.names())}")
         if self.device_source not in DEVICE_SOURCES:
             bad("device_source", f"not one of {list(DEVICE_SOURCES)}")
         get_fidelity(self.fidelity)
@@ -89,7 +88,7 @@ class ModelConfig:
                 bad(key, f"must be an integer >= {low}")
         if self.kernel_size % 2 == 0:
             bad("kernel_size", "must be odd (same-size padding)")
-        n_blocks = len(TOPOLOGY_TABLE[self.topology].dilations)
+        n_blocks = len(TOPOLOGY_REGISTRY[self.topology].dilations)
         if not isinstance(self.channels, tuple) or len(self.channels) != n_blocks:
             bad("channels", f"must be {n_blocks} positive integers")
         for key in ("channels", "device_channels"):
@@ -115,7 +114,7 @@ class ModelConfig:
         map_shape = self.feature_map_shape
         if min(map_shape) < 1:
             bad("input_shape", f"is too small for topology {self.topology!r} (feature map {map_shape})")
-        if self.pooling in ("roi", "roi_att") and min(map_shape) < self.roi_size:
+        if POOLING_REGISTRY[self.pooling].roi and min(map_shape) < self.roi_size:
             bad("roi_size", f"is larger than the {self.topology} feature map {map_shape} of input {self.input_shape}")
         if self.device_source == "predicted":
             n_pool = len(self.device_channels)
@@ -131,11 +130,10 @@ class ModelConfig:
     @property
     def attention_map_shape(self) -> tuple[int, int] | None:
         """``(P, Q)`` of ``ModelOutput.attention``, or None for heads without attention."""
-        if self.pooling == "att":
-            return self.feature_map_shape
-        if self.pooling == "roi_att":
-            return roi_output_shape(self.feature_map_shape, self.roi_size)
-        return None
+        head = POOLING_REGISTRY[self.pooling]
+        if not head.attention:
+            return None
+        return roi_output_shape(self.feature_map_shape, self.roi_size) if head.roi else self.feature_map_shape
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
