@@ -133,5 +133,5 @@ class CellSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CellSpec":
-        reject_unknown_keys(d, {f.name for f in dataclasses.fields(cls)}, "cell spec", SpecError)
+        reject_unknown_keys(d, {f.name for f in dataclasses.fields(cls)}, "cell_spec", SpecError)
         return cls(**d).validate()

@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from caanet.errors import ConfigError
+from caanet.errors import ConfigError, config_error
 from caanet.spec import CellSpec
 from caanet.vocab import POOLING_REGISTRY
 
@@ -27,13 +27,12 @@ def feature_params(preset: dict, dataset: str, *, expect_hash: str | None = None
     from caanet.features import FeatureParams
 
     overrides = dict(preset.get("features") or {})
+    where = f"presets.{preset.get('name', '?')}.features"
     if "clip_seconds" in overrides:
-        raise ConfigError(
-            f"config key 'presets.{preset['name']}.features.clip_seconds': the clip length is set per "
-            f"dataset (datasets.{dataset}.clip_seconds)"
-        )
+        raise config_error(f"{where}.clip_seconds", overrides["clip_seconds"],
+                           f"no clip length here: it is set per dataset (datasets.{dataset}.clip_seconds)")
     overrides["clip_seconds"] = float(preset["datasets"][dataset]["clip_seconds"])
-    params = FeatureParams.from_dict(overrides)
+    params = FeatureParams.from_dict(overrides, where=where)
     if expect_hash is not None and params.hash() != expect_hash:
         raise ConfigError(
             f"feature cache {dataset}-{expect_hash}.h5 was asked for, but the configured feature "

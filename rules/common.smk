@@ -13,7 +13,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join([workflow.basedir] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 )
 
-from caanet.config import resolve
+from caanet.config import check_config, resolve
 from caanet.provenance import code_hash
 from caanet import grid
 from caanet import rerun
@@ -21,6 +21,7 @@ from caanet import workflow_support as ws
 from caanet.data.manifest import refresh_manifest
 from caanet.vocab import cell_id_regex
 
+check_config(config)  # the schema, rules/schemas/config.schema.yaml: each key's type, range and enum
 P = resolve(config)
 RESULTS = "results"
 REPORTS = "reports"
