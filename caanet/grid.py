@@ -249,7 +249,7 @@ def unseen_devices(preset: Mapping | GridConfig) -> dict[str, tuple[str, ...]]:
     if isinstance(preset, GridConfig):
         return dict(preset.unseen_devices)
     if not isinstance(preset, Mapping) or "datasets" not in preset:
-        raise ConfigError("config key 'datasets' is missing")
+        raise config_error("datasets", MISSING, "a value (required)")
     _datasets(preset["datasets"])
     return _unseen_devices(preset["datasets"])
 
@@ -261,7 +261,7 @@ def reference_devices(preset: Mapping | GridConfig) -> dict[str, str]:
     if isinstance(preset, GridConfig):
         return dict(preset.reference_device)
     if not isinstance(preset, Mapping) or "datasets" not in preset:
-        raise ConfigError("config key 'datasets' is missing")
+        raise config_error("datasets", MISSING, "a value (required)")
     return _datasets(preset["datasets"])[1]
 
 

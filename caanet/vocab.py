@@ -158,6 +158,10 @@ LAMBDA_RULE_NAMES = ("switch", "learned")
 (beyond the paper: Kendall, Gal and Cipolla, CVPR 2018)."""
 UNSEEN_DEVICE_POLICIES = ("predicted", "zero", "uniform")
 """What a conditioned model gets for a test clip of a device absent from training (caanet.devices)."""
+REPLACING_POLICIES = ("zero", "uniform")
+"""The unseen-device policies that replace the device's one-hot (by zeros or ``1/n_devices``)."""
+UNSEEN_POLICIES_BY_SOURCE = {"none": (), "oracle": REPLACING_POLICIES, "predicted": UNSEEN_DEVICE_POLICIES}
+"""The policies each device source can apply: the oracle input has no classifier to predict with."""
 FIDELITIES = ("paper", "reference")
 """The paper's text or the authors' code (caanet.fidelity lists every difference)."""
 LAYERS = (1, 2, 3, 4)

@@ -48,8 +48,9 @@ def synth_settings(preset: dict, dataset: str) -> dict:
     settings.setdefault("clip_seconds", float(d["clip_seconds"]))
     unseen = list(d.get("unseen_devices") or [])
     if "unseen_devices" in settings and list(settings["unseen_devices"]) != unseen:
-        raise ConfigError(f"config key 'datasets.{dataset}.embedded.unseen_devices': {settings['unseen_devices']!r} "
-                          f"differs from 'datasets.{dataset}.unseen_devices' {unseen!r}; give it once, there")
+        raise config_error(f"datasets.{dataset}.embedded.unseen_devices", settings["unseen_devices"],
+                           f"no value here (it differs from 'datasets.{dataset}.unseen_devices' {unseen!r}; "
+                           "give it once, there)")
     if unseen:
         settings["unseen_devices"] = unseen
     return settings

@@ -25,7 +25,13 @@ from caanet.models.conditioning import (
 )
 from caanet.models.device_cnn import DeviceCNN
 from caanet.models.heads import build_head, roi_output_shape
-from caanet.vocab import DEVICE_SOURCES, POOLING_REGISTRY, TOPOLOGY_REGISTRY
+from caanet.vocab import (
+    DEVICE_SOURCES,
+    POOLING_REGISTRY,
+    REPLACING_POLICIES,
+    TOPOLOGY_REGISTRY,
+    UNSEEN_POLICIES_BY_SOURCE,
+)
 
 
 def _is_int(v) -> bool:
@@ -107,7 +113,7 @@ class ModelConfig:
         elif not _is_int(self.cond_layer) or not 1 <= self.cond_layer <= n_blocks:
             bad("cond_layer", f"must be an integer 1..{n_blocks} when device_source={self.device_source!r}")
         if self.unseen_device is not None:
-            allowed = {"none": (), "oracle": ("zero", "uniform"), "predicted": ("predicted", "zero", "uniform")}
+            allowed = UNSEEN_POLICIES_BY_SOURCE
             if self.unseen_device not in allowed[self.device_source]:
                 bad("unseen_device", f"must be None or one of {list(allowed[self.device_source])} for "
                                      f"device_source={self.device_source!r}")
@@ -244,7 +250,7 @@ class CAANet(nn.Module):
         device_logprob = self.device_net(x4)
         # argmax: no gradient flows from the scene loss into CNN-d (reference item 4)
         one_hot = device_one_hot(device_logprob.detach().argmax(dim=1), cfg.n_devices, torch.float32, check=False)
-        if device is not None and cfg.unseen_device in ("zero", "uniform"):
+        if device is not None and cfg.unseen_device in REPLACING_POLICIES:
             if device.shape[:1] != x4.shape[:1]:
                 raise ConfigError(f"device has shape {tuple(device.shape)} but the batch is {x4.shape[0]}")
             one_hot = replace_unseen_rows(one_hot, device.to(x4.device) >= cfg.n_devices, cfg.unseen_device)
