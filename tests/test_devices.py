@@ -280,9 +280,9 @@ def test_models_apply_the_policy_to_unseen_rows_only():
     assert torch.allclose(spotted[1], torch.full((3,), 1 / 3))
     mt_pred = build_model(ModelConfig(device_source="predicted", unseen_device="predicted", **common))
     assert _captured_conditioning(mt_pred, x, d).sum(1).tolist() == [1, 1, 1]  # the device is ignored
-    with pytest.raises(ConfigError, match=r"unseen_device='predicted': must be None or one of \['zero', 'uniform'\]"):
+    with pytest.raises(ConfigError, match=r"'ModelConfig\.unseen_device': got 'predicted'; expected None or one of \['zero', 'uniform'\]"):
         ModelConfig(device_source="oracle", unseen_device="predicted", **common)
-    with pytest.raises(ConfigError, match=r"unseen_device='zero'"):
+    with pytest.raises(ConfigError, match=r"'ModelConfig\.unseen_device': got 'zero'"):
         ModelConfig(device_source="none", unseen_device="zero", **{**common, "cond_layer": None})
 
 

@@ -60,7 +60,29 @@ def test_grid_defaults_are_the_code_defaults():
         grid.DEFAULT_ROWS, (0,), "paper", "test")
 
 
+def test_model_config_defaults_are_the_dataclass_defaults():
+    from caanet.models import ModelConfig
+
+    fields = {f.name: f.default for f in dataclasses.fields(ModelConfig)
+              if f.default is not dataclasses.MISSING}
+    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+    assert {k: v["default"] for k, v in props("model_config").items() if "default" in v} == fields
+
+
+def test_model_config_errors_name_the_field():
+    from caanet.models import ModelConfig
+
+    with pytest.raises(ConfigError, match=r"^config key 'ModelConfig\.kernel_size': got 4; expected an odd kernel size"):
+        ModelConfig(topology="atrous", pooling="att", kernel_size=4)
+    with pytest.raises(ConfigError, match=r"^config key 'ModelConfig\.channels': got \(4, 8, 8\); expected 4 positive"):
+        ModelConfig(topology="atrous", pooling="att", channels=[4, 8, 8])
+
+
 def test_schema_vocabularies_equal_the_code():
+    from caanet import vocab
+
+    assert DEFS["device_source"]["enum"] == list(vocab.DEVICE_SOURCES)
+    assert DEFS["unseen_device_policy"]["enum"] == list(vocab.UNSEEN_DEVICE_POLICIES)
     assert DEFS["device_label"]["not"]["enum"] == list(grid.SUMMARY_DEVICES)
     assert props("synth")["layout"]["enum"] == sorted(LAYOUTS)
     assert props("device_recipe")["subtype"]["enum"] == list(synth.SUBTYPES)
@@ -75,7 +97,7 @@ def test_every_leaf_has_a_type_or_enum_and_a_description():
             for k, v in node["properties"].items():
                 if path.endswith("preset") and k == "training":
                     continue
-                if not any(x in v for x in ("type", "enum", "$ref", "oneOf", "const")):
+                if not any(x in v for x in ("type", "enum", "$ref", "oneOf", "anyOf", "const")):
                     pytest.fail(f"{path}.{k} has no type")
                 if "$ref" not in v and not any(x in v for x in ("properties", "additionalProperties")):
                     assert "description" in v or path.endswith("device_recipe"), f"{path}.{k}"

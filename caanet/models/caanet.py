@@ -13,8 +13,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from caanet.errors import ConfigError, SpecError, reject_unknown_keys
-from caanet.fidelity import get_fidelity
+from caanet.config import validate_section
+from caanet.errors import ConfigError, SpecError, config_error, reject_unknown_keys
 from caanet.models.backbones import Backbone, feature_map_shape
 from caanet.models.blocks import ConvBlock
 from caanet.models.conditioning import (
@@ -25,7 +25,7 @@ from caanet.models.conditioning import (
 )
 from caanet.models.device_cnn import DeviceCNN
 from caanet.models.heads import build_head, roi_output_shape
-from caanet.vocab import (
+from caanet.vocab import (  # noqa: F401  (DEVICE_SOURCES re-exported)
     DEVICE_SOURCES,
     POOLING_REGISTRY,
     REPLACING_POLICIES,
@@ -34,8 +34,13 @@ from caanet.vocab import (
 )
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _plain(value):
+    """``value`` with tuples as lists and numpy scalars as Python numbers (as JSON would hold them)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value.item() if hasattr(value, "item") and not isinstance(value, torch.Tensor) else value
 
 
 @dataclass
@@ -77,55 +82,41 @@ class ModelConfig:
         self.validate()
 
     def validate(self) -> "ModelConfig":
-        def bad(key, msg):
-            raise ConfigError(f"ModelConfig.{key}={getattr(self, key)!r}: {msg}")
+        """Each field checked against the schema's ``model_config`` (types, ranges, enums), the topology
+        and pooling against the registries, then the rules that span fields: one width per block,
+        ``cond_layer`` iff conditioned (and within the blocks), the unseen-device policies of the
+        device source, a feature map large enough for the input and the ROI. ConfigError names
+        ``ModelConfig.<field>``."""
+        validate_section(_plain(dataclasses.asdict(self)), "#/$defs/model_config", "ModelConfig")
+
+        def bad(key, expected):
+            raise config_error(f"ModelConfig.{key}", getattr(self, key), expected)
 
         if self.topology not in TOPOLOGY_REGISTRY:
-            bad("topology", f"not one of {list(TOPOLOGY_REGISTRY.names())}")
+            bad("topology", f"one of {list(TOPOLOGY_REGISTRY.names())}")
         if self.pooling not in POOLING_REGISTRY:
-            bad("pooling", f"not one of {list(POOLING_REGISTRY.names())}")
-        if self.device_source not in DEVICE_SOURCES:
-            bad("device_source", f"not one of {list(DEVICE_SOURCES)}")
-        get_fidelity(self.fidelity)
-        if not isinstance(self.fidelity, str):
-            bad("fidelity", "must be the mode's name")
-        for key, low in (("n_classes", 1), ("n_devices", 1), ("kernel_size", 1), ("roi_size", 1)):
-            if not _is_int(getattr(self, key)) or getattr(self, key) < low:
-                bad(key, f"must be an integer >= {low}")
-        if self.kernel_size % 2 == 0:
-            bad("kernel_size", "must be odd (same-size padding)")
+            bad("pooling", f"one of {list(POOLING_REGISTRY.names())}")
         n_blocks = len(TOPOLOGY_REGISTRY[self.topology].dilations)
-        if not isinstance(self.channels, tuple) or len(self.channels) != n_blocks:
-            bad("channels", f"must be {n_blocks} positive integers")
-        for key in ("channels", "device_channels"):
-            value = getattr(self, key)
-            if not isinstance(value, tuple) or not value or not all(_is_int(c) and c >= 1 for c in value):
-                bad(key, "must be a non-empty sequence of positive integers")
-        if (
-            not isinstance(self.input_shape, tuple)
-            or len(self.input_shape) != 2
-            or not all(_is_int(s) and s >= 1 for s in self.input_shape)
-        ):
-            bad("input_shape", "must be (n_frames, n_mels), two positive integers")
+        if len(self.channels) != n_blocks:
+            bad("channels", f"{n_blocks} positive integers (one per block of {self.topology!r})")
         if self.device_source == "none":
             if self.cond_layer is not None:
-                bad("cond_layer", "must be None when device_source='none'")
-        elif not _is_int(self.cond_layer) or not 1 <= self.cond_layer <= n_blocks:
-            bad("cond_layer", f"must be an integer 1..{n_blocks} when device_source={self.device_source!r}")
+                bad("cond_layer", "None when device_source='none'")
+        elif self.cond_layer is None or not 1 <= self.cond_layer <= n_blocks:
+            bad("cond_layer", f"an integer 1..{n_blocks} when device_source={self.device_source!r}")
         if self.unseen_device is not None:
-            allowed = UNSEEN_POLICIES_BY_SOURCE
-            if self.unseen_device not in allowed[self.device_source]:
-                bad("unseen_device", f"must be None or one of {list(allowed[self.device_source])} for "
-                                     f"device_source={self.device_source!r}")
+            allowed = UNSEEN_POLICIES_BY_SOURCE[self.device_source]
+            if self.unseen_device not in allowed:
+                bad("unseen_device", f"None or one of {list(allowed)} for device_source={self.device_source!r}")
         map_shape = self.feature_map_shape
         if min(map_shape) < 1:
-            bad("input_shape", f"is too small for topology {self.topology!r} (feature map {map_shape})")
+            bad("input_shape", f"a shape large enough for topology {self.topology!r} (feature map {map_shape})")
         if POOLING_REGISTRY[self.pooling].roi and min(map_shape) < self.roi_size:
-            bad("roi_size", f"is larger than the {self.topology} feature map {map_shape} of input {self.input_shape}")
+            bad("roi_size", f"at most the {self.topology} feature map {map_shape} of input {self.input_shape}")
         if self.device_source == "predicted":
             n_pool = len(self.device_channels)
             if min(self.input_shape) < 2**n_pool:
-                bad("input_shape", f"is too small for CNN-d's {n_pool} 2x2 poolings")
+                bad("input_shape", f"a shape of at least {2**n_pool} per axis for CNN-d's {n_pool} 2x2 poolings")
         return self
 
     @property
