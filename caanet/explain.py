@@ -32,7 +32,8 @@ from caanet.features import logmel, logmel_batch, single_threaded_blas
 from caanet.inference import ClipFeatures, ClipPrediction, Predictor, load_signal, signal_windows
 from caanet.vocab import POOLING_REGISTRY, TOPOLOGY_REGISTRY
 
-MAP_KINDS = {"att": "attention", "roi_att": "attention", "max": "cam", "avg": "cam"}
+MAP_KINDS = {p.name: "attention" if p.attention else "cam" for p in POOLING_REGISTRY if p.attention or p.cam}
+"""The map that explains each pooling head (derived from :data:`caanet.vocab.POOLING_REGISTRY`)."""
 
 
 class ExplainError(ConfigError):

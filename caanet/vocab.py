@@ -43,13 +43,16 @@ class Pooling:
     """A global pooling head (Sec. III-D). ``builder`` is ``"module:function"``, a function
     ``(in_channels, n_classes, map_shape, *, roi_size, fidelity) -> nn.Module`` (see
     :func:`caanet.models.heads.build_head`); ``roi``: the head pools ``roi_size`` regions first (its
-    ROI must fit the feature map); ``attention``: it returns an attention map (Eq. 5-6)."""
+    ROI must fit the feature map); ``attention``: it returns an attention map (Eq. 5-6); ``cam``: a
+    linear layer over a global channel pooling, so a class activation map explains it
+    (:mod:`caanet.explain`)."""
 
     name: str
     display: str
     builder: str
     roi: bool = False
     attention: bool = False
+    cam: bool = False
 
     def build_fn(self) -> Callable:
         """The builder function (imports its module: torch)."""
@@ -136,8 +139,9 @@ def register_topology(name: str, display: str, *, dilations: tuple[int, ...], po
     return TOPOLOGY_REGISTRY.register(Topology(name, display, tuple(dilations), pool))
 
 
-def register_pooling(name: str, display: str, builder: str, *, roi: bool = False, attention: bool = False) -> Pooling:
-    return POOLING_REGISTRY.register(Pooling(name, display, builder, roi=roi, attention=attention))
+def register_pooling(name: str, display: str, builder: str, *, roi: bool = False, attention: bool = False,
+                     cam: bool = False) -> Pooling:
+    return POOLING_REGISTRY.register(Pooling(name, display, builder, roi=roi, attention=attention, cam=cam))
 
 
 def register_strategy(name: str, display: str, *, device_source: str = "none", lambda_rule: str | None = None,
@@ -180,8 +184,8 @@ register_topology("atrous", "Atrous CNN", dilations=(1, 2, 4, 8), pool=False)
 
 # Sec. III-D, Eq. 3-6
 register_pooling("flatten", "flatten", "caanet.models.heads:flatten_head")
-register_pooling("max", "max", "caanet.models.heads:max_head")
-register_pooling("avg", "avg", "caanet.models.heads:avg_head")
+register_pooling("max", "max", "caanet.models.heads:max_head", cam=True)
+register_pooling("avg", "avg", "caanet.models.heads:avg_head", cam=True)
 register_pooling("roi", "roi", "caanet.models.heads:roi_head", roi=True)
 register_pooling("att", "att", "caanet.models.heads:att_head", attention=True)
 register_pooling("roi_att", "roi+att", "caanet.models.heads:roi_att_head", roi=True, attention=True)

@@ -4,16 +4,14 @@ heads are all derived from (or kept equal to) the registries."""
 import re
 
 import pytest
-import yaml
 
-from caanet import vocab
-from caanet.config import SCHEMA_PATH as SCHEMA_FILE
+from caanet import config, vocab
 from caanet.errors import SpecError
 
 
 @pytest.fixture(scope="module")
 def schema():
-    return yaml.safe_load(SCHEMA_FILE.read_text(encoding="utf-8"))
+    return config.schema()
 
 
 def test_registries_hold_the_paper_vocabulary_in_order():
@@ -114,3 +112,9 @@ def test_fidelity_modes_are_the_vocabulary():
     from caanet import fidelity
 
     assert tuple(fidelity.FIDELITIES) == vocab.FIDELITIES
+
+
+def test_explanation_maps_follow_the_heads():
+    from caanet.explain import MAP_KINDS
+
+    assert MAP_KINDS == {"max": "cam", "avg": "cam", "att": "attention", "roi_att": "attention"}
