@@ -32,9 +32,9 @@ import torch
 from caanet.errors import ConfigError
 from caanet.models import CAANet, ModelConfig, build_model
 from caanet.spec import LAYERS, POOLINGS, STRATEGIES, TOPOLOGIES
+from caanet.vocab import STRATEGY_REGISTRY
 
-_STRATEGY_TO_SOURCE = {"single_device": "none", "joint": "none", "teacher_forcing": "oracle", "multi_task": "predicted",
-                       "multi_task_learned": "predicted"}
+_STRATEGY_TO_SOURCE = {s.name: s.device_source for s in STRATEGY_REGISTRY}
 
 # the reference's class names: a topology prefix and a pooling suffix
 _CLASS_PREFIXES = (("CnnAtrous_", "atrous"), ("CnnNoPooling_", "cnn_nopool"), ("DecisionLevel", "cnn_pool"))

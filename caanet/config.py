@@ -1,46 +1,152 @@
 """The workflow's configuration: presets, datasets, and their validation.
 
 ``config.yaml`` holds named presets (``default``, ``paper``, ``tiny``, or a user's own) and the
-dataset catalogue. ``preset: NAME`` (``snakemake --config preset=paper``) picks one. The raw file is
-validated by ``rules/schemas/config.schema.yaml`` (JSON schema, unknown keys refused);
-:func:`resolve` then merges the chosen preset over the catalogue and checks what a schema cannot
-(that every table names a known dataset, that a preset's devices exist, ...). Every error names the
-key at fault.
+dataset catalogue. ``preset: NAME`` (``snakemake --config preset=paper``) picks one.
+
+The JSON schema ``rules/schemas/config.schema.yaml`` owns every leaf's type, range, enum, default
+and description. The Snakefile validates the raw file with :func:`check_config`; code that builds a
+configuration object from a raw mapping outside the workflow (``FeatureParams.from_dict`` from a
+cache's attributes, ``SynthConfig.from_dict``, ``grid.grid_config`` on a hand-written preset)
+validates that mapping against the same subschema with :func:`validate_section`. Code checks only
+what spans fields or files (:func:`resolve`: that every table names a known dataset, that a local
+dataset's folder exists, that unseen devices are among the devices). Every error has one form
+(:func:`caanet.errors.config_error`): ``config key 'a.b': got X; expected Y``.
+
+Defaults: the code's default (a dataclass field's default, ``grid.DEFAULT_ROWS``, ...) is the one
+applied; the schema's ``default`` documents it, and ``tests/test_schema.py`` asserts that they agree.
+Defaults are not filled into the configuration (a filled-in preset key would override ``base``).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from caanet.errors import ConfigError
+from caanet.errors import ConfigError, config_error
 from caanet.io import TEXT_ENCODING
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "rules" / "schemas" / "config.schema.yaml"
-DATASET_SOURCES = ("embedded", "zenodo", "local")
+"""The configuration's JSON schema (YAML)."""
+MAX_REPORTED = 10
+"""At most this many schema errors are listed in one ConfigError."""
 
 
-def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+class _Missing:
+    def __repr__(self) -> str:
+        return "nothing (the key is missing)"
+
+
+MISSING = _Missing()
+"""The value reported for a required key that is absent."""
+
+
+def read_yaml(path: str | Path):
+    """A YAML file's content (a leading byte-order mark is dropped)."""
     with open(path, encoding=TEXT_ENCODING) as fh:
         return yaml.safe_load(fh)
 
 
-def validate_config(config: dict, schema: dict | None = None) -> None:
-    """Validate the raw config against the JSON schema; raise ConfigError naming the key."""
+@functools.cache
+def schema() -> dict:
+    """The configuration schema (read once)."""
+    return read_yaml(SCHEMA_PATH)
+
+
+@functools.cache
+def _validator(pointer: str):
     import jsonschema
 
-    schema = load_schema() if schema is None else schema
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = []
-        for err in errors[:10]:
-            key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
-            lines.append(f"config key {key!r}: {err.message}")
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    root = schema()
+    sub = root if pointer in ("", "#") else {"$ref": pointer}
+    cls = jsonschema.validators.validator_for(root)
+    return cls(root).evolve(schema=sub)
+
+
+def key_path(prefix: str, path) -> str:
+    """``prefix`` extended by a JSON path: keys joined with ``.``, list indices as ``[i]``."""
+    out = prefix
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out = f"{out}.{part}" if out else str(part)
+    return out or "<top level>"
+
+
+def _expected(err) -> str:
+    """What the schema expected, in words, for one jsonschema error."""
+    v, vv, sch = err.validator, err.validator_value, err.schema
+    if v == "enum":
+        return f"one of {vv}"
+    if v == "const":
+        return f"{vv!r}"
+    if v == "type":
+        kinds = [vv] if isinstance(vv, str) else list(vv)
+        words = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
+                 "array": "a list", "object": "a mapping", "null": "null"}
+        return " or ".join(words.get(k, k) for k in kinds)
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[v]
+        return f"a number {op} {vv}"
+    if v == "minItems":
+        return f"a list of at least {vv} item{'s' if vv != 1 else ''}"
+    if v == "maxItems":
+        return f"a list of at most {vv} item{'s' if vv != 1 else ''}"
+    if v == "uniqueItems":
+        return "a list without duplicates"
+    if v == "pattern":
+        return f"a string matching {vv!r}"
+    if v == "minLength":
+        return f"a string of at least {vv} character{'s' if vv != 1 else ''}"
+    if isinstance(sch, dict) and sch.get("description"):
+        return " ".join(str(sch["description"]).split())
+    return err.message
+
+
+def schema_errors(value, pointer: str = "#", key: str = "") -> list[str]:
+    """Every way ``value`` breaks the subschema at ``pointer`` (``#/$defs/...``), one message per
+    offending key, each in the form of :func:`caanet.errors.config_error` with the key path under ``key``."""
+    errors = sorted(_validator(pointer).iter_errors(value),
+                    key=lambda e: (len(e.absolute_path), [str(p) for p in e.absolute_path]))
+    out: list[str] = []
+    for err in errors:
+        where = key_path(key, err.absolute_path)
+        if err.validator == "additionalProperties" and err.validator_value is False:
+            known = sorted(err.schema.get("properties", {}))
+            for extra in sorted(set(err.instance) - set(known), key=str):
+                out.append(str(config_error(key_path(where if where != "<top level>" else "", [extra]),
+                                            err.instance[extra], f"a known key (one of {known})")))
+        elif err.validator == "required":
+            for name in err.validator_value:
+                if name not in err.instance:
+                    out.append(str(config_error(key_path(where if where != "<top level>" else "", [name]), MISSING,
+                                                "a value (required)")))
+        elif "propertyNames" in err.schema_path:   # a key's name breaks the rule for names
+            out.append(str(config_error(key_path(where, [err.instance]), err.instance, f"a key that is {_expected(err)}")))
+        else:
+            out.append(str(config_error(where, err.instance, _expected(err))))
+    return list(dict.fromkeys(out))
+
+
+def validate_section(value, pointer: str, key: str, error: type[ConfigError] = ConfigError):
+    """Validate ``value`` against the schema's subschema at ``pointer`` (e.g. ``#/$defs/feature_params``)
+    and return it unchanged; otherwise raise ``error`` listing each offending key under ``key``
+    (e.g. ``presets.tiny.features``) with its value and what was expected."""
+    problems = schema_errors(value, pointer, key)
+    if problems:
+        more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
+        raise error(problems[0] if len(problems) == 1
+                    else "invalid configuration:\n  " + "\n  ".join(problems[:MAX_REPORTED]) + more)
+    return value
+
+
+def check_config(config: dict) -> dict:
+    """Validate the raw configuration (``config.yaml`` plus ``--config`` overrides) against the schema:
+    the Snakefile's first step. Raises ConfigError naming every offending key path and value."""
+    return validate_section(config, "#", "")
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -59,13 +165,14 @@ def resolve(config: dict) -> dict:
 
     The result has the keys of a preset (``tables``, ``grid``, ``seeds``, ``training``, ...), plus
     ``name`` (the preset's name) and ``datasets`` (only the datasets its tables use, each with its
-    ``name``).
+    ``name``). Each used dataset entry is validated against the schema's ``dataset`` subschema,
+    then checked for what spans its keys or the file system (:func:`check_dataset`).
     """
     name = config.get("preset")
     presets = config.get("presets") or {}
     if name not in presets or name == "base":
         choices = sorted(k for k in presets if k != "base")
-        raise ConfigError(f"config key 'preset': {name!r} is not a preset; choose one of {choices}")
+        raise config_error("preset", name, f"a preset of 'presets', one of {choices}")
     preset = deep_merge(presets.get("base", {}), presets[name])
     preset["name"] = name
 
@@ -74,50 +181,28 @@ def resolve(config: dict) -> dict:
     for table, spec in sorted((preset.get("tables") or {}).items()):
         ds = spec.get("dataset")
         if ds not in catalogue:
-            raise ConfigError(
-                f"config key 'presets.{name}.tables.{table}.dataset': {ds!r} is not in 'datasets' "
-                f"(known: {sorted(catalogue)})"
-            )
+            raise config_error(f"presets.{name}.tables.{table}.dataset", ds,
+                               f"a dataset of 'datasets' (known: {sorted(catalogue)})")
         used[ds] = dict(catalogue[ds], name=ds)
     for ds, dcfg in used.items():
-        _check_dataset(ds, dcfg)
+        validate_section(catalogue[ds], "#/$defs/dataset", f"datasets.{ds}")
+        check_dataset(ds, dcfg)
     preset["datasets"] = used
     return preset
 
 
-def _check_dataset(name: str, d: dict) -> None:
+def check_dataset(name: str, d: dict) -> None:
+    """The rules of a dataset entry that span its keys or the file system (the schema checks each
+    key: its source's required keys included): a local dataset's folder exists, the unseen devices
+    are some, not all, of its devices."""
     where = f"datasets.{name}"
-    source = d.get("source")
-    if source not in DATASET_SOURCES:
-        raise ConfigError(f"config key '{where}.source': {source!r} is not one of {list(DATASET_SOURCES)}")
-    if source == "local":
-        path = d.get("path")
-        if not path:
-            raise ConfigError(f"config key '{where}.path': a local dataset needs the folder holding meta.csv")
-        if not Path(path).is_dir():
-            raise ConfigError(f"config key '{where}.path': folder {path!r} does not exist")
-    if source == "zenodo" and not d.get("remote"):
-        raise ConfigError(f"config key '{where}.remote': a zenodo dataset needs its key in dcase_remote_files.csv")
-    if source == "embedded" and "embedded" not in d:
-        raise ConfigError(f"config key '{where}.embedded': an embedded dataset needs its generator settings")
-    devices = d.get("devices") or []
-    if len(devices) < 1 or len(set(devices)) != len(devices):
-        raise ConfigError(f"config key '{where}.devices': needs a list of distinct device labels, got {devices!r}")
+    if d["source"] == "local" and not Path(d["path"]).is_dir():
+        raise config_error(f"{where}.path", d["path"], "an existing folder holding meta.csv")
+    devices = d["devices"]
     unseen = d.get("unseen_devices") or []
     stray = [u for u in unseen if u not in devices]
     if stray:
-        raise ConfigError(f"config key '{where}.unseen_devices': {stray} not in '{where}.devices' {devices}")
+        raise config_error(f"{where}.unseen_devices", unseen, f"devices of '{where}.devices' {devices}")
     if unseen and set(unseen) == set(devices):
-        raise ConfigError(f"config key '{where}.unseen_devices': every device is unseen; training needs at least one")
-
-
-def get(preset: dict, dotted: str, default: Any = ...) -> Any:
-    """Look up ``a.b.c`` in a nested dict; a missing key raises ConfigError naming it."""
-    node: Any = preset
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            if default is not ...:
-                return default
-            raise ConfigError(f"config key {dotted!r} is missing from preset {preset.get('name')!r}")
-        node = node[part]
-    return node
+        raise config_error(f"{where}.unseen_devices", unseen,
+                           "some of the devices, not all (every device is unseen; training needs a seen one)")

@@ -39,14 +39,16 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from caanet.errors import ConfigError, DatasetError
-from caanet.spec import UNSEEN_DEVICE_POLICIES
+from caanet.vocab import STRATEGY_REGISTRY, UNSEEN_DEVICE_POLICIES
 
 # training.unseen_device's keys: the conditional strategies' families (multi_task covers both
 # multi-task strategies, the switched and the learned lambda) and the default policy of each.
 UNSEEN_POLICY_KEYS = ("teacher_forcing", "multi_task")
 DEFAULT_UNSEEN_POLICY = {"teacher_forcing": "uniform", "multi_task": "predicted"}
-_POLICY_KEY_OF_STRATEGY = {"teacher_forcing": "teacher_forcing", "multi_task": "multi_task",
-                           "multi_task_learned": "multi_task"}
+# derived from the strategy registry: oracle-conditioned strategies follow teacher_forcing's policy,
+# the CNN-d-conditioned ones multi_task's
+_POLICY_KEY_OF_STRATEGY = {s.name: "teacher_forcing" if s.device_source == "oracle" else "multi_task"
+                           for s in STRATEGY_REGISTRY if s.conditional}
 
 
 def normalise_unseen_policy(value, where: str = "training.unseen_device") -> dict[str, str]:

@@ -53,7 +53,12 @@ def config_error(key: str, value, expected: str, error: type[CaanetError] = Conf
 
 
 def reject_unknown_keys(keys, known, where: str, error: type[CaanetError] = ConfigError) -> None:
-    """Raise ``error`` naming every key of ``keys`` that is not in ``known``, and the known ones."""
-    unknown = sorted(set(keys) - set(known))
+    """Raise ``error`` naming every key of ``keys`` that is not in ``known`` by its full key path
+    (``where.key``), in :func:`config_error`'s form, one line per unknown key. ``keys``: a mapping
+    (its values are reported) or an iterable of names."""
+    unknown = sorted(set(keys) - set(known), key=str)
     if unknown:
-        raise error(f"{where}: unknown keys {unknown} (known: {sorted(known)})")
+        lines = [str(config_error(f"{where}.{k}" if where else str(k),
+                                  keys[k] if hasattr(keys, "keys") else k,
+                                  f"a known key (one of {sorted(known)})")) for k in unknown]
+        raise error("\n".join(lines))

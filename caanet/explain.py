@@ -30,9 +30,10 @@ import torch
 from caanet.errors import ConfigError
 from caanet.features import logmel, logmel_batch, single_threaded_blas
 from caanet.inference import ClipFeatures, ClipPrediction, Predictor, load_signal, signal_windows
-from caanet.models.backbones import TOPOLOGY_TABLE
+from caanet.vocab import POOLING_REGISTRY, TOPOLOGY_REGISTRY
 
-MAP_KINDS = {"att": "attention", "roi_att": "attention", "max": "cam", "avg": "cam"}
+MAP_KINDS = {p.name: "attention" if p.attention else "cam" for p in POOLING_REGISTRY if p.attention or p.cam}
+"""The map that explains each pooling head (derived from :data:`caanet.vocab.POOLING_REGISTRY`)."""
 
 
 class ExplainError(ConfigError):
@@ -52,9 +53,9 @@ def map_kind(pooling: str) -> str:
 def cell_size(config) -> tuple[int, int]:
     """Spectrogram bins ``(frames, mels)`` per cell of the head's map: 2**blocks where the backbone pools,
     times ``roi_size`` for ``roi_att``."""
-    topo = TOPOLOGY_TABLE[config.topology]
+    topo = TOPOLOGY_REGISTRY[config.topology]
     s = 2 ** len(topo.dilations) if topo.pool else 1
-    if config.pooling == "roi_att":
+    if POOLING_REGISTRY[config.pooling].roi and POOLING_REGISTRY[config.pooling].attention:
         s *= config.roi_size
     return s, s
 

@@ -29,7 +29,8 @@ import pandas as pd
 
 import caanet
 from caanet.audio import require_columns, contiguous_chunks, map_chunks, read_audio, to_mono
-from caanet.errors import AudioError, CacheError, ConfigError, DatasetError
+from caanet.config import validate_section
+from caanet.errors import AudioError, CacheError, ConfigError, DatasetError, config_error
 from caanet.io import atomic_path, open_hdf5
 
 # scipy.signal.get_window names that need no parameter (checked against scipy by tests/test_features.py),
@@ -70,51 +71,45 @@ class FeatureParams:
     clip_seconds: float = 10.0
 
     def __post_init__(self):
+        """Each field is checked by the schema (``#/$defs/feature_params``: types and ranges), then
+        normalised (ints and floats, numpy scalars from cache attributes included); the rules that
+        span fields are :meth:`_validate`'s. Errors are ConfigErrors naming ``features.<key>``."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values = {k: v.item() if isinstance(v, np.generic) else v for k, v in values.items()}
+        validate_section(values, "#/$defs/feature_params", "features")
         for key in _INT_FIELDS:
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer, float)) or float(value) != int(value):
-                raise ConfigError(f"feature parameter {key!r}: expected an integer, got {value!r}")
-            object.__setattr__(self, key, int(value))
+            object.__setattr__(self, key, int(values[key]))
         for key in _FLOAT_FIELDS:
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise ConfigError(f"feature parameter {key!r}: expected a number, got {value!r}")
-            object.__setattr__(self, key, float(value))
-        if not isinstance(self.window, str):
-            raise ConfigError(f"feature parameter 'window': expected a window name, got {self.window!r}")
+            object.__setattr__(self, key, float(values[key]))
         self._validate()
 
     def _validate(self) -> None:
-        def bad(key, why):
-            raise ConfigError(f"feature parameter {key!r}={getattr(self, key)!r}: {why}")
+        """The rules that span fields: ``fmin < fmax <= sample_rate / 2``, a clip of at least ``n_fft``
+        samples, and a window that scipy knows at ``n_fft``."""
+        def bad(key, expected):
+            raise config_error(f"features.{key}", getattr(self, key), expected)
 
-        for key in ("sample_rate", "n_fft", "hop_length", "n_mels"):
-            if getattr(self, key) <= 0:
-                bad(key, "must be positive")
-        if not 0.0 <= self.fmin < self.fmax:
-            bad("fmin", f"must satisfy 0 <= fmin < fmax={self.fmax}")
+        if not self.fmin < self.fmax:
+            bad("fmin", f"a frequency below fmax={self.fmax}")
         if self.fmax > self.sample_rate / 2:
-            bad("fmax", f"must not exceed the Nyquist frequency {self.sample_rate / 2}")
-        if not self.log_offset > 0:
-            bad("log_offset", "must be positive")
+            bad("fmax", f"a frequency up to the Nyquist frequency {self.sample_rate / 2} (sample_rate / 2)")
         if self.n_samples < self.n_fft:
-            bad("clip_seconds", f"gives {self.n_samples} samples, fewer than n_fft={self.n_fft}")
+            bad("clip_seconds", f"at least n_fft={self.n_fft} samples (it gives {self.n_samples})")
         if self.window not in _PLAIN_WINDOWS:  # scipy.signal costs ~0.4 s to import: only for other names
             import scipy.signal
 
             try:
                 scipy.signal.get_window(self.window, self.n_fft, fftbins=False)
             except (ValueError, TypeError) as exc:
-                bad("window", f"not a scipy window name ({exc})")
+                bad("window", f"a scipy window name ({exc})")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "FeatureParams":
-        """Build from a mapping (config or cache attrs); unknown keys raise ConfigError naming them."""
+    def from_dict(cls, d: dict[str, Any] | None, where: str = "features") -> "FeatureParams":
+        """Build from a mapping (config or cache attrs), checked against the schema's
+        ``feature_params`` (unknown keys, types, ranges: ConfigError naming ``where.<key>``)."""
         d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown feature parameter(s) {unknown}; known: {sorted(known)}")
+        validate_section({k: v.item() if isinstance(v, np.generic) else v for k, v in d.items()},
+                         "#/$defs/feature_params", where)
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:

@@ -64,9 +64,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _sps
 
-from caanet.errors import ConfigError, ResultsError, SpecError, reject_unknown_keys
+from caanet.config import MISSING, validate_section
+from caanet.errors import ConfigError, ResultsError, SpecError, config_error
 from caanet.io import TEXT_ENCODING
-from caanet.spec import CONDITIONAL, FIDELITIES, LAYERS, PAPER_STRATEGIES, POOLINGS, STRATEGIES, TOPOLOGIES, CellSpec
+from caanet.spec import CONDITIONAL, LAYERS, PAPER_STRATEGIES, POOLINGS, STRATEGIES, TOPOLOGIES, CellSpec
+from caanet.vocab import LAYER_SELECTIONS
 
 Row = tuple[str, str]
 
@@ -84,10 +86,12 @@ TABLE3_ROWS: tuple[Row, ...] = (("cnn_pool", "att"), ("cnn_nopool", "att"), ("at
 TABLES = ("table1", "table2", "table3", "table4")
 TABLE4_STRATEGIES: tuple[str, ...] = STRATEGIES
 """Table IV's columns (beyond the paper): the paper's four strategies and multi-task with the learned lambda."""
-TABLE_KEYS = {"table4": ("dataset", "seeds")}
-"""Keys of ``tables.<t>`` beyond ``dataset``: Table IV may run its own ``seeds`` (its cells are its own)."""
-LAYER_SELECTIONS = ("test", "validation")
-"""How Table I selects the conditioning layer: on test accuracy (the paper) or on validation."""
+DEFAULT_SEEDS = (0,)
+DEFAULT_FIDELITY = "paper"
+DEFAULT_LAYER_SELECTION = "test"
+"""The defaults of ``seeds``, ``fidelity`` and ``grid.layer_selection`` (the schema documents them:
+tests/test_schema.py keeps both equal), beside :data:`DEFAULT_ROWS`, :data:`TABLE3_ROWS`,
+:data:`caanet.spec.LAYERS` and :data:`caanet.spec.PAPER_STRATEGIES`."""
 SUMMARY_DEVICES = ("avg", "bc", "seen", "unseen")
 """Pseudo-devices of the summaries: ``avg`` over all devices, ``bc`` over the non-reference ones, and,
 for a dataset with unseen devices (``datasets.D.unseen_devices``), ``seen``/``unseen`` over each kind."""
@@ -134,68 +138,41 @@ class GridConfig:
     table_seeds: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)     # tables.<t>.seeds
 
 
-def _need_list(value, key: str) -> list:
-    if not isinstance(value, (list, tuple)) or len(value) == 0:
-        raise ConfigError(f"config key {key!r}: expected a non-empty list, got {value!r}")
-    return list(value)
+# The schema's subschema of each preset key that grid_config reads (rules/schemas/config.schema.yaml).
+_PRESET_KEYS = {
+    "grid": "#/$defs/grid",
+    "tables": "#/$defs/tables",
+    "seeds": "#/$defs/seeds",
+    "seeds_by_pooling": "#/$defs/preset/properties/seeds_by_pooling",
+    "fidelity": "#/$defs/fidelity",
+}
+_DATASET_KEYS = ("devices", "unseen_devices", "reference_device")
 
 
-def _seed_list(value, key: str) -> tuple[int, ...]:
-    seeds = _need_list(value, key)
-    for i, s in enumerate(seeds):
-        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
-            raise ConfigError(f"config key {key}[{i}]: seed {s!r} must be an int >= 0")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"config key {key!r}: duplicate seeds in {seeds!r}")
-    return tuple(seeds)
-
-
-def _row_list(value, key: str) -> tuple[Row, ...]:
-    rows = []
-    for i, row in enumerate(_need_list(value, key)):
-        if not isinstance(row, (list, tuple)) or len(row) != 2:
-            raise ConfigError(f"config key {key}[{i}]: expected [topology, pooling], got {row!r}")
-        topology, pooling = row
-        if topology not in TOPOLOGIES:
-            raise ConfigError(f"config key {key}[{i}]: topology {topology!r} is not one of {list(TOPOLOGIES)}")
-        if pooling not in POOLINGS:
-            raise ConfigError(f"config key {key}[{i}]: pooling {pooling!r} is not one of {list(POOLINGS)}")
-        rows.append((topology, pooling))
-    if len(set(rows)) != len(rows):
-        raise ConfigError(f"config key {key!r}: duplicate rows in {value!r}")
-    return tuple(rows)
-
-
-def _choice_list(value, key: str, allowed: Sequence) -> tuple:
-    items = _need_list(value, key)
-    for i, item in enumerate(items):
-        if item not in allowed or isinstance(item, bool):
-            raise ConfigError(f"config key {key}[{i}]: {item!r} is not one of {list(allowed)}")
-    if len(set(items)) != len(items):
-        raise ConfigError(f"config key {key!r}: duplicate entries in {items!r}")
-    return tuple(items)
+def _rows(value) -> tuple[Row, ...]:
+    return tuple((t, p) for t, p in value)
 
 
 def _datasets(value) -> tuple[dict, dict]:
+    """``({dataset: devices}, {dataset: reference device})``; each entry's ``devices``,
+    ``unseen_devices`` and ``reference_device`` checked against the schema's ``dataset``, and the
+    rules that span them (devices given, the reference device one of them)."""
     if not isinstance(value, Mapping) or not value:
-        raise ConfigError(f"config key 'datasets': expected a non-empty mapping, got {value!r}")
+        raise config_error("datasets", value, "a non-empty mapping of dataset name to its settings")
     devices, reference = {}, {}
     for name, entry in value.items():
-        if not isinstance(entry, Mapping) or "devices" not in entry:
-            raise ConfigError(f"config key 'datasets.{name}.devices' is missing")
-        devs = _need_list(entry["devices"], f"datasets.{name}.devices")
-        for i, d in enumerate(devs):
-            if not isinstance(d, str) or not d.isalnum():
-                raise ConfigError(f"config key datasets.{name}.devices[{i}]: {d!r} must be an alphanumeric string")
-            if d in SUMMARY_DEVICES:
-                raise ConfigError(f"config key datasets.{name}.devices[{i}]: {d!r} is a summary pseudo-device "
-                                  f"({list(SUMMARY_DEVICES)}); rename the device")
-        if len(set(devs)) != len(devs):
-            raise ConfigError(f"config key 'datasets.{name}.devices': duplicate devices in {devs!r}")
+        if not isinstance(entry, Mapping):
+            raise config_error(f"datasets.{name}", entry, "a mapping")
+        if "devices" not in entry:
+            raise config_error(f"datasets.{name}.devices", MISSING, "a list of device labels (required)")
+        for key in _DATASET_KEYS:
+            if key in entry:
+                validate_section(entry[key], f"#/$defs/dataset/properties/{key}", f"datasets.{name}.{key}")
+        devs = tuple(entry["devices"])
         ref = entry.get("reference_device", devs[0])
         if ref not in devs:
-            raise ConfigError(f"config key 'datasets.{name}.reference_device': {ref!r} is not one of {devs}")
-        devices[name], reference[name] = tuple(devs), ref
+            raise config_error(f"datasets.{name}.reference_device", ref, f"one of the dataset's devices {list(devs)}")
+        devices[name], reference[name] = devs, ref
     return devices, reference
 
 
@@ -204,90 +181,66 @@ def _unseen_devices(value: Mapping) -> dict[str, tuple[str, ...]]:
     out = {}
     for name, entry in value.items():
         unseen = entry.get("unseen_devices") or []
-        if not isinstance(unseen, (list, tuple)):
-            raise ConfigError(f"config key 'datasets.{name}.unseen_devices': expected a list, got {unseen!r}")
         stray = [u for u in unseen if u not in entry["devices"]]
         if stray:
-            raise ConfigError(f"config key 'datasets.{name}.unseen_devices': {stray} not in 'datasets.{name}.devices'")
+            raise config_error(f"datasets.{name}.unseen_devices", list(unseen),
+                               f"devices of 'datasets.{name}.devices' {list(entry['devices'])}")
         if unseen:
             out[name] = tuple(unseen)
     return out
 
 
-def _table_seeds(value: Mapping) -> dict[str, tuple[int, ...]]:
-    """``{table: seeds}`` of the tables that give their own ``seeds`` (:data:`TABLE_KEYS`)."""
-    return {t: _seed_list(e["seeds"], f"tables.{t}.seeds") for t, e in value.items()
-            if isinstance(e, Mapping) and "seeds" in e}
-
-
-def _tables(value, devices: Mapping) -> dict:
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"config key 'tables': expected a mapping, got {value!r}")
-    unknown = set(value) - set(TABLES)
-    if unknown:
-        raise ConfigError(f"config key 'tables': unknown tables {sorted(unknown)} (known: {list(TABLES)})")
+def _tables(value: Mapping, devices: Mapping) -> dict:
+    """``{table: dataset}``: table1 given, every table's dataset under ``datasets``."""
     if "table1" not in value:
-        raise ConfigError("config key 'tables.table1' is missing (Table I selects the conditioning layers)")
+        raise config_error("tables.table1", MISSING, "Table I's settings (it selects the conditioning layers)")
     out = {}
     for table in TABLES:
         if table not in value:
             continue
-        entry = value[table]
-        if not isinstance(entry, Mapping) or "dataset" not in entry:
-            raise ConfigError(f"config key 'tables.{table}.dataset' is missing")
-        reject_unknown_keys(entry, set(TABLE_KEYS.get(table, ("dataset",))), f"config key 'tables.{table}'")
-        if entry["dataset"] not in devices:
-            raise ConfigError(f"config key 'tables.{table}.dataset': {entry['dataset']!r} is not under "
-                              f"'datasets' (known: {sorted(devices)})")
-        out[table] = entry["dataset"]
+        dataset = value[table]["dataset"]
+        if dataset not in devices:
+            raise config_error(f"tables.{table}.dataset", dataset, f"a dataset under 'datasets' (known: {sorted(devices)})")
+        out[table] = dataset
     return out
 
 
 def grid_config(preset: Mapping | GridConfig) -> GridConfig:
     """Validate the grid keys of a merged preset and return them normalised.
 
-    Raises :class:`ConfigError` naming the offending key. A :class:`GridConfig` passes through.
+    Each key read (``grid``, ``tables``, ``seeds``, ``seeds_by_pooling``, ``fidelity`` and the datasets'
+    devices) is checked against its subschema (:func:`caanet.config.validate_section`); here only the
+    rules that span keys: table1 given, tables naming known datasets, reference and unseen devices
+    among the devices. Defaults are the code's (:data:`DEFAULT_ROWS`, ...; the schema documents
+    them). Raises :class:`ConfigError` naming the offending key. A :class:`GridConfig` passes through.
     """
     if isinstance(preset, GridConfig):
         return preset
     if not isinstance(preset, Mapping):
-        raise ConfigError(f"preset: expected a mapping, got {type(preset).__name__}")
+        raise config_error("<preset>", type(preset).__name__, "a mapping")
+    for key in ("datasets", "tables"):
+        if key not in preset:
+            raise config_error(key, MISSING, "a value (required)")
+    for key, pointer in _PRESET_KEYS.items():
+        if key in preset:
+            validate_section(preset[key], pointer, key)
     grid = preset.get("grid") or {}
-    if not isinstance(grid, Mapping):
-        raise ConfigError(f"config key 'grid': expected a mapping, got {grid!r}")
-    reject_unknown_keys(grid, {"rows", "layers", "table3_rows", "strategies", "layer_selection"}, "config key 'grid'")
-    layer_selection = grid.get("layer_selection", "test")
-    if layer_selection not in LAYER_SELECTIONS:
-        raise ConfigError(f"config key 'grid.layer_selection': {layer_selection!r} is not one of {list(LAYER_SELECTIONS)}")
-    if "datasets" not in preset:
-        raise ConfigError("config key 'datasets' is missing")
-    if "tables" not in preset:
-        raise ConfigError("config key 'tables' is missing")
     devices, reference = _datasets(preset["datasets"])
     by_pooling = preset.get("seeds_by_pooling") or {}
-    if not isinstance(by_pooling, Mapping):
-        raise ConfigError(f"config key 'seeds_by_pooling': expected a mapping, got {by_pooling!r}")
-    for pooling in by_pooling:
-        if pooling not in POOLINGS:
-            raise ConfigError(f"config key 'seeds_by_pooling.{pooling}': unknown pooling "
-                              f"(known: {list(POOLINGS)})")
-    fidelity = preset.get("fidelity", "paper")
-    if fidelity not in FIDELITIES:
-        raise ConfigError(f"config key 'fidelity': {fidelity!r} is not one of {list(FIDELITIES)}")
     return GridConfig(
-        rows=_row_list(grid.get("rows", DEFAULT_ROWS), "grid.rows"),
-        layers=_choice_list(grid.get("layers", LAYERS), "grid.layers", LAYERS),
-        table3_rows=_row_list(grid.get("table3_rows", TABLE3_ROWS), "grid.table3_rows"),
-        strategies=_choice_list(grid.get("strategies", PAPER_STRATEGIES), "grid.strategies", STRATEGIES),
+        rows=_rows(grid.get("rows", DEFAULT_ROWS)),
+        layers=tuple(grid.get("layers", LAYERS)),
+        table3_rows=_rows(grid.get("table3_rows", TABLE3_ROWS)),
+        strategies=tuple(grid.get("strategies", PAPER_STRATEGIES)),
         table_datasets=_tables(preset["tables"], devices),
-        seeds=_seed_list(preset.get("seeds", [0]), "seeds"),
-        seeds_by_pooling={p: _seed_list(s, f"seeds_by_pooling.{p}") for p, s in by_pooling.items()},
-        fidelity=fidelity,
+        seeds=tuple(preset.get("seeds", DEFAULT_SEEDS)),
+        seeds_by_pooling={p: tuple(s) for p, s in by_pooling.items()},
+        fidelity=preset.get("fidelity", DEFAULT_FIDELITY),
         devices=devices,
         reference_device=reference,
-        layer_selection=layer_selection,
+        layer_selection=grid.get("layer_selection", DEFAULT_LAYER_SELECTION),
         unseen_devices=_unseen_devices(preset["datasets"]),
-        table_seeds=_table_seeds(preset["tables"]),
+        table_seeds={t: tuple(e["seeds"]) for t, e in preset["tables"].items() if "seeds" in e},
     )
 
 
@@ -296,7 +249,7 @@ def unseen_devices(preset: Mapping | GridConfig) -> dict[str, tuple[str, ...]]:
     if isinstance(preset, GridConfig):
         return dict(preset.unseen_devices)
     if not isinstance(preset, Mapping) or "datasets" not in preset:
-        raise ConfigError("config key 'datasets' is missing")
+        raise config_error("datasets", MISSING, "a value (required)")
     _datasets(preset["datasets"])
     return _unseen_devices(preset["datasets"])
 
@@ -308,7 +261,7 @@ def reference_devices(preset: Mapping | GridConfig) -> dict[str, str]:
     if isinstance(preset, GridConfig):
         return dict(preset.reference_device)
     if not isinstance(preset, Mapping) or "datasets" not in preset:
-        raise ConfigError("config key 'datasets' is missing")
+        raise config_error("datasets", MISSING, "a value (required)")
     return _datasets(preset["datasets"])[1]
 
 

@@ -1,7 +1,8 @@
 """Table cells as data: what one training job is, its id, and its validation.
 
 The vocabulary is the paper's (and its Tables' CSV columns): topologies of Sec. III-C,
-global poolings of Sec. III-D, training strategies of Sec. III-B.
+global poolings of Sec. III-D, training strategies of Sec. III-B, each registered once in
+:mod:`caanet.vocab`; the tuples below are derived from those registries.
 """
 
 from __future__ import annotations
@@ -11,26 +12,29 @@ import re
 from dataclasses import dataclass
 
 from caanet.errors import SpecError, reject_unknown_keys
+from caanet.vocab import (  # noqa: F401  (FIDELITIES, LAYERS, UNSEEN_DEVICE_POLICIES re-exported)
+    FIDELITIES,
+    LAYERS,
+    POOLING_REGISTRY,
+    STRATEGY_REGISTRY,
+    TOPOLOGY_REGISTRY,
+    UNSEEN_DEVICE_POLICIES,
+    cell_id_regex,
+)
 
-TOPOLOGIES = ("cnn_pool", "cnn_nopool", "atrous")
-POOLINGS = ("flatten", "max", "avg", "roi", "att", "roi_att")
-STRATEGIES = ("single_device", "joint", "teacher_forcing", "multi_task", "multi_task_learned")
-PAPER_STRATEGIES = STRATEGIES[:4]  # Sec. III-B, Fig. 2: the default grid's columns (Tables II/III)
-CONDITIONAL = ("teacher_forcing", "multi_task", "multi_task_learned")
+# The vocabulary is registered once in caanet.vocab; these names are derived from it.
+TOPOLOGIES = TOPOLOGY_REGISTRY.names()
+POOLINGS = POOLING_REGISTRY.names()
+STRATEGIES = STRATEGY_REGISTRY.names()
+PAPER_STRATEGIES = tuple(s.name for s in STRATEGY_REGISTRY if s.in_paper)  # Sec. III-B, Fig. 2: the default grid's columns
+CONDITIONAL = tuple(s.name for s in STRATEGY_REGISTRY if s.conditional)
 # How a multi-task cell weighs its two losses (Eq. 2's lambda): the paper's sticky "switch" rule
 # (strategy multi_task) or homoscedastic uncertainty weighting, "learned" (strategy multi_task_learned,
 # beyond the paper: Kendall, Gal and Cipolla, CVPR 2018). The strategy carries the rule, so a cell id
 # names it and one table can hold both.
-LAMBDA_RULES = {"multi_task": "switch", "multi_task_learned": "learned"}
-# What a conditioned model gets for a test clip of a device absent from training (caanet.devices).
-UNSEEN_DEVICE_POLICIES = ("predicted", "zero", "uniform")
-FIDELITIES = ("paper", "reference")
-LAYERS = (1, 2, 3, 4)
+LAMBDA_RULES = {s.name: s.lambda_rule for s in STRATEGY_REGISTRY if s.lambda_rule is not None}
 
-_ID_RE = re.compile(
-    r"^(?P<topology>[a-z_]+?)-(?P<pooling>[a-z_]+)-(?P<strategy>" + "|".join(sorted(STRATEGIES, key=len, reverse=True)) + ")"
-    r"(?:-L(?P<layer>\d+))?(?:-(?P<device>[A-Za-z0-9]+))?$"
-)
+_ID_RE = re.compile(cell_id_regex(strict=False))
 
 
 @dataclass(frozen=True)
@@ -50,15 +54,13 @@ class CellSpec:
         def bad(key, value, allowed):
             raise SpecError(f"cell spec {self.cell_id_unchecked()!r}: {key}={value!r} is not one of {list(allowed)}")
 
-        if self.topology not in TOPOLOGIES:
-            bad("topology", self.topology, TOPOLOGIES)
-        if self.pooling not in POOLINGS:
-            bad("pooling", self.pooling, POOLINGS)
-        if self.strategy not in STRATEGIES:
-            bad("strategy", self.strategy, STRATEGIES)
+        for key, registry in (("topology", TOPOLOGY_REGISTRY), ("pooling", POOLING_REGISTRY),
+                              ("strategy", STRATEGY_REGISTRY)):
+            if getattr(self, key) not in registry:
+                bad(key, getattr(self, key), registry.names())
         if self.fidelity not in FIDELITIES:
             bad("fidelity", self.fidelity, FIDELITIES)
-        if self.strategy in CONDITIONAL:
+        if STRATEGY_REGISTRY[self.strategy].conditional:
             if not isinstance(self.cond_layer, int) or isinstance(self.cond_layer, bool) or self.cond_layer not in LAYERS:
                 raise SpecError(
                     f"cell spec {self.cell_id_unchecked()!r}: cond_layer={self.cond_layer!r} must be one of "
@@ -97,18 +99,17 @@ class CellSpec:
 
     @property
     def conditional(self) -> bool:
-        return self.strategy in CONDITIONAL
+        return self.strategy in STRATEGY_REGISTRY and STRATEGY_REGISTRY[self.strategy].conditional
 
     @property
     def device_source(self) -> str:
         """How the scene network gets its device: none, the true label (oracle), or CNN-d (predicted)."""
-        return {"teacher_forcing": "oracle", "multi_task": "predicted",
-                "multi_task_learned": "predicted"}.get(self.strategy, "none")
+        return STRATEGY_REGISTRY[self.strategy].device_source if self.strategy in STRATEGY_REGISTRY else "none"
 
     @property
     def lambda_rule(self) -> str | None:
         """Eq. 2's lambda rule of a multi-task cell (:data:`LAMBDA_RULES`), None for other strategies."""
-        return LAMBDA_RULES.get(self.strategy)
+        return STRATEGY_REGISTRY[self.strategy].lambda_rule if self.strategy in STRATEGY_REGISTRY else None
 
     @classmethod
     def from_id(cls, cell_id: str, *, dataset: str, seed: int = 0, fidelity: str = "paper") -> "CellSpec":
@@ -132,5 +133,5 @@ class CellSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CellSpec":
-        reject_unknown_keys(d, {f.name for f in dataclasses.fields(cls)}, "cell spec", SpecError)
+        reject_unknown_keys(d, {f.name for f in dataclasses.fields(cls)}, "cell_spec", SpecError)
         return cls(**d).validate()

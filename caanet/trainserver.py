@@ -43,6 +43,8 @@ import time
 import traceback
 from pathlib import Path
 
+#: The config key ``train_server``'s default (the schema documents it: tests/test_schema.py).
+ENABLED_BY_DEFAULT = True
 #: Environment variable through which the workflow tells its jobs the server's socket address.
 ADDRESS_ENV = "CAANET_TRAIN_SERVER"
 #: Modules the server imports before it forks: what a training job would import itself.

@@ -11,8 +11,9 @@ import logging
 import sys
 from pathlib import Path
 
-from caanet.errors import ConfigError
+from caanet.errors import ConfigError, config_error
 from caanet.spec import CellSpec
+from caanet.vocab import POOLING_REGISTRY
 
 def scene_labels(preset: dict, dataset: str) -> list[str]:
     """The dataset's allowed scene labels: its `scenes:` key, else the 10 DCASE scenes."""
@@ -26,13 +27,12 @@ def feature_params(preset: dict, dataset: str, *, expect_hash: str | None = None
     from caanet.features import FeatureParams
 
     overrides = dict(preset.get("features") or {})
+    where = f"presets.{preset.get('name', '?')}.features"
     if "clip_seconds" in overrides:
-        raise ConfigError(
-            f"config key 'presets.{preset['name']}.features.clip_seconds': the clip length is set per "
-            f"dataset (datasets.{dataset}.clip_seconds)"
-        )
+        raise config_error(f"{where}.clip_seconds", overrides["clip_seconds"],
+                           f"no clip length here: it is set per dataset (datasets.{dataset}.clip_seconds)")
     overrides["clip_seconds"] = float(preset["datasets"][dataset]["clip_seconds"])
-    params = FeatureParams.from_dict(overrides)
+    params = FeatureParams.from_dict(overrides, where=where)
     if expect_hash is not None and params.hash() != expect_hash:
         raise ConfigError(
             f"feature cache {dataset}-{expect_hash}.h5 was asked for, but the configured feature "
@@ -48,8 +48,9 @@ def synth_settings(preset: dict, dataset: str) -> dict:
     settings.setdefault("clip_seconds", float(d["clip_seconds"]))
     unseen = list(d.get("unseen_devices") or [])
     if "unseen_devices" in settings and list(settings["unseen_devices"]) != unseen:
-        raise ConfigError(f"config key 'datasets.{dataset}.embedded.unseen_devices': {settings['unseen_devices']!r} "
-                          f"differs from 'datasets.{dataset}.unseen_devices' {unseen!r}; give it once, there")
+        raise config_error(f"datasets.{dataset}.embedded.unseen_devices", settings["unseen_devices"],
+                           f"no value here (it differs from 'datasets.{dataset}.unseen_devices' {unseen!r}; "
+                           "give it once, there)")
     if unseen:
         settings["unseen_devices"] = unseen
     return settings
@@ -105,7 +106,7 @@ def check_preset(preset: dict) -> None:
     train_config(train_settings(preset), preset["name"])
 
 
-ATTENTION_POOLINGS = ("att", "roi_att")
+ATTENTION_POOLINGS = tuple(p.name for p in POOLING_REGISTRY if p.attention)
 """Poolings whose models write attention maps (``attention.npz``, shown in Fig. 7)."""
 
 

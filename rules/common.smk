@@ -13,7 +13,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join([workflow.basedir] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 )
 
-from caanet.config import resolve
+from caanet.config import check_config, resolve
 from caanet.provenance import code_hash
 from caanet import grid
 from caanet import paths
@@ -21,7 +21,9 @@ from caanet import rerun
 from caanet import trainserver
 from caanet import workflow_support as ws
 from caanet.data.manifest import refresh_manifest
+from caanet.vocab import cell_id_regex
 
+check_config(config)  # the schema, rules/schemas/config.schema.yaml: each key's type, range and enum
 P = resolve(config)
 # Every result path is spelled once, in caanet/paths.py; the rules use its templates.
 
@@ -83,7 +85,7 @@ for _name in DATASETS_BY_SOURCE["local"]:
 wildcard_constraints:
     dataset=_names_regex(DATASETS),
     seed=r"\d+",
-    cell=r"[a-z_]+-[a-z_]+-[a-z_]+(-L\d)?(-[A-Za-z0-9]+)?",
+    cell=cell_id_regex(groups=False, anchored=False),
 
 
 def dataset_root(wildcards):

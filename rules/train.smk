@@ -41,7 +41,7 @@ TRAIN_SERVER = {}
 
 onstart:
     TRAIN_SERVER["proc"] = trainserver.start_for_workflow(
-        enabled=config["train_server"],
+        enabled=config.get("train_server", trainserver.ENABLED_BY_DEFAULT),
         local_exec=workflow.local_exec,
         deployment=",".join(sorted(m.name for m in workflow.deployment_settings.deployment_method)),
         code=CODE["train"],

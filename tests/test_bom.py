@@ -85,12 +85,12 @@ def test_json_files_with_a_bom(tmp_path):
 
 
 def test_config_yaml_with_a_bom(tmp_path):
-    from caanet.config import load_schema
+    from caanet.config import read_yaml
 
     path = tmp_path / "schema.yaml"
     path.write_text("type: object\n", encoding="utf-8")
     add_bom(path)
-    assert load_schema(path) == {"type": "object"}
+    assert read_yaml(path) == {"type": "object"}
 
 
 def test_results_csvs_with_a_bom(tmp_path):

@@ -18,7 +18,7 @@ from caanet.data import synth
 from caanet.data.download import remote_files
 from caanet.data.layout import SCENE_LABELS, read_dataset
 from caanet import workflow_support as ws
-from caanet.config import resolve, validate_config
+from caanet.config import check_config, resolve
 from caanet.devices import (
     DEFAULT_UNSEEN_POLICY,
     check_unseen_devices,
@@ -99,7 +99,7 @@ def test_2020_layout_is_read_and_its_devices_derived(tmp_path):
 
 def test_config_has_the_2020_datasets():
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    validate_config(config)
+    check_config(config)
     ds = config["datasets"]
     assert ds["dcase2020_task1a"]["remote"] == "dcase2020_task1a_dev" and ds["dcase2020_task1a"]["devices"] == DEVICES9
     assert ds["dcase2020_task1a"]["unseen_devices"] == list(UNSEEN3)
@@ -130,10 +130,10 @@ def test_unseen_devices_record_only_the_evaluate_split_and_change_nothing_else()
 
 
 @pytest.mark.parametrize("unseen, match", [
-    (["a"], r"unseen_devices: 'a' is the reference device"),
-    (["zz"], r"unseen_devices: 'zz' is not one of devices"),
-    (["b", "b"], r"unseen_devices: .* has duplicates"),
-    ("b", r"unseen_devices: expected a list of strings"),
+    (["a"], r"unseen_devices': got 'a'; expected a device other than the reference device"),
+    (["zz"], r"unseen_devices': got 'zz'; expected one of devices"),
+    (["b", "b"], r"unseen_devices': got \['b', 'b'\]; expected a list without duplicates"),
+    ("b", r"unseen_devices': got 'b'; expected a list"),
 ])
 def test_bad_unseen_devices_name_the_key(unseen, match):
     with pytest.raises(ConfigError, match=match):
@@ -166,8 +166,8 @@ def test_declared_unseen_devices_are_checked_against_the_data():
 
 
 @pytest.mark.parametrize("entry, match", [
-    ({"unseen_devices": ["s9"]}, r"'datasets.e.unseen_devices': \['s9'\] not in 'datasets.e.devices'"),
-    ({"devices": ["a"], "unseen_devices": ["a"]}, r"'datasets.e.unseen_devices': every device is unseen"),
+    ({"unseen_devices": ["s9"]}, r"'datasets.e.unseen_devices': got \['s9'\]; expected devices of 'datasets.e.devices'"),
+    ({"devices": ["a"], "unseen_devices": ["a"]}, r"'datasets.e.unseen_devices': got \['a'\]; expected .*every device is unseen"),
 ])
 def test_bad_unseen_declarations_name_the_key(entry, match):
     ds = {"source": "embedded", "devices": ["a", "s4"], "clip_seconds": 1.0, "embedded": {}, **entry}
@@ -280,9 +280,9 @@ def test_models_apply_the_policy_to_unseen_rows_only():
     assert torch.allclose(spotted[1], torch.full((3,), 1 / 3))
     mt_pred = build_model(ModelConfig(device_source="predicted", unseen_device="predicted", **common))
     assert _captured_conditioning(mt_pred, x, d).sum(1).tolist() == [1, 1, 1]  # the device is ignored
-    with pytest.raises(ConfigError, match=r"unseen_device='predicted': must be None or one of \['zero', 'uniform'\]"):
+    with pytest.raises(ConfigError, match=r"'ModelConfig\.unseen_device': got 'predicted'; expected None or one of \['zero', 'uniform'\]"):
         ModelConfig(device_source="oracle", unseen_device="predicted", **common)
-    with pytest.raises(ConfigError, match=r"unseen_device='zero'"):
+    with pytest.raises(ConfigError, match=r"'ModelConfig\.unseen_device': got 'zero'"):
         ModelConfig(device_source="none", unseen_device="zero", **{**common, "cond_layer": None})
 
 

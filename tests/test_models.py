@@ -264,7 +264,7 @@ def test_config_dict_round_trip():
     d = cfg.to_dict()
     assert d["channels"] == [4, 8, 8, 16]
     assert ModelConfig.from_dict(d) == cfg
-    with pytest.raises(ConfigError, match="unknown keys"):
+    with pytest.raises(ConfigError, match=r"'ModelConfig\.depth': got 5; expected a known key"):
         ModelConfig.from_dict({**d, "depth": 5})
 
 

@@ -48,14 +48,14 @@ import soundfile as sf
 import soxr
 
 from caanet.data.layout import LAYOUTS, META_HEADER, SCENE_LABELS
-from caanet.errors import ConfigError, DatasetError
+from caanet.config import validate_section
+from caanet.errors import DatasetError, config_error, reject_unknown_keys
 
 # ----------------------------------------------------------------------------------------------
 # Configuration
 # ----------------------------------------------------------------------------------------------
 
 SUBTYPES = ("PCM_16", "PCM_24", "PCM_32", "FLOAT")
-_NAME_RE = re.compile(r"^[a-z0-9]+$")
 
 
 @dataclass
@@ -286,77 +286,54 @@ class SynthConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None, *, where: str = "synth") -> "SynthConfig":
-        """Defaults overridden by ``d``; unknown keys and wrong types raise ConfigError naming the key."""
+        """Defaults overridden by ``d``. ``d`` is checked against the schema's ``synth`` (unknown keys,
+        types and ranges: ConfigError naming ``where.<key>``), the scene recipes' names against the
+        generator's tables, then :meth:`validate` checks the rules that span fields."""
         d = {} if d is None else d
-        if not isinstance(d, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {_show(d)}")
+        validate_section(d, "#/$defs/synth", where)
         cfg = cls()
-        scalars = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls) if f.name not in ("devices", "scenes")}
-        _reject_unknown(d, set(scalars) | {"devices", "scenes"}, where)
-        values = {k: _coerce(d[k], scalars[k], f"{where}.{k}") for k in scalars if k in d}
+        values = {k: _normalise(v, getattr(cfg, k)) for k, v in d.items() if k not in ("devices", "scenes")}
         cfg = dataclasses.replace(cfg, **values)
         if "devices" in d:
-            cfg.devices = _merge_devices(cfg.devices, d["devices"], f"{where}.devices")
+            cfg.devices = _merge_devices(cfg.devices, d["devices"])
         if "scenes" in d:
             cfg.scenes = _merge_scenes(cfg.scenes, d["scenes"], f"{where}.scenes")
         return cfg.validate(where=where)
 
     def validate(self, *, where: str = "synth") -> "SynthConfig":
-        def bad(key, msg):
-            raise ConfigError(f"{where}.{key}: {msg}")
+        """Check every field against the schema's ``synth`` (its types and ranges), then the rules that
+        span fields: unsplit cities among the cities, at least two split locations per scene, every
+        device's sample rate up to ``scene_rate`` and its high-pass below its low-pass, unseen devices
+        among the non-reference devices, a recipe (with its mix) for every scene."""
+        validate_section(self.to_dict(), "#/$defs/synth", where)
 
-        if self.layout not in LAYOUTS:
-            bad("layout", f"{self.layout!r} is not one of {sorted(LAYOUTS)}")
-        if not 0 < self.clip_seconds <= 60:
-            bad("clip_seconds", f"{self.clip_seconds} must be in (0, 60]")
-        if not self.cities or len(set(self.cities)) != len(self.cities):
-            bad("cities", f"{list(self.cities)} must be a non-empty list of distinct names")
-        for c in self.cities:
-            if not _NAME_RE.match(c):
-                bad("cities", f"{c!r} must be lower-case letters and digits (it becomes part of file names)")
+        def bad(key, value, expected):
+            raise config_error(f"{where}.{key}", value, expected)
+
         for c in self.unsplit_cities:
             if c not in self.cities:
-                bad("unsplit_cities", f"{c!r} is not one of cities {list(self.cities)}")
+                bad("unsplit_cities", c, f"one of cities {list(self.cities)}")
         n_pairs = (len(self.cities) - len(set(self.unsplit_cities))) * self.locations_per_city
-        if self.locations_per_city < 1 or self.segments_per_location < 1:
-            bad("locations_per_city", "locations_per_city and segments_per_location must be >= 1")
         if n_pairs < 2:
-            bad("locations_per_city", f"only {n_pairs} split location(s) per scene; need >= 2 for train and evaluate")
-        if not 0 < self.evaluate_fraction < 1:
-            bad("evaluate_fraction", f"{self.evaluate_fraction} must be in (0, 1)")
-        if not 0 <= self.parallel_fraction <= 1:
-            bad("parallel_fraction", f"{self.parallel_fraction} must be in [0, 1]")
-        if self.segment_jitter < 0 or self.city_colour_db < 0:
-            bad("segment_jitter", "segment_jitter and city_colour_db must be >= 0")
-        if self.scene_rate < 8000:
-            bad("scene_rate", f"{self.scene_rate} is too low")
+            bad("locations_per_city", self.locations_per_city,
+                f"at least 2 split locations per scene for train and evaluate (got {n_pairs})")
         if not self.devices:
-            bad("devices", "at least one device is needed")
+            bad("devices", {}, "at least one device")
         for name, dev in self.devices.items():
             key = f"devices.{name}"
-            if not _NAME_RE.match(name):
-                bad(key, "device names must be lower-case letters and digits")
-            if not 8000 <= dev.sample_rate <= self.scene_rate:
-                bad(f"{key}.sample_rate", f"{dev.sample_rate} must be in [8000, scene_rate={self.scene_rate}]")
-            if dev.channels not in (1, 2):
-                bad(f"{key}.channels", f"{dev.channels} must be 1 or 2")
-            if dev.subtype not in SUBTYPES:
-                bad(f"{key}.subtype", f"{dev.subtype!r} is not one of {list(SUBTYPES)}")
-            if dev.comp_ratio < 1 or dev.clip_level <= 0 or min(dev.highpass_order, dev.lowpass_order) < 0:
-                bad(key, "comp_ratio must be >= 1, clip_level > 0, filter orders >= 0")
-            if not 0 < dev.highpass_hz < dev.lowpass_hz:
-                bad(f"{key}.lowpass_hz", "need 0 < highpass_hz < lowpass_hz")
-        if len(set(self.unseen_devices)) != len(self.unseen_devices):
-            bad("unseen_devices", f"{list(self.unseen_devices)} has duplicates")
+            if dev.sample_rate > self.scene_rate:
+                bad(f"{key}.sample_rate", dev.sample_rate, f"a rate in [8000, scene_rate={self.scene_rate}]")
+            if not dev.highpass_hz < dev.lowpass_hz:
+                bad(f"{key}.lowpass_hz", dev.lowpass_hz, f"a frequency above highpass_hz={dev.highpass_hz}")
         for name in self.unseen_devices:
             if name not in self.devices:
-                bad("unseen_devices", f"{name!r} is not one of devices {list(self.devices)}")
+                bad("unseen_devices", name, f"one of devices {list(self.devices)}")
             if name == self.reference_device:
-                bad("unseen_devices", f"{name!r} is the reference device (the first of devices), which records "
-                                      "every segment; an unseen device must be another one")
+                bad("unseen_devices", name, "a device other than the reference device (the first of devices), "
+                                            "which records every segment")
         for scene in SCENE_LABELS:
             if scene not in self.scenes or "mix" not in self.scenes[scene]:
-                bad(f"scenes.{scene}", "missing recipe (or its mix)")
+                bad(f"scenes.{scene}", self.scenes.get(scene), "a recipe with its mix")
         return self
 
     def to_dict(self) -> dict:
@@ -366,70 +343,42 @@ class SynthConfig:
         return d
 
 
-def _show(value) -> str:
-    return repr(value) if isinstance(value, str) else f"{value!r} ({type(value).__name__})"
-
-
-def _reject_unknown(d: dict, known: set, where: str) -> None:
-    unknown = sorted(set(d) - known, key=str)
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown key (known: {sorted(known)})")
-
-
-def _coerce(value, default, key: str):
-    """``value`` checked against the type of ``default`` (int, float, str, tuple of str)."""
+def _normalise(value, default):
+    """A schema-checked ``value`` in the type of its ``default``: int, float, or a tuple (of strings)."""
     if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {_show(value)}")
-        return value
+        return bool(value)
     if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
-            raise ConfigError(f"{key}: expected an integer, got {_show(value)}")
         return int(value)
     if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-            raise ConfigError(f"{key}: expected a number, got {_show(value)}")
         return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {_show(value)}")
-        return value
     if isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{key}: expected a list of strings, got {_show(value)}")
         return tuple(value)
-    raise TypeError(f"{key}: no rule for {type(default).__name__}")  # pragma: no cover
+    return value
 
 
-def _merge_devices(devices: dict[str, DeviceRecipe], over, where: str) -> dict[str, DeviceRecipe]:
-    """Override known devices' fields; a new device name starts from :class:`DeviceRecipe` defaults."""
-    if not isinstance(over, dict):
-        raise ConfigError(f"{where}: expected a mapping of device name to settings, got {_show(over)}")
+def _reject_unknown(d: dict, known, where: str) -> None:
+    reject_unknown_keys(d, known, where)
+
+
+def _merge_devices(devices: dict[str, DeviceRecipe], over: dict) -> dict[str, DeviceRecipe]:
+    """Override known devices' fields; a new device name starts from :class:`DeviceRecipe` defaults
+    (``over`` is schema-checked)."""
     out = dict(devices)
-    known = {f.name for f in dataclasses.fields(DeviceRecipe)}
     for name, fields in over.items():
-        if not isinstance(fields, dict):
-            raise ConfigError(f"{where}.{name}: expected a mapping, got {_show(fields)}")
-        _reject_unknown(fields, known, f"{where}.{name}")
         base = out.get(name, DeviceRecipe())
-        out[str(name)] = dataclasses.replace(
-            base, **{k: _coerce(v, getattr(base, k), f"{where}.{name}.{k}") for k, v in fields.items()})
+        out[str(name)] = dataclasses.replace(base, **{k: _normalise(v, getattr(base, k)) for k, v in fields.items()})
     return out
 
 
-def _merge_scenes(scenes: dict, over, where: str) -> dict:
-    """Override scene recipes; naming a component a scene lacks adds it with its defaults."""
-    if not isinstance(over, dict):
-        raise ConfigError(f"{where}: expected a mapping of scene to components, got {_show(over)}")
+def _merge_scenes(scenes: dict, over: dict, where: str) -> dict:
+    """Override scene recipes (``over`` is schema-checked: numbers or [lo, hi] ranges); naming a
+    component a scene lacks adds it with its defaults. Scene, component and parameter names are the
+    generator's (:data:`SCENE_LABELS`, :data:`COMPONENT_PARAMS`): another name raises ConfigError."""
     out = copy.deepcopy(scenes)
     _reject_unknown(over, set(SCENE_LABELS), where)
     for scene, comps in over.items():
-        if not isinstance(comps, dict):
-            raise ConfigError(f"{where}.{scene}: expected a mapping of component to parameters, got {_show(comps)}")
         _reject_unknown(comps, set(COMPONENT_PARAMS), f"{where}.{scene}")
         for comp, params in comps.items():
-            if not isinstance(params, dict):
-                raise ConfigError(f"{where}.{scene}.{comp}: expected a mapping, got {_show(params)}")
             _reject_unknown(params, set(COMPONENT_PARAMS[comp]), f"{where}.{scene}.{comp}")
             target = out[scene].setdefault(comp, copy.deepcopy(COMPONENT_PARAMS[comp]))
             for k, v in params.items():
@@ -438,16 +387,12 @@ def _merge_scenes(scenes: dict, over, where: str) -> dict:
 
 
 def _check_param(value, key: str):
-    def number(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
-
-    if number(value):
-        return float(value)
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(number(v) for v in value):
+    """A schema-checked parameter as float, or a ``[lo, hi]`` range of floats with ``lo <= hi``."""
+    if isinstance(value, (list, tuple)):
         if value[0] > value[1]:
-            raise ConfigError(f"{key}: range {list(value)} has lo > hi")
+            raise config_error(key, list(value), "a [lo, hi] range with lo <= hi")
         return [float(value[0]), float(value[1])]
-    raise ConfigError(f"{key}: expected a number or a [lo, hi] range, got {_show(value)}")
+    return float(value)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,36 +7,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from caanet.errors import ConfigError
 from caanet.models.blocks import ConvBlock
-
-
-@dataclass(frozen=True)
-class Topology:
-    """Per-block dilation and whether a 2x2 max pooling follows each block."""
-
-    name: str
-    dilations: tuple[int, ...]
-    pool: bool
-
-
-TOPOLOGY_TABLE = {
-    "cnn_pool": Topology("cnn_pool", (1, 1, 1, 1), pool=True),
-    "cnn_nopool": Topology("cnn_nopool", (1, 1, 1, 1), pool=False),
-    "atrous": Topology("atrous", (1, 2, 4, 8), pool=False),
-}
+from caanet.vocab import TOPOLOGY_REGISTRY, Topology
 
 
 def get_topology(name: str) -> Topology:
-    try:
-        return TOPOLOGY_TABLE[name]
-    except KeyError:
-        raise ConfigError(f"topology={name!r} is not one of {sorted(TOPOLOGY_TABLE)}") from None
+    """The topology ``name`` as registered in :data:`caanet.vocab.TOPOLOGY_REGISTRY`; unknown: ConfigError."""
+    if name not in TOPOLOGY_REGISTRY:
+        raise ConfigError(f"topology={name!r} is not one of {sorted(TOPOLOGY_REGISTRY.names())}")
+    return TOPOLOGY_REGISTRY[name]
 
 
 def pooled_size(size: tuple[int, int], n_pools: int) -> tuple[int, int]:

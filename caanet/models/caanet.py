@@ -13,9 +13,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from caanet.errors import ConfigError, SpecError, reject_unknown_keys
-from caanet.fidelity import get_fidelity
-from caanet.models.backbones import TOPOLOGY_TABLE, Backbone, feature_map_shape
+from caanet.config import validate_section
+from caanet.errors import ConfigError, SpecError, config_error, reject_unknown_keys
+from caanet.models.backbones import Backbone, feature_map_shape
 from caanet.models.blocks import ConvBlock
 from caanet.models.conditioning import (
     DeviceConditioning,
@@ -24,13 +24,23 @@ from caanet.models.conditioning import (
     replace_unseen_rows,
 )
 from caanet.models.device_cnn import DeviceCNN
-from caanet.models.heads import POOLINGS, build_head, roi_output_shape
+from caanet.models.heads import build_head, roi_output_shape
+from caanet.vocab import (  # noqa: F401  (DEVICE_SOURCES re-exported)
+    DEVICE_SOURCES,
+    POOLING_REGISTRY,
+    REPLACING_POLICIES,
+    TOPOLOGY_REGISTRY,
+    UNSEEN_POLICIES_BY_SOURCE,
+)
 
-DEVICE_SOURCES = ("none", "oracle", "predicted")
 
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _plain(value):
+    """``value`` with tuples as lists and numpy scalars as Python numbers (as JSON would hold them)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value.item() if hasattr(value, "item") and not isinstance(value, torch.Tensor) else value
 
 
 @dataclass
@@ -72,55 +82,41 @@ class ModelConfig:
         self.validate()
 
     def validate(self) -> "ModelConfig":
-        def bad(key, msg):
-            raise ConfigError(f"ModelConfig.{key}={getattr(self, key)!r}: {msg}")
+        """Each field checked against the schema's ``model_config`` (types, ranges, enums), the topology
+        and pooling against the registries, then the rules that span fields: one width per block,
+        ``cond_layer`` iff conditioned (and within the blocks), the unseen-device policies of the
+        device source, a feature map large enough for the input and the ROI. ConfigError names
+        ``ModelConfig.<field>``."""
+        validate_section(_plain(dataclasses.asdict(self)), "#/$defs/model_config", "ModelConfig")
 
-        if self.topology not in TOPOLOGY_TABLE:
-            bad("topology", f"not one of {list(TOPOLOGY_TABLE)}")
-        if self.pooling not in POOLINGS:
-            bad("pooling", f"not one of {list(POOLINGS)}")
-        if self.device_source not in DEVICE_SOURCES:
-            bad("device_source", f"not one of {list(DEVICE_SOURCES)}")
-        get_fidelity(self.fidelity)
-        if not isinstance(self.fidelity, str):
-            bad("fidelity", "must be the mode's name")
-        for key, low in (("n_classes", 1), ("n_devices", 1), ("kernel_size", 1), ("roi_size", 1)):
-            if not _is_int(getattr(self, key)) or getattr(self, key) < low:
-                bad(key, f"must be an integer >= {low}")
-        if self.kernel_size % 2 == 0:
-            bad("kernel_size", "must be odd (same-size padding)")
-        n_blocks = len(TOPOLOGY_TABLE[self.topology].dilations)
-        if not isinstance(self.channels, tuple) or len(self.channels) != n_blocks:
-            bad("channels", f"must be {n_blocks} positive integers")
-        for key in ("channels", "device_channels"):
-            value = getattr(self, key)
-            if not isinstance(value, tuple) or not value or not all(_is_int(c) and c >= 1 for c in value):
-                bad(key, "must be a non-empty sequence of positive integers")
-        if (
-            not isinstance(self.input_shape, tuple)
-            or len(self.input_shape) != 2
-            or not all(_is_int(s) and s >= 1 for s in self.input_shape)
-        ):
-            bad("input_shape", "must be (n_frames, n_mels), two positive integers")
+        def bad(key, expected):
+            raise config_error(f"ModelConfig.{key}", getattr(self, key), expected)
+
+        if self.topology not in TOPOLOGY_REGISTRY:
+            bad("topology", f"one of {list(TOPOLOGY_REGISTRY.names())}")
+        if self.pooling not in POOLING_REGISTRY:
+            bad("pooling", f"one of {list(POOLING_REGISTRY.names())}")
+        n_blocks = len(TOPOLOGY_REGISTRY[self.topology].dilations)
+        if len(self.channels) != n_blocks:
+            bad("channels", f"{n_blocks} positive integers (one per block of {self.topology!r})")
         if self.device_source == "none":
             if self.cond_layer is not None:
-                bad("cond_layer", "must be None when device_source='none'")
-        elif not _is_int(self.cond_layer) or not 1 <= self.cond_layer <= n_blocks:
-            bad("cond_layer", f"must be an integer 1..{n_blocks} when device_source={self.device_source!r}")
+                bad("cond_layer", "None when device_source='none'")
+        elif self.cond_layer is None or not 1 <= self.cond_layer <= n_blocks:
+            bad("cond_layer", f"an integer 1..{n_blocks} when device_source={self.device_source!r}")
         if self.unseen_device is not None:
-            allowed = {"none": (), "oracle": ("zero", "uniform"), "predicted": ("predicted", "zero", "uniform")}
-            if self.unseen_device not in allowed[self.device_source]:
-                bad("unseen_device", f"must be None or one of {list(allowed[self.device_source])} for "
-                                     f"device_source={self.device_source!r}")
+            allowed = UNSEEN_POLICIES_BY_SOURCE[self.device_source]
+            if self.unseen_device not in allowed:
+                bad("unseen_device", f"None or one of {list(allowed)} for device_source={self.device_source!r}")
         map_shape = self.feature_map_shape
         if min(map_shape) < 1:
-            bad("input_shape", f"is too small for topology {self.topology!r} (feature map {map_shape})")
-        if self.pooling in ("roi", "roi_att") and min(map_shape) < self.roi_size:
-            bad("roi_size", f"is larger than the {self.topology} feature map {map_shape} of input {self.input_shape}")
+            bad("input_shape", f"a shape large enough for topology {self.topology!r} (feature map {map_shape})")
+        if POOLING_REGISTRY[self.pooling].roi and min(map_shape) < self.roi_size:
+            bad("roi_size", f"at most the {self.topology} feature map {map_shape} of input {self.input_shape}")
         if self.device_source == "predicted":
             n_pool = len(self.device_channels)
             if min(self.input_shape) < 2**n_pool:
-                bad("input_shape", f"is too small for CNN-d's {n_pool} 2x2 poolings")
+                bad("input_shape", f"a shape of at least {2**n_pool} per axis for CNN-d's {n_pool} 2x2 poolings")
         return self
 
     @property
@@ -131,11 +127,10 @@ class ModelConfig:
     @property
     def attention_map_shape(self) -> tuple[int, int] | None:
         """``(P, Q)`` of ``ModelOutput.attention``, or None for heads without attention."""
-        if self.pooling == "att":
-            return self.feature_map_shape
-        if self.pooling == "roi_att":
-            return roi_output_shape(self.feature_map_shape, self.roi_size)
-        return None
+        head = POOLING_REGISTRY[self.pooling]
+        if not head.attention:
+            return None
+        return roi_output_shape(self.feature_map_shape, self.roi_size) if head.roi else self.feature_map_shape
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -246,7 +241,7 @@ class CAANet(nn.Module):
         device_logprob = self.device_net(x4)
         # argmax: no gradient flows from the scene loss into CNN-d (reference item 4)
         one_hot = device_one_hot(device_logprob.detach().argmax(dim=1), cfg.n_devices, torch.float32, check=False)
-        if device is not None and cfg.unseen_device in ("zero", "uniform"):
+        if device is not None and cfg.unseen_device in REPLACING_POLICIES:
             if device.shape[:1] != x4.shape[:1]:
                 raise ConfigError(f"device has shape {tuple(device.shape)} but the batch is {x4.shape[0]}")
             one_hot = replace_unseen_rows(one_hot, device.to(x4.device) >= cfg.n_devices, cfg.unseen_device)

@@ -17,6 +17,7 @@ from torch import nn
 
 from caanet.errors import ConfigError
 from caanet.models.blocks import init_he_uniform
+from caanet.vocab import REPLACING_POLICIES
 
 
 def device_one_hot(device: torch.Tensor, n_devices: int, dtype: torch.dtype = torch.float32, *,
@@ -77,7 +78,7 @@ def conditioning_input(device: torch.Tensor, n_devices: int, unseen: str | None 
     """
     if unseen is None or (isinstance(device, torch.Tensor) and device.dim() == 2):
         return as_device_one_hot(device, n_devices, dtype)
-    if unseen not in ("zero", "uniform"):
+    if unseen not in REPLACING_POLICIES:
         raise ConfigError(f"unseen={unseen!r}: an oracle device input takes 'zero' or 'uniform' for unseen devices")
     if device.dim() != 1 or device.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise ConfigError(
@@ -93,8 +94,8 @@ def conditioning_input(device: torch.Tensor, n_devices: int, unseen: str | None 
 
 def replace_unseen_rows(one_hot: torch.Tensor, is_unseen: torch.Tensor, unseen: str) -> torch.Tensor:
     """``one_hot`` ``(batch, N)`` with the rows where ``is_unseen`` ``(batch,)`` holds set to zeros or 1/N."""
-    if unseen not in ("zero", "uniform"):
-        raise ConfigError(f"unseen={unseen!r} is not 'zero' or 'uniform'")
+    if unseen not in REPLACING_POLICIES:
+        raise ConfigError(f"unseen={unseen!r} is not one of {list(REPLACING_POLICIES)}")
     fill = 0.0 if unseen == "zero" else 1.0 / one_hot.shape[1]
     return torch.where(is_unseen[:, None].to(one_hot.device), torch.full_like(one_hot, fill), one_hot)
 

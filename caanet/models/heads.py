@@ -4,16 +4,19 @@ Every head returns ``(scene, attention)``: ``scene`` is ``(batch, n_classes)`` (
 or log-scores for attention heads; the loss is always ``nll_loss``), ``attention`` the normalised
 attention ``A'`` ``(batch, n_classes, P, Q)`` for ``att``/``roi_att`` and ``None`` otherwise.
 
-=========  =====================================================================
-pooling    head
-=========  =====================================================================
-flatten    the whole ``C x P x Q`` map -> linear -> log_softmax
-max        Eq. 3, global max over time-frequency -> linear -> log_softmax
-avg        Eq. 4, global mean -> linear -> log_softmax
-roi        max over ``roi x roi`` regions (ceil mode) -> flattened -> linear -> log_softmax
-att        Eq. 5-6 attention over all time-frequency bins (no linear layer)
-roi_att    the ``roi`` regions fed to the attention head instead of being flattened
-=========  =====================================================================
+=========  ================  =====================================================================
+pooling    builder           head
+=========  ================  =====================================================================
+flatten    ``flatten_head``  the whole ``C x P x Q`` map -> linear -> log_softmax
+max        ``max_head``      Eq. 3, global max over time-frequency -> linear -> log_softmax
+avg        ``avg_head``      Eq. 4, global mean -> linear -> log_softmax
+roi        ``roi_head``      max over ``roi x roi`` regions (ceil mode) -> flattened -> linear -> log_softmax
+att        ``att_head``      Eq. 5-6 attention over all time-frequency bins (no linear layer)
+roi_att    ``roi_att_head``  the ``roi`` regions fed to the attention head instead of being flattened
+=========  ================  =====================================================================
+
+Each pooling is registered once in :mod:`caanet.vocab` (``register_pooling``), naming its builder
+here; :func:`build_head` looks the builder up there. A new head is one registration plus its builder.
 
 The attention maths depends on the fidelity (``caanet.fidelity``): the paper's text (softmax
 per bin, sigmoid attention, output ``log(Y)``) or the authors' code (log_softmax per bin,
@@ -32,8 +35,9 @@ from torch import nn
 from caanet.errors import ConfigError
 from caanet.fidelity import Fidelity, get_fidelity
 from caanet.models.blocks import init_he_uniform
+from caanet.vocab import POOLING_REGISTRY
 
-POOLINGS = ("flatten", "max", "avg", "roi", "att", "roi_att")
+POOLINGS = POOLING_REGISTRY.names()
 PAPER_LOG_EPS = 1e-7  # paper-mode output is log(max(Y, eps)), so a zero Y cannot give -inf
 ATT_NORM_EPS = 1e-12  # guards Eq. 5's denominator when every sigmoid underflows to 0
 
@@ -141,6 +145,39 @@ class AttentionHead(nn.Module):
         return f"fidelity={self.fidelity.name!r}"
 
 
+def flatten_head(in_channels: int, n_classes: int, map_shape: tuple[int, int], **_) -> nn.Module:
+    """``flatten``: the whole ``(in_channels, P, Q)`` map -> linear -> log_softmax."""
+    return LinearHead(nn.Identity(), in_channels * map_shape[0] * map_shape[1], n_classes)
+
+
+def max_head(in_channels: int, n_classes: int, map_shape: tuple[int, int], **_) -> nn.Module:
+    """``max`` (Eq. 3): global max -> linear -> log_softmax."""
+    return LinearHead(GlobalMaxPool(), in_channels, n_classes)
+
+
+def avg_head(in_channels: int, n_classes: int, map_shape: tuple[int, int], **_) -> nn.Module:
+    """``avg`` (Eq. 4): global mean -> linear -> log_softmax."""
+    return LinearHead(GlobalAvgPool(), in_channels, n_classes)
+
+
+def roi_head(in_channels: int, n_classes: int, map_shape: tuple[int, int], *, roi_size: int = 16, **_) -> nn.Module:
+    """``roi``: max over ``roi_size`` regions (ceil mode) -> flattened -> linear -> log_softmax."""
+    p, q = roi_output_shape(map_shape, roi_size)
+    return LinearHead(RoiPool(roi_size), in_channels * p * q, n_classes)
+
+
+def att_head(in_channels: int, n_classes: int, map_shape: tuple[int, int], *,
+             fidelity: str | Fidelity = "paper", **_) -> nn.Module:
+    """``att`` (Eq. 5-6): attention over every time-frequency bin."""
+    return AttentionHead(in_channels, n_classes, fidelity)
+
+
+def roi_att_head(in_channels: int, n_classes: int, map_shape: tuple[int, int], *, roi_size: int = 16,
+                 fidelity: str | Fidelity = "paper", **_) -> nn.Module:
+    """``roi_att``: the ``roi`` regions fed to the attention head."""
+    return AttentionHead(in_channels, n_classes, fidelity, pre=RoiPool(roi_size))
+
+
 def build_head(
     pooling: str,
     in_channels: int,
@@ -150,18 +187,9 @@ def build_head(
     roi_size: int = 16,
     fidelity: str | Fidelity = "paper",
 ) -> nn.Module:
-    """The head for ``pooling`` over a ``(in_channels, *map_shape)`` feature map."""
-    if pooling == "flatten":
-        return LinearHead(nn.Identity(), in_channels * map_shape[0] * map_shape[1], n_classes)
-    if pooling == "max":
-        return LinearHead(GlobalMaxPool(), in_channels, n_classes)
-    if pooling == "avg":
-        return LinearHead(GlobalAvgPool(), in_channels, n_classes)
-    if pooling == "roi":
-        p, q = roi_output_shape(map_shape, roi_size)
-        return LinearHead(RoiPool(roi_size), in_channels * p * q, n_classes)
-    if pooling == "att":
-        return AttentionHead(in_channels, n_classes, fidelity)
-    if pooling == "roi_att":
-        return AttentionHead(in_channels, n_classes, fidelity, pre=RoiPool(roi_size))
-    raise ConfigError(f"pooling={pooling!r} is not one of {list(POOLINGS)}")
+    """The head for ``pooling`` (its builder registered in :data:`caanet.vocab.POOLING_REGISTRY`) over a
+    ``(in_channels, *map_shape)`` feature map. An unknown pooling raises ConfigError."""
+    if pooling not in POOLING_REGISTRY:
+        raise ConfigError(f"pooling={pooling!r} is not one of {list(POOLINGS)}")
+    return POOLING_REGISTRY[pooling].build_fn()(in_channels, n_classes, tuple(map_shape),
+                                                roi_size=roi_size, fidelity=fidelity)

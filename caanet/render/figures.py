@@ -31,7 +31,8 @@ from caanet.errors import ResultsError
 from caanet.grid import SUMMARY_DEVICES
 from caanet.io import TEXT_ENCODING, atomic_path, read_results_csv, require_columns
 from caanet.render.tables import POOLING_NAMES, TOPOLOGY_NAMES
-from caanet.spec import POOLINGS, STRATEGIES, TOPOLOGIES
+from caanet.spec import POOLINGS, TOPOLOGIES
+from caanet.vocab import STRATEGY_REGISTRY
 
 DEVICE_COLOURS = {"a": "#1b6ca8", "b": "#e07b00", "c": "#3a9a3a"}
 _FALLBACK_COLOURS = ("#8e44ad", "#c0392b", "#7f8c8d", "#16a085", "#d4ac0d")
@@ -371,7 +372,7 @@ def training_curves(metrics_csvs, out_stem, *, title: str = "Training curves") -
 
 
 def _strategy_of(label: str) -> str:
-    m = re.search("|".join(STRATEGIES), label)
+    m = re.search(STRATEGY_REGISTRY.regex(), label)  # longest first: multi_task_learned is not multi_task
     return m.group(0) if m else "other"
 
 

@@ -36,16 +36,12 @@ from caanet.errors import ResultsError
 from caanet.grid import SUMMARY_DEVICES, paper_table
 from caanet.io import read_results_csv, require_columns, write_text_atomic
 from caanet.spec import POOLINGS, STRATEGIES, TOPOLOGIES
+from caanet.vocab import POOLING_REGISTRY, STRATEGY_REGISTRY, TOPOLOGY_REGISTRY
 
-TOPOLOGY_NAMES = {"cnn_pool": "CNN w/ pool", "cnn_nopool": "CNN w/o pool", "atrous": "Atrous CNN"}
-POOLING_NAMES = {"flatten": "flatten", "max": "max", "avg": "avg", "roi": "roi", "att": "att", "roi_att": "roi+att"}
-STRATEGY_NAMES = {
-    "single_device": "Single-device",
-    "joint": "Joint",
-    "teacher_forcing": "Teacher forcing",
-    "multi_task": "Multi-task",
-    "multi_task_learned": "Multi-task (learned λ)",
-}
+# Printed names, registered with each entry in caanet.vocab.
+TOPOLOGY_NAMES = TOPOLOGY_REGISTRY.display_names()
+POOLING_NAMES = POOLING_REGISTRY.display_names()
+STRATEGY_NAMES = STRATEGY_REGISTRY.display_names()
 DEVICE_COLUMNS = ("a", "b", "c", "avg", "bc")
 """Tables II/III's columns per strategy (the paper's)."""
 DEVICE_NAMES = {"a": "A", "b": "B", "c": "C", "avg": "Avg", "bc": "B/C", "seen": "Seen", "unseen": "Unseen"}
