@@ -55,14 +55,53 @@ def schema() -> dict:
     return read_yaml(SCHEMA_PATH)
 
 
+def _is_integer(checker, value) -> bool:
+    import numpy as np
+
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(checker, value) -> bool:  # JSON numbers are finite; 1.0 is a number, not an integer
+    import math
+
+    import numpy as np
+
+    return (_is_integer(checker, value) or isinstance(value, (float, np.floating))) and math.isfinite(float(value))
+
+
 @functools.cache
-def _validator(pointer: str):
+def validator_class():
+    """Draft 2020-12 with strict JSON types: an integer is an int (a numpy integer too), never a bool
+    or ``1.0``; a number is finite (``nan`` and ``inf`` are refused)."""
     import jsonschema
 
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine_many({"integer": _is_integer, "number": _is_number})
+    return jsonschema.validators.extend(base, type_checker=checker)
+
+
+@functools.cache
+def _validator(pointer: str):
     root = schema()
     sub = root if pointer in ("", "#") else {"$ref": pointer}
-    cls = jsonschema.validators.validator_for(root)
-    return cls(root).evolve(schema=sub)
+    return validator_class()(root).evolve(schema=sub)
+
+
+def validator(pointer: str):
+    """The schema's validator for the subschema at ``pointer`` (``#/$defs/training``), its ``$ref``s
+    resolved within the whole schema (one per pointer, cached)."""
+    return _validator(pointer)
+
+
+def subschema(pointer: str) -> dict:
+    """The subschema at ``pointer`` (``#/$defs/NAME``), a ``$ref`` at its top followed."""
+    node = schema()
+    for part in pointer.removeprefix("#").strip("/").split("/"):
+        if part:
+            node = node[part]
+    while isinstance(node, dict) and "$ref" in node and len(node) == 1:
+        node = subschema(node["$ref"])
+    return node
 
 
 def key_path(prefix: str, path) -> str:

@@ -38,7 +38,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from caanet.errors import ConfigError, DatasetError
+from caanet.errors import ConfigError, DatasetError, config_error, reject_unknown_keys
 from caanet.vocab import STRATEGY_REGISTRY, UNSEEN_DEVICE_POLICIES
 
 # training.unseen_device's keys: the conditional strategies' families (multi_task covers both
@@ -63,27 +63,23 @@ def normalise_unseen_policy(value, where: str = "training.unseen_device") -> dic
         return dict(DEFAULT_UNSEEN_POLICY)
     if isinstance(value, str):
         if value not in UNSEEN_DEVICE_POLICIES:
-            raise ConfigError(f"{where}: {value!r} is not one of {list(UNSEEN_DEVICE_POLICIES)}")
+            raise config_error(where, value, f"one of {list(UNSEEN_DEVICE_POLICIES)}")
         if value == "predicted":
-            raise ConfigError(
-                f"{where}: 'predicted' for every strategy is impossible: teacher forcing has no device "
-                "classifier (CNN-d) to predict an unseen device with; give a mapping, e.g. "
-                "{teacher_forcing: uniform, multi_task: predicted}")
+            raise config_error(
+                where, value, "a mapping such as {teacher_forcing: uniform, multi_task: predicted} ('predicted' for "
+                "every strategy is impossible: teacher forcing has no device classifier, CNN-d, to predict with)")
         value = {key: value for key in UNSEEN_POLICY_KEYS}
     if not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: expected a policy name or a mapping {list(UNSEEN_POLICY_KEYS)} -> policy, "
-                          f"got {value!r}")
-    unknown = sorted(set(value) - set(UNSEEN_POLICY_KEYS), key=str)
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown key (known: {list(UNSEEN_POLICY_KEYS)})")
+        raise config_error(where, value, f"a policy name or a mapping {list(UNSEEN_POLICY_KEYS)} -> policy")
+    reject_unknown_keys(value, UNSEEN_POLICY_KEYS, where)
     out = dict(DEFAULT_UNSEEN_POLICY)
     for key, policy in value.items():
         if policy not in UNSEEN_DEVICE_POLICIES:
-            raise ConfigError(f"{where}.{key}: {policy!r} is not one of {list(UNSEEN_DEVICE_POLICIES)}")
+            raise config_error(f"{where}.{key}", policy, f"one of {list(UNSEEN_DEVICE_POLICIES)}")
         out[key] = policy
     if out["teacher_forcing"] == "predicted":
-        raise ConfigError(f"{where}.teacher_forcing: 'predicted' needs a device classifier (CNN-d), which "
-                          "teacher forcing has not; use 'zero' or 'uniform'")
+        raise config_error(f"{where}.teacher_forcing", "predicted",
+                           "'zero' or 'uniform' ('predicted' needs a device classifier, CNN-d, which teacher forcing has not)")
     return out
 
 

@@ -229,11 +229,11 @@ def test_policy_config_defaults_shorthand_and_refusals():
     assert normalise_unseen_policy({"multi_task": "uniform"}) == {"teacher_forcing": "uniform", "multi_task": "uniform"}
     assert unseen_policy_for(DEFAULT_UNSEEN_POLICY, "multi_task_learned") == "predicted"
     assert unseen_policy_for(DEFAULT_UNSEEN_POLICY, "joint") is None
-    with pytest.raises(ConfigError, match=r"presets.p.training.unseen_device.teacher_forcing: 'predicted' needs a device classifier"):
+    with pytest.raises(ConfigError, match=r"config key 'presets.p.training.unseen_device.teacher_forcing': got 'predicted'; expected 'zero' or 'uniform'"):
         TrainConfig.from_dict({"unseen_device": {"teacher_forcing": "predicted"}}, where="presets.p.training")
-    with pytest.raises(ConfigError, match=r"training.unseen_device: 'predicted' for every strategy is impossible"):
+    with pytest.raises(ConfigError, match=r"config key 'training.unseen_device': got 'predicted'; expected a mapping.*for every strategy is impossible"):
         TrainConfig.from_dict({"unseen_device": "predicted"})
-    with pytest.raises(ConfigError, match=r"training.unseen_device: unknown keys \['joint'\]"):
+    with pytest.raises(ConfigError, match=r"config key 'training.unseen_device.joint': got 'zero'; expected a known key"):
         TrainConfig.from_dict({"unseen_device": {"joint": "zero"}})
     with pytest.raises(ConfigError, match=r"config key 'training.unseen_device.multi_task': got 'mean'; expected one of"):
         TrainConfig.from_dict({"unseen_device": {"multi_task": "mean"}})

@@ -2,7 +2,8 @@
 
 The type, range and default of every ``training:`` key are described once, in the schema
 (``rules/schemas/config.schema.yaml``, ``$defs.training``); :meth:`TrainConfig.validate` checks a
-config against that section (:func:`check_against_schema`, a small jsonschema helper) and adds only
+config against that section (:func:`check_against_schema`: the schema's one validator, :func:`caanet.config.validator`,
+reporting the first error with the whole value of a list) and adds only
 the rules that span fields. The dataclass's defaults equal the schema's (tests/test_training.py).
 
 Everything that differs between the paper's text and the authors' code is read from
@@ -12,12 +13,7 @@ Everything that differs between the paper's text and the authors' code is read f
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
 
 from caanet.devices import DEFAULT_UNSEEN_POLICY, normalise_unseen_policy
 from caanet.errors import ConfigError, config_error, reject_unknown_keys
@@ -25,8 +21,7 @@ from caanet.fidelity import Fidelity, get_fidelity
 from caanet.fidelity import lambda_source as _lambda_source
 from caanet.spec import CellSpec
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "rules" / "schemas" / "config.schema.yaml"
-SCHEMA_SECTION = "training"  # the schema's $defs entry describing a preset's ``training:`` mapping
+SCHEMA_POINTER = "#/$defs/training"  # the schema's entry describing a preset's ``training:`` mapping
 SELECTIONS = ("last", "best_val")
 _TUPLE_FIELDS = ("betas", "channels", "device_channels")
 
@@ -36,19 +31,11 @@ _TUPLE_FIELDS = ("betas", "channels", "device_channels")
 # --------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1)
 def training_schema() -> dict:
     """The schema of a preset's ``training:`` mapping (``$defs.training`` of the config schema)."""
-    import yaml
+    from caanet.config import subschema
 
-    from caanet.io import TEXT_ENCODING
-
-    try:
-        with open(SCHEMA_PATH, encoding=TEXT_ENCODING) as fh:
-            schema = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        return schema["$defs"][SCHEMA_SECTION]
-    except (OSError, KeyError, TypeError, yaml.YAMLError) as e:
-        raise ConfigError(f"{SCHEMA_PATH}: no readable $defs.{SCHEMA_SECTION} ({type(e).__name__}: {e})") from None
+    return subschema(SCHEMA_POINTER)
 
 
 def schema_defaults() -> dict:
@@ -70,6 +57,10 @@ def _bound(s: dict) -> str:
 
 def describe(s: dict) -> str:
     """What a (sub)schema accepts, in words: ``an integer >= 1``, ``a number in (0, 1]``, ``one of [...]``."""
+    if "$ref" in s:
+        from caanet.config import subschema
+
+        s = {**subschema(s["$ref"]), **{k: v for k, v in s.items() if k != "$ref"}}
     if "enum" in s:
         return f"one of {list(s['enum'])}"
     if "anyOf" in s or "oneOf" in s:
@@ -97,23 +88,6 @@ def describe(s: dict) -> str:
     return "a value the schema accepts"
 
 
-def _is_integer(checker, value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_number(checker, value) -> bool:  # JSON numbers are finite; 1.0 is a number, not an integer
-    return (_is_integer(checker, value) or isinstance(value, (float, np.floating))) and math.isfinite(float(value))
-
-
-@functools.lru_cache(maxsize=1)
-def _validator_class():
-    import jsonschema
-
-    base = jsonschema.Draft202012Validator
-    checker = base.TYPE_CHECKER.redefine_many({"integer": _is_integer, "number": _is_number})
-    return jsonschema.validators.extend(base, type_checker=checker)
-
-
 def _branch_error(err):
     """An ``anyOf`` error's most telling part: the errors of the branch of the value's own kind."""
     while err.validator in ("anyOf", "oneOf") and err.context:
@@ -138,8 +112,14 @@ def check_against_schema(d: dict, where: str = "training", schema: dict | None =
     whole list; unknown keys are named with the known ones (:func:`caanet.errors.reject_unknown_keys`).
     The first error in key order is raised.
     """
-    schema = training_schema() if schema is None else schema
-    errors = sorted(_validator_class()(schema).iter_errors(d), key=lambda e: [str(p) for p in e.absolute_path])
+    from caanet.config import validator, validator_class
+
+    if schema is None:
+        schema = training_schema()
+        check = validator(SCHEMA_POINTER)
+    else:
+        check = validator_class()(schema)
+    errors = sorted(check.iter_errors(d), key=lambda e: [str(p) for p in e.absolute_path])
     if not errors:
         return
     err = _branch_error(errors[0])
