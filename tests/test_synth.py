@@ -148,6 +148,8 @@ def test_2018_layout_writes_headerless_txt(tmp_path):
     ({"layout": "dcase2020"}, r"embedded\.layout': got 'dcase2020'; expected one of"),
     ({"unsplit_cities": ["rome"]}, r"embedded\.unsplit_cities': got 'rome'; expected one of cities"),
     ({"devices": {"b": {"sample_rate": 96000}}}, r"embedded\.devices\.b\.sample_rate': got 96000; expected a rate in"),
+    ({"clip_seconds": float("inf")}, r"embedded\.clip_seconds': got inf; expected a number"),
+    ({"devices": {"b": {"gain_db": float("nan")}}}, r"embedded\.devices\.b\.gain_db': got nan; expected a number"),
 ])
 def test_config_errors_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key):

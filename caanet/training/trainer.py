@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from caanet.vocab import REPLACING_POLICIES
 from caanet.data.loader import (
     CellData,
     held_out_counts,
@@ -145,7 +146,7 @@ class CellTrainer:
         # the test device labels reach the model: teacher forcing, or a multi-task policy that must spot
         # the clips of unseen devices (caanet.devices)
         self.oracle = spec.device_source == "oracle" or (
-            self.multi and self.unseen_policy in ("zero", "uniform") and bool(np.any(data.test.device >= n_seen)))
+            self.multi and self.unseen_policy in REPLACING_POLICIES and bool(np.any(data.test.device >= n_seen)))
         n_frames, n_mels = data.train.x.shape[1:]
         self.model_cfg = ModelConfig.from_spec(
             spec, n_classes=len(data.scene_labels), n_devices=n_seen, channels=cfg.channels,
