@@ -6,10 +6,10 @@ formats them with :meth:`str.format` or the helpers below. Nothing else in the w
 ``caanet`` spells a path under ``results/`` or ``reports/`` (``tests/test_paths.py`` checks the rules
 and workflow scripts). Paths are relative to the working directory of the run.
 
-A cell's folder holds the files :data:`CELL_FILES` names; ``attention.npz`` exists only for models
-with an attention pooling (:func:`caanet.training.train_cell` writes it), so the rule cannot declare
-it as an output (Snakemake has no optional outputs): the figures rule declares it as an input when
-the model it shows has an attention pooling (:func:`caanet.workflow_support.figure_cells`).
+A cell's folder holds the files :data:`CELL_FILES` names, each a declared output of ``train_cell``;
+``attention.npz`` holds no examples for a model without an attention pooling (Snakemake has no
+optional outputs), and the figures rule declares it as an input when the model Fig. 7 shows has
+one (:func:`caanet.workflow_support.figure_cells`).
 ``checkpoints/last.pt`` in a cell folder exists only while the job runs. Files the rules do not
 declare on purpose: the downloads under :data:`ZENODO_DIR` (kept by a failed job so it resumes) and
 the WAV files under :data:`AUDIO44K_DIR` (listed by the declared ``index.csv``).

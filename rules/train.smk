@@ -1,7 +1,7 @@
 # Stage 3: one training job per table cell and seed (caanet.training.train_cell). The cell id in
 # the path is parsed back into a CellSpec (caanet.spec), so any cell of the grid, or one a user
-# names by hand, is a valid target. Attention models also write attention.npz beside these
-# outputs; it cannot be declared (no optional outputs in Snakemake): see caanet/paths.py.
+# names by hand, is a valid target. Every cell writes attention.npz, empty for models without an
+# attention pooling (no optional outputs in Snakemake; caanet/paths.py).
 
 
 rule train_cell:
@@ -12,6 +12,7 @@ rule train_cell:
         predictions=paths.cell_file("predictions"),
         metrics=paths.cell_file("metrics"),
         model=paths.cell_file("model"),
+        attention=paths.cell_file("attention"),
     params:
         spec=lambda wildcards: ws.cell_spec(P, wildcards.dataset, wildcards.cell, wildcards.seed).to_dict(),
         training=rerun.training_params(ws.train_settings(P)),

@@ -317,7 +317,8 @@ def test_each_strategy_writes_every_output(tiny_cache, tmp_path, cell_id):
         k: ev[k] for k in ("n_train_clips", "n_validation_clips", "n_test")}
     assert not (tmp_path / "checkpoints").exists()
     has_attention = s.pooling in ("att", "roi_att")
-    assert (tmp_path / "attention.npz").exists() == has_attention
+    with np.load(tmp_path / "attention.npz") as z:  # a declared output of every cell; examples only with attention
+        assert (z["maps"].shape[0] > 0) == has_attention
     if s.strategy == "single_device":
         assert list(ev["per_device"]) == ["b"] and set(preds["device"]) == {"b"} and ev["mean_bc"] is not None
         assert ev["per_device"]["b"]["n"] == 6

@@ -1,10 +1,10 @@
 """The outputs of a training job (docs/design.md, "Cell spec and training"): ``model.pt``,
-``metrics.csv``, ``predictions.csv``, ``attention.npz`` (attention heads only) and ``evaluation.json``,
-each written atomically (:mod:`caanet.io`), ``evaluation.json`` last."""
+``metrics.csv``, ``predictions.csv``, ``attention.npz`` (the attention examples; none for models
+without an attention head) and ``evaluation.json``, each written atomically (:mod:`caanet.io`),
+``evaluation.json`` last."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,14 @@ def _attention_examples(model, data: CellData, *, dev, cfg: TrainConfig, oracle:
     }
 
 
+NO_ATTENTION = {
+    "maps": np.zeros((0, 0, 0), dtype=np.float16),
+    **{key: np.zeros(0, dtype="<U1") for key in ("filename", "scene", "device", "pred_scene")},
+}
+"""``attention.npz`` of a model without an attention pooling: no examples (``maps`` of shape (0, 0, 0)),
+so that the file is a declared output of every ``train_cell`` job (Snakemake has no optional outputs)."""
+
+
 def _write_outputs(out_dir: Path, *, spec, cfg, model, model_cfg, data: CellData, metrics, evaluation, preds_df,
                    attention, feature_params: dict) -> None:
     """Write the job's outputs into ``out_dir``; ``feature_params``: the cache's (for ``model.pt``)."""
@@ -75,11 +83,7 @@ def _write_outputs(out_dir: Path, *, spec, cfg, model, model_cfg, data: CellData
         device_labels=data.device_labels, evaluation=evaluation, metrics=metrics)
     write_csv_atomic(out_dir / "metrics.csv", pd.DataFrame(metrics, columns=list(METRICS_COLUMNS)))
     write_csv_atomic(out_dir / "predictions.csv", preds_df)
-    if attention is not None:
-        with atomic_path(out_dir / "attention.npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **attention)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            (out_dir / "attention.npz").unlink()
+    with atomic_path(out_dir / "attention.npz") as tmp:  # a declared output of every cell: empty without attention
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **(attention if attention is not None else NO_ATTENTION))
     write_json_atomic(out_dir / "evaluation.json", evaluation)
