@@ -56,7 +56,8 @@ CELL_FILES = {
     "model": "model.pt",
     "attention": "attention.npz",
 }
-"""The files of a cell folder by name (``attention`` for attention poolings only)."""
+"""The files of a cell folder by name, each a declared output of ``train_cell`` (``attention`` holds no
+examples for a model without an attention pooling)."""
 
 # --- stage 4: tables and statistics ----------------------------------------------------------------
 TABLE = f"{RESULTS}/tables/table{{n}}.csv"
