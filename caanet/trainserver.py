@@ -196,11 +196,15 @@ def _sockaddr(address: str) -> str:
 
 
 def code_files() -> dict[str, int]:
-    """``{path: mtime_ns}`` of every ``caanet`` module this process has imported."""
+    """``{path: mtime_ns}`` of every module from the ``caanet`` package this process has loaded
+    (the server itself included: run as ``python -m caanet.trainserver`` it is ``__main__``)."""
+    import caanet
+
+    root = os.path.dirname(os.path.realpath(caanet.__file__)) + os.sep
     out = {}
-    for name, module in list(sys.modules.items()):
+    for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
-        if (name == "caanet" or name.startswith("caanet.")) and path:
+        if path and os.path.realpath(path).startswith(root):
             try:
                 out[path] = os.stat(path).st_mtime_ns
             except OSError:
@@ -270,9 +274,7 @@ class _Server:
             reason = self._refusal(request)
             if reason:
                 _send(conn, {"accepted": False, "reason": reason})
-                conn.close()
-                if reason.startswith("caanet code changed"):
-                    self.stopping = True  # everything after this would be refused too
+                conn.close()  # running children finish; later jobs are refused the same way
                 return
             pid = self._fork(request, fds, conn)
         except (OSError, ValueError) as exc:

@@ -167,3 +167,27 @@ def test_changed_code_file_is_noticed(tmp_path):
 def test_when_a_workflow_starts_a_server(kw, why):
     got = trainserver.server_unwanted(**kw)
     assert got == why if why is None else why in got
+
+
+def test_changed_code_refuses_new_jobs_but_lets_running_ones_finish(server, tiny_cache, tmp_path):
+    proc, address = server
+    long_job = make_job(tiny_cache, tmp_path / "long", "atrous-att-multi_task-L3", iterations=100_000,
+                        checkpoint_every=100_000)
+    client = subprocess.Popen([sys.executable, "-c", "import sys; from caanet import trainserver as t; "
+                               f"t.submit(t.TrainJob.from_json(sys.argv[1]), {address!r})", long_job.to_json()])
+    try:
+        wait_for(lambda: "iteration" in (Path(long_job.log).read_text() if Path(long_job.log).exists() else ""),
+                 what="training")
+        source = Path(trainserver.__file__)
+        st = source.stat()
+        os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # "edited" (content unchanged)
+        try:
+            with pytest.raises(ServerUnavailable, match="caanet code changed since the server started"):
+                trainserver.submit(make_job(tiny_cache, tmp_path / "new"), address)
+        finally:
+            os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert proc.poll() is None and len(children_of(proc.pid)) == 1  # the running job goes on
+    finally:
+        client.kill()
+        client.wait(10)
+    wait_for(lambda: children_of(proc.pid) == [], timeout=30, what="the child to stop")
