@@ -81,16 +81,12 @@ def validator_class():
 
 
 @functools.cache
-def _validator(pointer: str):
-    root = schema()
-    sub = root if pointer in ("", "#") else {"$ref": pointer}
-    return validator_class()(root).evolve(schema=sub)
-
-
 def validator(pointer: str):
     """The schema's validator for the subschema at ``pointer`` (``#/$defs/training``), its ``$ref``s
     resolved within the whole schema (one per pointer, cached)."""
-    return _validator(pointer)
+    root = schema()
+    sub = root if pointer in ("", "#") else {"$ref": pointer}
+    return validator_class()(root).evolve(schema=sub)
 
 
 def subschema(pointer: str) -> dict:
@@ -148,7 +144,7 @@ def _expected(err) -> str:
 def schema_errors(value, pointer: str = "#", key: str = "") -> list[str]:
     """Every way ``value`` breaks the subschema at ``pointer`` (``#/$defs/...``), one message per
     offending key, each in the form of :func:`caanet.errors.config_error` with the key path under ``key``."""
-    errors = sorted(_validator(pointer).iter_errors(value),
+    errors = sorted(validator(pointer).iter_errors(value),
                     key=lambda e: (len(e.absolute_path), [str(p) for p in e.absolute_path]))
     out: list[str] = []
     for err in errors:

@@ -164,6 +164,33 @@ def test_scripts_read_only_their_declared_inputs(pipeline):
     assert any(p.endswith("/predictions.csv") for p in stats_job["reads"])
 
 
+def test_every_declared_input_under_results_is_made_by_a_rule(pipeline):
+    """A job's input under results/ or reports/ that no rule writes is a file Snakemake cannot rebuild;
+    one appearing after a checkpoint (Fig. 7's attention.npz, once) stopped SLURM runs with a KeyError."""
+    import io
+
+    from caanet import paths
+
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--detailed-summary", "--config", "preset=tiny"],
+                          cwd=pipeline, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = pd.read_csv(io.StringIO(proc.stdout), sep="\t", dtype=str).fillna("")
+
+    def files(column):
+        return {f.strip() for cell in summary[column] for f in cell.split(",") if f.strip()}
+
+    made, logs = set(summary["output_file"]), files("log-file(s)")
+    orphans = []
+    for f in sorted(files("input-file(s)")):
+        if not f.startswith((paths.RESULTS + "/", paths.REPORTS + "/")) or f in made:
+            continue
+        if f.startswith(paths.BENCHMARKS + "/"):  # a job's benchmark: the job whose log has the same name
+            if paths.LOGS + f[len(paths.BENCHMARKS):].removesuffix(".tsv") + ".log" in logs:
+                continue
+        orphans.append(f)
+    assert orphans == []
+
+
 def test_every_rule_logged_and_benchmarked(pipeline):
     logs = list((pipeline / "results" / "logs").rglob("*.log"))
     bench = list((pipeline / "results" / "benchmarks").rglob("*.tsv"))

@@ -103,8 +103,8 @@ def _branch_error(err):
     return err
 
 
-def check_against_schema(d: dict, where: str = "training", schema: dict | None = None) -> None:
-    """Check the mapping ``d`` against the schema's training section (``schema``: another section).
+def check_against_schema(d: dict, where: str = "training") -> None:
+    """Check the mapping ``d`` against the schema's training section (:data:`SCHEMA_POINTER`).
 
     JSON types are strict: an integer is an int (a numpy integer too) and never a bool or 1.0, a
     number is finite. Raises ConfigError in the one form (:func:`caanet.errors.config_error`):
@@ -112,14 +112,10 @@ def check_against_schema(d: dict, where: str = "training", schema: dict | None =
     whole list; unknown keys are named with the known ones (:func:`caanet.errors.reject_unknown_keys`).
     The first error in key order is raised.
     """
-    from caanet.config import validator, validator_class
+    from caanet.config import validator
 
-    if schema is None:
-        schema = training_schema()
-        check = validator(SCHEMA_POINTER)
-    else:
-        check = validator_class()(schema)
-    errors = sorted(check.iter_errors(d), key=lambda e: [str(p) for p in e.absolute_path])
+    schema = training_schema()
+    errors = sorted(validator(SCHEMA_POINTER).iter_errors(d), key=lambda e: [str(p) for p in e.absolute_path])
     if not errors:
         return
     err = _branch_error(errors[0])
