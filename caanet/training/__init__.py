@@ -35,8 +35,10 @@ Robustness: batches are a pure function of ``(seed, iteration)``
 (:func:`caanet.data.loader.batch_indices`); checkpoints (:meth:`CellTrainer.state_dict`) carry the model, optimiser, lambda rule, RNG
 states and metrics so far; a killed job resumes bit-identically on CPU; SIGTERM/SIGINT finishes the
 current iteration, checkpoints, and raises :class:`Preempted` (non-zero exit) so the scheduler
-retries. Unlike the authors' code there is no evaluation of the whole training and test sets every
-100 iterations: only what the lambda rule (CNN-d alone) and model selection need.
+retries. The outputs are moved into the cell folder only while the job is still wanted (a training
+server's child whose client has gone raises :class:`Abandoned` and publishes nothing). Unlike the
+authors' code there is no evaluation of the whole training and test sets every 100 iterations: only
+what the lambda rule (CNN-d alone) and model selection need.
 """
 
 # Every name callers imported from the single module caanet/training.py is re-exported here, the
@@ -72,7 +74,7 @@ from caanet.training.config import (
     lr_at,
     needs_validation,
 )
-from caanet.training.outputs import METRICS_COLUMNS, PREDICTION_COLUMNS
+from caanet.training.outputs import METRICS_COLUMNS, PREDICTION_COLUMNS, Abandoned
 from caanet.training.process import LOGGER, _determinism
 from caanet.training.trainer import (
     CellTrainer,
@@ -84,7 +86,7 @@ from caanet.training.trainer import (
 )
 
 __all__ = [
-    "BatchOrder", "CHECKPOINT_FORMAT", "CellData", "CellTrainer", "ClipTensors", "Clips", "LOGGER", "LambdaRule",
+    "Abandoned", "BatchOrder", "CHECKPOINT_FORMAT", "CellData", "CellTrainer", "ClipTensors", "Clips", "LOGGER", "LambdaRule",
     "METRICS_COLUMNS", "PREDICTION_COLUMNS", "Preempted", "SELECTIONS", "TrainConfig", "TrainState",
     "check_spec", "checkpoint_code_version", "device_accuracy", "effective_config", "fingerprint", "held_out_line",
     "lambda_source", "learned_lambda_columns", "learned_or_switched_rule", "lr_at", "needs_validation", "predict",

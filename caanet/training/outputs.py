@@ -1,25 +1,41 @@
 """The outputs of a training job (docs/design.md, "Cell spec and training"): ``model.pt``,
 ``metrics.csv``, ``predictions.csv``, ``attention.npz`` (the attention examples; none for models
-without an attention head) and ``evaluation.json``, each written atomically (:mod:`caanet.io`),
-``evaluation.json`` last."""
+without an attention head) and ``evaluation.json``. They are written into a staging folder inside
+the cell folder, then moved into place one by one (``evaluation.json`` last), and only while the job
+is still wanted (:func:`publish_outputs`): a job trained for a client that has gone (a training
+server's child whose ``train_cell`` job was killed) publishes nothing."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
 from caanet.data.loader import CellData, chunks
+from caanet.errors import TrainingError
 from caanet.evaluation import select_attention_examples
 from caanet.io import atomic_path, write_csv_atomic, write_json_atomic
+from caanet.paths import CELL_FILES
 from caanet.training.batches import _autocast, _batch, _eval_mode
 from caanet.training.config import TrainConfig
 
 METRICS_COLUMNS = ("iteration", "loss", "loss_scene", "loss_device", "lr", "lambda", "device_acc", "elapsed_s",
                    "log_var_scene", "log_var_device")
 PREDICTION_COLUMNS = ("filename", "identifier", "device", "scene", "pred_scene", "correct", "pred_device")
+#: The outputs (:data:`caanet.paths.CELL_FILES`) in the order they are moved into the cell folder:
+#: ``evaluation.json``, the file that says a cell is done, comes last.
+PUBLISH_ORDER = tuple(sorted(CELL_FILES.values(), key=lambda name: name == CELL_FILES["evaluation"]))
+
+
+class Abandoned(TrainingError):
+    """The job is no longer wanted (its client has gone): its outputs were discarded, not published."""
 
 
 def _predictions_frame(data: CellData, scene_pred: np.ndarray, device_pred: np.ndarray | None) -> pd.DataFrame:
@@ -73,17 +89,51 @@ so that the file is a declared output of every ``train_cell`` job (Snakemake has
 
 
 def _write_outputs(out_dir: Path, *, spec, cfg, model, model_cfg, data: CellData, metrics, evaluation, preds_df,
-                   attention, feature_params: dict) -> None:
-    """Write the job's outputs into ``out_dir``; ``feature_params``: the cache's (for ``model.pt``)."""
+                   attention, feature_params: dict, still_wanted: Callable[[], bool] | None = None) -> None:
+    """Write the job's outputs (:data:`PUBLISH_ORDER`) into a staging folder in ``out_dir``, then
+    publish them there (:func:`publish_outputs`); ``feature_params``: the cache's (for ``model.pt``).
+
+    Raises :class:`Abandoned` (nothing of this job left in ``out_dir``) when ``still_wanted()`` says no.
+    """
     from caanet.modelfile import write_training_model_file  # the self-describing model file (caanet/modelfile.py)
 
-    write_training_model_file(
-        out_dir / "model.pt", feature_params=feature_params, spec=spec, train_config=cfg, model=model,
-        model_config=model_cfg, norm_mean=data.mean, norm_std=data.std, scene_labels=data.scene_labels,
-        device_labels=data.device_labels, evaluation=evaluation, metrics=metrics)
-    write_csv_atomic(out_dir / "metrics.csv", pd.DataFrame(metrics, columns=list(METRICS_COLUMNS)))
-    write_csv_atomic(out_dir / "predictions.csv", preds_df)
-    with atomic_path(out_dir / "attention.npz") as tmp:  # a declared output of every cell: empty without attention
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **(attention if attention is not None else NO_ATTENTION))
-    write_json_atomic(out_dir / "evaluation.json", evaluation)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".outputs-", dir=out_dir))
+    try:
+        write_training_model_file(
+            staging / CELL_FILES["model"], feature_params=feature_params, spec=spec, train_config=cfg, model=model,
+            model_config=model_cfg, norm_mean=data.mean, norm_std=data.std, scene_labels=data.scene_labels,
+            device_labels=data.device_labels, evaluation=evaluation, metrics=metrics)
+        write_csv_atomic(staging / CELL_FILES["metrics"], pd.DataFrame(metrics, columns=list(METRICS_COLUMNS)))
+        write_csv_atomic(staging / CELL_FILES["predictions"], preds_df)
+        # a declared output of every cell: no examples without attention
+        with atomic_path(staging / CELL_FILES["attention"]) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **(attention if attention is not None else NO_ATTENTION))
+        write_json_atomic(staging / CELL_FILES["evaluation"], evaluation)
+        publish_outputs(staging, out_dir, PUBLISH_ORDER, still_wanted)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_outputs(staging: Path, out_dir: Path, names, still_wanted: Callable[[], bool] | None = None) -> None:
+    """Move the files ``names`` from ``staging`` into ``out_dir`` (``os.replace``, in that order),
+    only while the job is still wanted.
+
+    ``still_wanted()`` (default: always) is asked before the first move and after the last; a no
+    before leaves ``out_dir`` untouched, a no after (the client went during the moves) removes the
+    moved files again. Either way :class:`Abandoned` is raised naming ``out_dir``. ``staging`` must
+    be in ``out_dir``'s file system (each move is then atomic).
+    """
+    def abandon(when: str):
+        return Abandoned(f"{out_dir}: the job's client has gone ({when}); its outputs were discarded")
+
+    if still_wanted is not None and not still_wanted():
+        raise abandon("before its outputs were published")
+    for name in names:
+        os.replace(staging / name, out_dir / name)
+    if still_wanted is not None and not still_wanted():
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                (out_dir / name).unlink()
+        raise abandon("while its outputs were published")

@@ -65,7 +65,7 @@ from caanet.training.config import (
     lr_at,
     needs_validation,
 )
-from caanet.training.outputs import _attention_examples, _predictions_frame, _write_outputs
+from caanet.training.outputs import Abandoned, _attention_examples, _predictions_frame, _write_outputs
 from caanet.training.process import _as_log, _determinism, _resolve_device, _set_threads, _StopFlag
 
 
@@ -382,7 +382,7 @@ class CellTrainer:
 def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, threads: int | None = None,
                device="auto", log=None, code_version: str | None = None,
                callback: Callable[[int], None] | None = None, score_validation: bool = False,
-               reference_device: str | None = None) -> dict:
+               reference_device: str | None = None, still_wanted: Callable[[], bool] | None = None) -> dict:
     """Train and evaluate one table cell; write the contract's outputs into ``out_dir``; return evaluation.json.
 
     ``threads`` sets torch's intra-op threads (inter-op 1) so a job uses the cores its rule declares.
@@ -396,8 +396,11 @@ def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, thre
     record the accuracy on it (Table I's cells under ``layer_selection: validation``).
     ``reference_device``: the device left out of ``mean_bc`` (default: the cache's first). A fidelity
     that runs float32 (``reference``) turns ``cfg.amp`` off (:func:`effective_config`). Nothing is
-    written before the spec, config and cache have been checked. The cache is opened once
-    (:class:`caanet.features.FeatureCache`) and closed before training starts.
+    written before the spec, config and cache have been checked. ``still_wanted()`` is asked before
+    the outputs, written to a staging folder, are moved into ``out_dir``
+    (:func:`caanet.training.outputs.publish_outputs`); a no discards them and raises
+    :class:`~caanet.training.outputs.Abandoned`, leaving the end-of-training checkpoint. The cache is
+    opened once (:class:`caanet.features.FeatureCache`) and closed before training starts.
     """
     features_path, out_dir = Path(features_path), Path(out_dir)
     say = _as_log(log)
@@ -428,7 +431,7 @@ def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, thre
         evaluation, preds_df, attention = trainer.evaluate(code_version, reference_device)
         _write_outputs(out_dir, spec=spec, cfg=cfg, model=trainer.model, model_cfg=trainer.model_cfg, data=data,
                        metrics=trainer.state.metrics, evaluation=evaluation, preds_df=preds_df, attention=attention,
-                       feature_params=feature_params)
+                       feature_params=feature_params, still_wanted=still_wanted)
     with contextlib.suppress(FileNotFoundError):
         ck_path.unlink()
     with contextlib.suppress(OSError):
