@@ -32,9 +32,11 @@ as failed. The server stops with the workflow (``onsuccess``/``onerror``) or whe
 
 The client trains in its own process instead, saying why in the log, when no server was started
 (cluster executors, ``--use-conda``, ``train_server: false``, not Linux), when the server cannot be
-reached, runs another Python, or holds training code older than the files on disk.
+reached, is another user's, runs another Python, holds training code older than the files on disk,
+or the job writes outside the server's results folder.
 
-Only the standard library is imported at module level: the client must stay light.
+Only the standard library (and :mod:`caanet.localsocket`, which imports nothing else) is imported at
+module level: the client must stay light.
 """
 
 from __future__ import annotations
