@@ -490,3 +490,22 @@ def test_job_writing_outside_the_results_folder_is_refused(server, tiny_cache, t
     with pytest.raises(ServerUnavailable, match=f"the job's {field} .* is outside the workflow's results folder"):
         trainserver.submit(job, address)
     assert outputs_in(elsewhere) == [] and outputs_in(tmp_path / "cell") == []
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (b"not json", "server error"),
+    (b"[1, 2]", "malformed request"),
+    (json.dumps({"job": {"cache": "x"}, "executable": "y"}).encode(), "malformed request"),
+])
+def test_malformed_request_is_answered_and_the_server_goes_on(server, tiny_cache, tmp_path, payload, reason):
+    proc, address = server
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(address)
+    socket.send_fds(sock, [struct.pack("!I", len(payload))], [0, 1, 2])
+    sock.sendall(payload)
+    sock.settimeout(60)
+    with sock.makefile("rb") as reader:
+        answer = json.loads(reader.readline())
+    sock.close()
+    assert answer["accepted"] is False and reason in answer["reason"]
+    assert trainserver.submit(make_job(tiny_cache, tmp_path / "cell"), address) == 0 and proc.poll() is None
