@@ -419,7 +419,7 @@ def cmd_inspect(args) -> int:
                  "padded_examples", "cropped_examples", "caanet_version"]
     else:
         order = ["type", "path", "kind", "cell_id", "fidelity", "scene_labels", "device_labels", "model_config",
-                 "n_parameters", "feature_params", "input_shape", "norm_mean_range", "norm_std_range", "training",
+                 "n_parameters", "complexity", "feature_params", "input_shape", "norm_mean_range", "norm_std_range", "training",
                  "train_config", "caanet_version", "code_version"]
     print("\n".join(_text_block({k: info[k] for k in order if k in info})))
     return EXIT_OK
