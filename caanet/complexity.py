@@ -50,7 +50,8 @@ DCASE_MAX_MACS_PER_SECOND = 30_000_000
 """DCASE Task 1's MAC limit since 2022 for one 1-s clip (NeSsi's ``MAX_MACS``)."""
 BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1}
 """Parameter memory per precision."""
-COUNTED_WITH = "torchinfo total_params / total_mult_adds (as the DCASE baselines' NeSsi helper)"
+COUNTED_WITH = "torchinfo's total_params and total_mult_adds"
+"""How the counts are made (the DCASE baselines' NeSsi helper counts PyTorch models the same way)."""
 
 COMPLEXITY_KEYS = ("params", "bytes_fp32", "bytes_fp16", "bytes_int8", "macs_per_clip", "clip_seconds",
                    "macs_per_second", "input_frames", "input_mels", "device_cnn", "batchnorm_folded",

@@ -118,3 +118,19 @@ def test_complexity_table_refuses_missing_or_inconsistent_counts(tmp_path):
                complexity_record(11, 100, 1.0))
     with pytest.raises(ResultsError, match=r"b\.json: complexity \[.*params.\] differs .*a\.json"):
         complexity_table([a, b])
+
+
+def test_a_trained_cell_records_its_complexity_in_evaluation_model_file_and_inspect(tiny_cache, tmp_path):
+    from caanet.cli import inspect_path
+    from caanet.modelfile import load_model_file
+    from caanet.training import TrainConfig, train_cell
+
+    cfg = TrainConfig(iterations=2, batch_size=8, channels=(4, 8, 8, 16), device_channels=(4, 8), log_every=1,
+                      checkpoint_every=2, lambda_check_every=1, val_fraction=0.2, eval_batch_size=16)
+    ev = train_cell(tiny_cache, CellSpec.from_id("cnn_pool-att-multi_task-L2", dataset="tiny"), cfg, tmp_path)
+    mf = load_model_file(tmp_path / "model.pt")
+    assert ev["complexity"] == measure_model(mf.model, mf.clip_seconds)
+    assert mf.training["complexity"] == ev["complexity"]           # the model file's summary carries it
+    info = inspect_path(str(tmp_path))
+    assert info["complexity"] == ev["complexity"] and "complexity" not in info["training"]
+    assert info["complexity"]["params"] == info["n_parameters"] and info["complexity"]["device_cnn"] is True

@@ -55,7 +55,7 @@ LOG_LOSS_DEFINITION = (
     "log loss over all its test clips and per scene."
 )
 COMPLEXITY_DEFINITION = (
-    f"Counted as the DCASE baselines count (NeSsi's method; {COUNTED_WITH}) on one clip of the model's input "
+    f"Counted as the DCASE baselines count ({COUNTED_WITH}, NeSsi's method) on one clip of the model's input "
     "(its clip length, batch 1), for the model as it runs at inference: the scene network and, for multi-task "
     "models, CNN-d, whose prediction conditions it. BatchNorm is not folded (NeSsi counts the model as given). "
     "MACs per second of audio are the clip's MACs divided by its length. Parameter memory is the count times "
