@@ -64,7 +64,7 @@ TABLE = f"{RESULTS}/tables/table{{n}}.csv"
 LAYERS = f"{RESULTS}/tables/layers.csv"
 CELLS = f"{RESULTS}/tables/cells.csv"
 COMPLEXITY = f"{RESULTS}/tables/complexity.csv"
-"""DCASE's complexity counts, one row per distinct model of the grid (:func:`caanet.complexity.complexity_table`)."""
+"""DCASE's complexity counts, one row per distinct model of the grid (:func:`caanet.complexity_table.complexity_table`)."""
 COMPARISONS = f"{RESULTS}/stats/comparisons.csv"
 CLAIMS = f"{RESULTS}/stats/claims.csv"
 

@@ -1,4 +1,4 @@
-"""DCASE's complexity counts (caanet.complexity): torchinfo's parameters and multiply-accumulates against
+"""DCASE's complexity counts (caanet.complexity, caanet.complexity_table): torchinfo's parameters and multiply-accumulates against
 hand-computed values, the parameter memory and the challenge's limits, and the per-model table."""
 
 import json
@@ -10,11 +10,10 @@ from caanet.complexity import (
     COMPLEXITY_KEYS,
     DCASE_MAX_MACS_PER_SECOND,
     DCASE_MAX_PARAM_BYTES,
-    TABLE_COLUMNS,
     complexity_record,
-    complexity_table,
     measure_model,
 )
+from caanet.complexity_table import TABLE_COLUMNS, complexity_table
 from caanet.errors import ResultsError
 from caanet.models import ModelConfig, build_model
 from caanet.spec import CellSpec
@@ -134,3 +133,16 @@ def test_a_trained_cell_records_its_complexity_in_evaluation_model_file_and_insp
     info = inspect_path(str(tmp_path))
     assert info["complexity"] == ev["complexity"] and "complexity" not in info["training"]
     assert info["complexity"]["params"] == info["n_parameters"] and info["complexity"]["device_cnn"] is True
+
+
+def test_counting_is_training_code_and_the_table_is_not():
+    """Changing how a training job counts reruns the training (its evaluation.json holds the counts);
+    changing the table or the widths comparison reruns only the aggregation (caanet.provenance)."""
+    from caanet.provenance import PACKAGE_ROOT, import_closure
+
+    def closure(module):
+        return {str(p.relative_to(PACKAGE_ROOT)) for p in import_closure(module)}
+
+    training, stats = closure("caanet.training"), closure("caanet.complexity_table")
+    assert "complexity.py" in training and "complexity_table.py" not in training
+    assert "complexity.py" in stats

@@ -4,13 +4,15 @@ table, the limits sentences, and the section in the HTML and LaTeX report."""
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from caanet import paths
-from caanet.complexity import TABLE_COLUMNS, complexity_record
+from caanet.complexity import complexity_record
+from caanet.complexity_table import TABLE_COLUMNS
 from caanet.render import dcase_metrics as D
 from caanet.render import report as R
 from test_render import PRESET, VERSIONS, _balanced, make_results
@@ -105,6 +107,8 @@ def test_report_has_the_dcase_section_in_html_and_latex(tmp_path):
     assert "Of the 9 distinct models" in html
     assert r"\section{DCASE's metrics" in tex and "tab:table2-logloss" in tex and "tab:complexity" in tex
     _balanced(tex)
+    if shutil.which("pdflatex") or shutil.which("latexmk"):   # the section compiles (unicode, tables)
+        assert R.build_pdf(tmp_path / "paper.tex", tmp_path / "paper.pdf") is None
     # without complexity.csv and log losses: no section; with complexity.csv alone: a section saying so
     (root / "tables" / "complexity.csv").unlink()
     t2.drop(columns=["ll_mean", "ll_std"]).to_csv(root / "tables" / "table2.csv", index=False)

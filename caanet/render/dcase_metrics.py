@@ -2,7 +2,7 @@
 
 Input only result files: the table summaries' ``ll_*`` columns (:func:`caanet.grid.summarise_table`:
 DCASE's log loss per device, then the same means as the accuracies) and
-``results/tables/complexity.csv`` (:func:`caanet.complexity.complexity_table`). Nothing here imports
+``results/tables/complexity.csv`` (:func:`caanet.complexity_table.complexity_table`). Nothing here imports
 torch.
 
 * :func:`log_loss_frame` / :func:`render_log_loss_html` / :func:`render_log_loss_latex`: per strategy
@@ -33,8 +33,8 @@ from caanet.complexity import (
     COUNTED_WITH,
     DCASE_MAX_MACS_PER_SECOND,
     DCASE_MAX_PARAM_BYTES,
-    read_complexity_table,
 )
+from caanet.complexity_table import read_complexity_table
 from caanet.evaluation import LOG_LOSS_EPS
 from caanet.io import write_text_atomic
 from caanet.render import tables as T
