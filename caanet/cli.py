@@ -19,7 +19,7 @@ from pathlib import Path
 from caanet import __version__
 
 EXIT_OK, EXIT_USER, EXIT_USAGE = 0, 1, 2
-FORMATS = ("table", "csv", "json")
+FORMATS = ("table", "csv", "json", "dcase")
 PROGRESS_MIN_FILES = 8  # a progress bar from this many files on (stderr only, and only on a terminal)
 
 DESCRIPTION = """\
@@ -72,8 +72,9 @@ PREDICT_OUTPUT = """\
 output: per file the predicted scene and its probability, the --top-k most probable scenes and,
 for multi-task models, CNN-d's predicted device and its probability. table: aligned text; csv:
 also every scene's probability (p_<scene>) and device's (p_device_<label>); json: {"model": ...,
-"results": [...]} with all probabilities. Probabilities are those of the mean log-probabilities
-of a recording's windows, renormalised."""
+"results": [...]} with all probabilities; dcase: DCASE Task 1's system output (tab-separated
+filename audio/<name>.wav, scene_label, one probability column per scene; caanet/dcase_format.py).
+Probabilities are those of the mean log-probabilities of a recording's windows, renormalised."""
 
 INSPECT_HELP = """\
 Describe a feature cache (.h5: parameters and clip counts per device, scene and split) or a model
@@ -242,8 +243,12 @@ def prediction_record(pred, mf, top_k: int, device_label: str | None) -> dict:
 
 
 def format_records(records: list[dict], fmt: str, top_k: int, mf, meta: dict) -> str:
-    """``records`` as ``table`` (aligned text), ``csv`` or ``json``."""
+    """``records`` as ``table`` (aligned text), ``csv``, ``json`` or ``dcase`` (:mod:`caanet.dcase_format`)."""
     multi = mf.device_source == "predicted"
+    if fmt == "dcase":
+        from caanet.dcase_format import format_dcase_output
+
+        return format_dcase_output(records, mf.scene_labels)
     if fmt == "json":
         return json.dumps({"model": meta, "results": records}, indent=1) + "\n"
     if fmt == "csv":
@@ -297,6 +302,10 @@ def _predict(args) -> int:
     if args.top_k > len(mf.scene_labels):
         raise UserError(f"--top-k {args.top_k}: the model has only {len(mf.scene_labels)} scenes")
     paths, problems = expand_audio_paths(args.audio)
+    if args.format == "dcase":  # names DCASE's format cannot hold are refused before any file is classified
+        from caanet.dcase_format import check_filenames
+
+        check_filenames(paths)
     failed = 0
     for _, message in problems:
         _err(message)
@@ -419,7 +428,7 @@ def cmd_inspect(args) -> int:
                  "padded_examples", "cropped_examples", "caanet_version"]
     else:
         order = ["type", "path", "kind", "cell_id", "fidelity", "scene_labels", "device_labels", "model_config",
-                 "n_parameters", "feature_params", "input_shape", "norm_mean_range", "norm_std_range", "training",
+                 "n_parameters", "complexity", "feature_params", "input_shape", "norm_mean_range", "norm_std_range", "training",
                  "train_config", "caanet_version", "code_version"]
     print("\n".join(_text_block({k: info[k] for k in order if k in info})))
     return EXIT_OK

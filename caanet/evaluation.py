@@ -5,6 +5,10 @@ scene class, the fraction of its clips classified correctly, averaged over class
 reports that figure per recording device; ``mean_all`` is the mean over the devices evaluated (the
 paper's "Avg") and ``mean_bc`` the mean over the non-reference devices (DCASE's official B/C figure).
 
+DCASE Task 1 (2020-2025) also asks for the multi-class **log loss** of the class probabilities,
+overall, per scene and per device (:func:`log_loss`, :func:`log_loss_summary`); the probabilities are
+``predictions.csv``'s ``prob_{scene}`` columns (:func:`probability_columns`).
+
 Also here: the choice of the test clips whose attention maps are stored for Fig. 7 (a few per class
 and device, preferring clips recorded in parallel on every device).
 """
@@ -20,6 +24,10 @@ import pandas as pd
 from caanet.errors import ConfigError
 
 PREDICTION_COLUMNS = ("filename", "identifier", "device", "scene", "pred_scene", "correct", "pred_device")
+PROBABILITY_PREFIX = "prob_"
+"""``predictions.csv`` holds, after :data:`PREDICTION_COLUMNS`, one column ``prob_{scene}`` per scene label."""
+LOG_LOSS_EPS = 1e-15
+"""Probabilities are clipped to ``[eps, 1 - eps]`` before the logarithm (:func:`log_loss`)."""
 
 
 def _as_label_array(values, n_classes: int, what: str) -> np.ndarray:
@@ -124,6 +132,103 @@ def evaluate_predictions(pred_df: pd.DataFrame, scene_labels: Sequence[str], dev
         "per_device": per_device,
         "mean_all": float(np.mean(list(accs.values()))) if accs else None,
         "mean_bc": float(np.mean(bc)) if bc else None,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# DCASE's log loss
+# --------------------------------------------------------------------------------------------------
+
+
+def probability_columns(scene_labels: Sequence[str]) -> list[str]:
+    """The ``predictions.csv`` column of each scene's probability, in label order: ``prob_{scene}``."""
+    return [f"{PROBABILITY_PREFIX}{s}" for s in scene_labels]
+
+
+def probabilities_of(pred_df: pd.DataFrame, scene_labels: Sequence[str]) -> np.ndarray:
+    """The ``(n_clips, n_scenes)`` float64 probabilities of a predictions table (:func:`probability_columns`).
+
+    Raises ConfigError naming the missing columns, or the first row holding a value that is not a
+    number in [0, 1]."""
+    cols = probability_columns(scene_labels)
+    missing = [c for c in cols if c not in pred_df.columns]
+    if missing:
+        raise ConfigError(f"predictions: missing probability columns {missing} (have {list(pred_df.columns)})")
+    p = pred_df[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(p) | (p < 0) | (p > 1)
+    if bad.any():
+        row, col = map(int, np.argwhere(bad)[0])
+        value = pred_df[cols[col]].iloc[row]
+        value = value.item() if hasattr(value, "item") else value
+        raise ConfigError(f"predictions row {row}: {cols[col]}={value!r} is not a probability in [0, 1]")
+    return p
+
+
+def log_loss(y_true, proba, *, eps: float = LOG_LOSS_EPS) -> float:
+    """Multi-class log loss (cross-entropy) of class probabilities, as DCASE Task 1 computes it.
+
+    ``y_true``: ``(n,)`` class indices; ``proba``: ``(n, K)`` probabilities (rows need not sum to 1
+    exactly). Each row is clipped to ``[eps, 1 - eps]`` and divided by its sum, and the result is the
+    mean over clips of ``-ln p[i, y_i]`` (natural log, nats). Source: the DCASE 2020 Task 1A and
+    DCASE 2022 Task 1 baselines of the organisers (toni-heittola/dcase2020_task1_baseline ``task1a.py``
+    and marmoi/dcase2022_task1_baseline ``task1.py``, ``do_evaluation``), which call
+    ``sklearn.metrics.log_loss(y_true, y_pred, labels=range(K))`` of the scikit-learn of the time
+    (eps = 1e-15, clip, then renormalise each row) on all test clips ("overall"), on the clips of
+    one scene ("class-wise") and on those of one device ("device-wise"). The official submission
+    checkers (toni-heittola/dcase2020_task1_submission_validator, dcase2024_task1_submission_validator)
+    require these three as ``logloss`` beside ``accuracy``. Written out here because scikit-learn is
+    no dependency of caanet and its ``eps`` changed since (float64 machine epsilon from 1.3 on).
+    Raises ConfigError for shapes that disagree, an empty input, a label outside ``[0, K)`` or a
+    probability that is not a number in [0, 1].
+    """
+    p = np.asarray(proba, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 1:
+        raise ConfigError(f"log_loss: proba must be (n_clips, n_classes), got shape {p.shape}")
+    y = _as_label_array(y_true, p.shape[1], "y_true")
+    if y.size != p.shape[0]:
+        raise ConfigError(f"log_loss: y_true has {y.size} entries but proba has {p.shape[0]} rows")
+    if y.size == 0:
+        raise ConfigError("log_loss: no clips to score")
+    bad = ~np.isfinite(p) | (p < 0) | (p > 1)
+    if bad.any():
+        row, col = map(int, np.argwhere(bad)[0])
+        raise ConfigError(f"log_loss: proba[{row}, {col}]={float(p[row, col])!r} is not a probability in [0, 1]")
+    p = np.clip(p, eps, 1.0 - eps)
+    p = p / p.sum(axis=1, keepdims=True)
+    return float(-np.mean(np.log(p[np.arange(y.size), y])))
+
+
+def log_loss_summary(pred_df: pd.DataFrame, scene_labels: Sequence[str], device_labels: Sequence[str], *,
+                     seen_devices: Sequence[str] | None = None) -> dict:
+    """``evaluation.json``'s ``log_loss``: DCASE's log loss (:func:`log_loss`) of a predictions table.
+
+    ``pred_df`` has columns ``device``, ``scene`` (labels) and :func:`probability_columns`. Returns
+    ``{"overall": all clips, "per_scene": {scene: over its clips, None where it has none},
+    "per_device": {device: over its clips}, "mean_all": mean over the devices evaluated,
+    "mean_seen"/"mean_unseen": means over the devices seen / unseen in training, "eps"}``. The
+    device means count each device once, as the paper's Avg of accuracies does (DCASE's "overall"
+    pools the clips instead: both agree when the devices have equally many test clips, as in the
+    DCASE 2020 development fold). ``seen_devices`` (default: all) decides seen and unseen;
+    ``mean_unseen`` is None without unseen devices, ``mean_seen`` without seen ones.
+    """
+    missing = [c for c in ("device", "scene") if c not in pred_df.columns]
+    if missing:
+        raise ConfigError(f"predictions: missing columns {missing} (have {list(pred_df.columns)})")
+    y = _label_indices(pred_df["scene"], scene_labels, "scene")
+    dev = _label_indices(pred_df["device"], device_labels, "device")
+    p = probabilities_of(pred_df, scene_labels)
+    per_scene = {s: (log_loss(y[y == k], p[y == k]) if (y == k).any() else None) for k, s in enumerate(scene_labels)}
+    per_device = {d: log_loss(y[dev == k], p[dev == k]) for k, d in enumerate(device_labels) if (dev == k).any()}
+    seen = set(device_labels if seen_devices is None else seen_devices)
+
+    def mean(devices):
+        values = [per_device[d] for d in devices]
+        return float(np.mean(values)) if values else None
+
+    return {
+        "overall": log_loss(y, p), "per_scene": per_scene, "per_device": per_device,
+        "mean_all": mean(list(per_device)), "mean_seen": mean([d for d in per_device if d in seen]),
+        "mean_unseen": mean([d for d in per_device if d not in seen]), "eps": LOG_LOSS_EPS,
     }
 
 

@@ -99,10 +99,14 @@ for a dataset with unseen devices (``datasets.D.unseen_devices``), ``seen``/``un
 CELL_COLUMNS = ["dataset", "cell_id", "topology", "pooling", "strategy", "cond_layer", "device", "seed",
                 "accuracy", "n", "n_correct"]
 SUMMARY_COLUMNS = ["table", "dataset", "topology", "pooling", "strategy", "cond_layer", "device",
-                   "acc_mean", "acc_std", "acc_ci_low", "acc_ci_high", "n_seeds"]
+                   "acc_mean", "acc_std", "acc_ci_low", "acc_ci_high", "n_seeds",
+                   "ll_mean", "ll_std", "ll_ci_low", "ll_ci_high"]
 LAYER_COLUMNS = ["topology", "pooling", "cond_layer", "acc_mean", "selected_on"]
 CLIP_COLUMNS = ["n_train_clips", "n_validation_clips", "validation_accuracy"]
 """Optional columns of :func:`collect_cells` (NaN for an evaluation.json written before they existed)."""
+LOG_LOSS_COLUMNS = ["log_loss"]
+"""Optional column of :func:`collect_cells`: DCASE's log loss of the device's test clips
+(``evaluation.json``'s ``log_loss.per_device``; NaN for a file written before it existed)."""
 POLICY_COLUMNS = ["unseen_device_policy"]
 """Optional column of :func:`collect_cells`: the cell's policy for test clips of unseen devices
 (``evaluation.json``'s ``unseen_device_policy``; empty where no unseen device was evaluated)."""
@@ -474,8 +478,20 @@ def _cell_rows(path: Path) -> list[dict]:
                          n_train_clips=(ev.get("n_train_clips_per_device") or {}).get(device, math.nan),
                          n_validation_clips=(ev.get("n_validation_clips_per_device") or {}).get(device, math.nan),
                          validation_accuracy=math.nan if val_acc is None else 100.0 * float(val_acc),
+                         log_loss=_log_loss_of(ev, device, path),
                          unseen_device_policy=ev.get("unseen_device_policy")))
     return rows
+
+
+def _log_loss_of(ev: Mapping, device: str, path) -> float:
+    """The device's log loss in ``evaluation.json`` (NaN where the file has none); a value that is not
+    a finite number >= 0 raises :class:`ResultsError` naming the file."""
+    value = ((ev.get("log_loss") or {}).get("per_device") or {}).get(device)
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ResultsError(f"{path}: log_loss.per_device.{device} = {value!r} is not a number >= 0")
+    return float(value)
 
 
 def collect_cells(eval_json_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
@@ -484,7 +500,9 @@ def collect_cells(eval_json_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     Columns: ``dataset, cell_id, topology, pooling, strategy, cond_layer, device, seed, accuracy, n,
     n_correct`` and :data:`CLIP_COLUMNS`: the device's training and held-out validation clips, and the
     cell's validation Avg in percent (the same on each of its device rows; NaN where none), then
-    :data:`POLICY_COLUMNS` (the unseen-device policy, empty where none applied). A file read twice, or two files of the same (cell, seed), raise :class:`ResultsError`.
+    :data:`LOG_LOSS_COLUMNS` (DCASE's log loss of the device's clips) and :data:`POLICY_COLUMNS` (the
+    unseen-device policy, empty where none applied). A file read twice, or two files of the same
+    (cell, seed), raise :class:`ResultsError`.
     """
     rows: list[dict] = []
     seen: dict[tuple, Path] = {}
@@ -496,10 +514,10 @@ def collect_cells(eval_json_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
             raise ResultsError(f"{path}: cell {key[1]} seed {key[2]} of {key[0]} was already read from {seen[key]}")
         seen[key] = path
         rows += cell_rows
-    df = pd.DataFrame(rows, columns=CELL_COLUMNS + CLIP_COLUMNS + POLICY_COLUMNS)
+    df = pd.DataFrame(rows, columns=CELL_COLUMNS + CLIP_COLUMNS + LOG_LOSS_COLUMNS + POLICY_COLUMNS)
     return df.astype({"cond_layer": "Int64", "seed": "int64", "n": "int64", "n_correct": "int64",
                       "accuracy": "float64", "n_train_clips": "float64", "n_validation_clips": "float64",
-                      "validation_accuracy": "float64"})
+                      "validation_accuracy": "float64", "log_loss": "float64"})
 
 
 def filter_cells(cells_df: pd.DataFrame, specs: Iterable[CellSpec]) -> pd.DataFrame:
@@ -539,7 +557,8 @@ def _model_seed_rows(cells_df: pd.DataFrame, reference_device: str | Mapping[str
     df["cond_layer"] = df["cond_layer"].astype("Int64")
     df["_layer"] = df["cond_layer"].fillna(0).astype(int)   # groupby drops NA keys
     gkeys = ["dataset", "topology", "pooling", "strategy", "_layer"]
-    out = [df[keys + ["device", "seed", "accuracy"]]]
+    values = ["accuracy"] + [c for c in LOG_LOSS_COLUMNS if c in df.columns]  # each averaged alike
+    out = [df[keys + ["device", "seed"] + values]]
     for _, model in df.groupby(gkeys, sort=False):
         dataset = model["dataset"].iloc[0]
         if isinstance(reference_device, Mapping):
@@ -557,17 +576,17 @@ def _model_seed_rows(cells_df: pd.DataFrame, reference_device: str | Mapping[str
             base = one.iloc[0][keys].to_dict()
             means = {}
             if covers_unseen:
-                means["avg"] = one["accuracy"].mean()
+                means["avg"] = one[values].mean(skipna=False)
             others = one[one["device"] != ref]
             if len(others):
-                means["bc"] = others["accuracy"].mean()
+                means["bc"] = others[values].mean(skipna=False)
             if unseen:
                 is_unseen = one["device"].isin(unseen)
                 if (~is_unseen).any():
-                    means["seen"] = one.loc[~is_unseen, "accuracy"].mean()
+                    means["seen"] = one.loc[~is_unseen, values].mean(skipna=False)
                 if covers_unseen:
-                    means["unseen"] = one.loc[is_unseen, "accuracy"].mean()
-            out.append(pd.DataFrame([{**base, "device": d, "seed": seed, "accuracy": float(v)}
+                    means["unseen"] = one.loc[is_unseen, values].mean(skipna=False)
+            out.append(pd.DataFrame([{**base, "device": d, "seed": seed, **{c: float(v[c]) for c in values}}
                                      for d, v in means.items()]))
     return pd.concat(out, ignore_index=True)
 
@@ -598,8 +617,11 @@ def summarise_table(cells_df: pd.DataFrame, table: str, *,
 
     ``cells_df`` holds the table's cells only (see :func:`filter_cells`/:func:`table_cells`).
     Columns: ``table, dataset, topology, pooling, strategy, cond_layer, device, acc_mean, acc_std,
-    acc_ci_low, acc_ci_high, n_seeds``; ``device`` is each device label plus ``avg`` (mean over all
-    devices) and ``bc`` (mean over the non-reference devices), each computed per seed first.
+    acc_ci_low, acc_ci_high, n_seeds, ll_mean, ll_std, ll_ci_low, ll_ci_high``; ``device`` is each device
+    label plus ``avg`` (mean over all devices) and ``bc`` (mean over the non-reference devices), each
+    computed per seed first. ``ll_*`` are the same statistics of DCASE's log loss (the cells frame's
+    ``log_loss``, :data:`LOG_LOSS_COLUMNS`), its pseudo-devices the same means of the per-device log
+    losses; NaN where a seed lacks it (a frame without the column: all NaN).
     ``reference_device`` (required: there is no silent default) is one label or a dataset -> label
     mapping (:func:`reference_devices`). ``unseen_devices`` (dataset -> labels, :func:`unseen_devices`)
     adds ``seen``/``unseen`` (the means over each kind, per seed first); a model lacking the unseen
@@ -615,8 +637,11 @@ def summarise_table(cells_df: pd.DataFrame, table: str, *,
     rows = []
     for _, g in long.groupby(["dataset", "topology", "pooling", "strategy", "_layer", "device"], sort=False):
         mean, std, lo, hi, n = mean_ci(g["accuracy"].to_numpy())
+        ll = g["log_loss"] if "log_loss" in g.columns else pd.Series([math.nan])
+        ll_mean, ll_std, ll_lo, ll_hi, _ = mean_ci(ll.to_numpy()) if ll.notna().all() else (math.nan,) * 5
         rows.append({"table": table, **g.iloc[0][keys].to_dict(), "acc_mean": mean, "acc_std": std,
-                     "acc_ci_low": lo, "acc_ci_high": hi, "n_seeds": n})
+                     "acc_ci_low": lo, "acc_ci_high": hi, "n_seeds": n, "ll_mean": ll_mean, "ll_std": ll_std,
+                     "ll_ci_low": ll_lo, "ll_ci_high": ll_hi})
     out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS).astype({"cond_layer": "Int64", "n_seeds": "int64"})
     devices = sorted(set(out["device"]) - set(SUMMARY_DEVICES)) + list(SUMMARY_DEVICES)
     order = pd.DataFrame({

@@ -47,7 +47,7 @@ REQUIRED_KEYS = ("state_dict", "model_config", "feature_params", "norm_mean", "n
                  "device_labels", "fidelity")
 SUMMARY_EVALUATION_KEYS = ("mean_all", "mean_bc", "device_accuracy", "iterations", "selected_iteration",
                            "selection", "train_seconds", "n_train_clips", "n_validation_clips", "n_test", "lambda_switched_at",
-                           "test_device_labels_used")
+                           "test_device_labels_used", "complexity")
 
 
 def _plain(obj):
@@ -204,6 +204,8 @@ class ModelFile:
 
     def describe(self) -> dict:
         """Plain-data description (``caanet inspect``)."""
+        from caanet.complexity import model_file_complexity
+
         return _plain({
             "path": str(self.path), "kind": self.kind, "cell_id": self.cell_id, "spec": self.spec,
             "model_config": self.config.to_dict(), "fidelity": self.fidelity,
@@ -211,8 +213,10 @@ class ModelFile:
             "unseen_device_labels": self.unseen_device_labels,
             "feature_params": self.params.to_dict(), "input_shape": list(self.config.input_shape),
             "n_parameters": int(sum(p.numel() for p in self.model.parameters())),
+            "complexity": model_file_complexity(self),  # DCASE's counts (caanet.complexity), measured now
             "train_config": self.train_config, "caanet_version": self.caanet_version,
-            "code_version": self.code_version, "training": self.training,
+            "code_version": self.code_version,
+            "training": {k: v for k, v in self.training.items() if k != "complexity"},  # shown once, above
             "norm_mean_range": [float(self.mean.min()), float(self.mean.max())],
             "norm_std_range": [float(self.std.min()), float(self.std.max())],
         })

@@ -63,12 +63,15 @@ examples for a model without an attention pooling)."""
 TABLE = f"{RESULTS}/tables/table{{n}}.csv"
 LAYERS = f"{RESULTS}/tables/layers.csv"
 CELLS = f"{RESULTS}/tables/cells.csv"
+COMPLEXITY = f"{RESULTS}/tables/complexity.csv"
+"""DCASE's complexity counts, one row per distinct model of the grid (:func:`caanet.complexity_table.complexity_table`)."""
 COMPARISONS = f"{RESULTS}/stats/comparisons.csv"
 CLAIMS = f"{RESULTS}/stats/claims.csv"
 
 # --- stage 5: reports ------------------------------------------------------------------------------
 DATASET_PAGE = f"{REPORTS}/data/{{dataset}}.html"
 RENDERED_TABLE = f"{REPORTS}/tables/table{{n}}.{{ext}}"
+RENDERED_COMPLEXITY = f"{REPORTS}/tables/complexity.{{ext}}"
 FIGURE = f"{REPORTS}/figures/{{fig}}.{{ext}}"
 FIGURES = ("fig5_layers", "fig6_confusion", "fig7_attention", "training_curves")
 """The figures of the report, in its order."""

@@ -5,6 +5,7 @@
 rule render_tables:
     input:
         summaries=expand(paths.TABLE, n=RENDERED_TABLES),
+        complexity=paths.COMPLEXITY,
     output:
         tex=expand(paths.RENDERED_TABLE, n=RENDERED_TABLES, ext="tex"),
         html=report(
@@ -12,6 +13,8 @@ rule render_tables:
             caption="report/tables.rst",
             category="Tables",
         ),
+        complexity_tex=paths.RENDERED_COMPLEXITY.format(ext="tex"),
+        complexity_html=paths.RENDERED_COMPLEXITY.format(ext="html"),
     params:
         code=CODE["render"],
     threads: 1
@@ -68,6 +71,7 @@ rule render_report:
         stats=paths.COMPARISONS,
         claims=paths.CLAIMS,
         cells=paths.CELLS,
+        complexity=paths.COMPLEXITY,
         benchmarks=all_benchmarks,
     output:
         html=report(paths.PAPER_HTML, caption="report/paper.rst", category="Report"),

@@ -39,6 +39,7 @@ checkpoint aggregate_tables:
         table3=paths.TABLE.format(n=3),
         table4=paths.TABLE.format(n=4),
         cells=paths.CELLS,
+        complexity=paths.COMPLEXITY,
     params:
         preset=rerun.preset_params(P),
         code=CODE["stats"],

@@ -133,6 +133,8 @@ def test_predict_agrees_with_the_cells_predictions(world):
     assert (both["pred_device"] == both["device"]).all()
     probs = both[[f"p_{s}" for s in SCENE_LABELS]].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    # the cell's class probabilities (predictions.csv's prob_<scene>) are the ones predict reports
+    np.testing.assert_allclose(both[[f"prob_{s}" for s in SCENE_LABELS]].to_numpy(), probs, atol=2e-5)
 
 
 def test_long_clip_is_the_mean_of_its_windows_and_48k_stereo_works(tmp_path, world):

@@ -1,16 +1,23 @@
 """The paper's metric (unweighted mean of class-wise accuracies) per device, against hand-computed values."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from caanet.errors import ConfigError
 from caanet.evaluation import (
+    LOG_LOSS_EPS,
     class_accuracies,
     class_wise_accuracy,
     confusion_matrix,
     evaluate_predictions,
+    log_loss,
+    log_loss_summary,
     parallel_stem,
+    probabilities_of,
+    probability_columns,
     select_attention_examples,
 )
 
@@ -113,3 +120,83 @@ def test_attention_examples_prefer_parallel_recordings():
     picked = [files[i] for i in idx2]
     assert "audio/bus-x-0-0-a.wav" in picked and "audio/bus-x-2-0-b.wav" in picked
     assert select_attention_examples(files, scene, device, labels, 0).size == 0
+
+
+# ------------------------------------------------------------------------------ DCASE's log loss
+
+PROBA = [[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.5, 0.5, 0.0]]
+
+
+def test_log_loss_is_the_mean_negative_log_probability_of_the_true_class():
+    # -ln 0.7 = 0.356675, -ln 0.8 = 0.223144, -ln 0.4 = 0.916291, -ln 0.5 = 0.693147
+    assert log_loss([0, 1, 2, 1], PROBA) == pytest.approx(
+        (0.35667494393873245 + 0.2231435513142097 + 0.916290731874155 + 0.6931471805599453) / 4, rel=1e-12)
+    # natural log, not log2: a uniform guess over K classes scores ln K
+    assert log_loss([0, 1], np.full((2, 10), 0.1)) == pytest.approx(math.log(10))
+
+
+def test_log_loss_clips_at_eps_and_renormalises_rows():
+    # a zero probability of the true class is clipped to 1e-15 (then the row renormalised): finite
+    assert LOG_LOSS_EPS == 1e-15
+    assert log_loss([2], [[0.5, 0.5, 0.0]]) == pytest.approx(-math.log(1e-15 / (1 + 1e-15)), rel=1e-12)
+    assert log_loss([0], [[1.0, 0.0]]) == pytest.approx(-math.log((1 - 1e-15) / (1 - 1e-15 + 1e-15)), abs=1e-14)
+    # rows that do not sum to one are divided by their sum (scikit-learn's log_loss of DCASE 2020-2022)
+    assert log_loss([0], [[0.2, 0.2]]) == pytest.approx(math.log(2))
+
+
+def test_log_loss_equals_scikit_learn_on_normalised_probabilities():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(10), size=200)
+    y = rng.integers(0, 10, 200)
+    assert log_loss(y, p) == pytest.approx(metrics.log_loss(y, p, labels=list(range(10))), rel=1e-12)
+
+
+def test_log_loss_rejects_bad_input_naming_it():
+    with pytest.raises(ConfigError, match="shape"):
+        log_loss([0], [0.5, 0.5])
+    with pytest.raises(ConfigError, match="2 entries but proba has 1 rows"):
+        log_loss([0, 1], [[0.5, 0.5]])
+    with pytest.raises(ConfigError, match=r"y_true\[0\]=3"):
+        log_loss([3], [[0.5, 0.5]])
+    with pytest.raises(ConfigError, match=r"proba\[0, 1\]=nan"):
+        log_loss([0], [[0.5, float("nan")]])
+    with pytest.raises(ConfigError, match="no clips"):
+        log_loss([], np.zeros((0, 2)))
+
+
+def _prob_preds(rows, scenes):
+    cols = ["device", "scene"] + probability_columns(scenes)
+    return pd.DataFrame([(d, s, *p) for d, s, p in rows], columns=cols)
+
+
+def test_log_loss_summary_overall_per_scene_per_device_and_device_means():
+    scenes, devices = ["bus", "park"], ["a", "b", "s4"]
+    df = _prob_preds([
+        ("a", "bus", (0.8, 0.2)), ("a", "park", (0.4, 0.6)),      # -ln .8, -ln .6
+        ("b", "bus", (0.5, 0.5)),                                 # -ln .5
+        ("s4", "park", (0.9, 0.1)), ("s4", "park", (0.2, 0.8)),   # -ln .1, -ln .8
+    ], scenes)
+    ll = log_loss_summary(df, scenes, devices, seen_devices=["a", "b"])
+    l8, l6, l5, l1 = -math.log(0.8), -math.log(0.6), -math.log(0.5), -math.log(0.1)
+    assert ll["overall"] == pytest.approx((l8 + l6 + l5 + l1 + l8) / 5)
+    assert ll["per_scene"] == pytest.approx({"bus": (l8 + l5) / 2, "park": (l6 + l1 + l8) / 3})
+    assert ll["per_device"] == pytest.approx({"a": (l8 + l6) / 2, "b": l5, "s4": (l1 + l8) / 2})
+    assert list(ll["per_device"]) == devices
+    assert ll["mean_all"] == pytest.approx(((l8 + l6) / 2 + l5 + (l1 + l8) / 2) / 3)   # each device once
+    assert ll["mean_seen"] == pytest.approx(((l8 + l6) / 2 + l5) / 2)
+    assert ll["mean_unseen"] == pytest.approx((l1 + l8) / 2)
+    # a scene without clips is None; all devices seen: no unseen mean
+    one = log_loss_summary(df[df["device"] == "b"], scenes, devices)
+    assert one["per_scene"] == {"bus": pytest.approx(l5), "park": None} and one["mean_unseen"] is None
+
+
+def test_probability_columns_missing_or_bad_are_named():
+    scenes = ["bus", "park"]
+    df = _prob_preds([("a", "bus", (0.8, 0.2))], scenes)
+    assert probabilities_of(df, scenes).tolist() == [[0.8, 0.2]]
+    with pytest.raises(ConfigError, match="prob_tram"):
+        probabilities_of(df, scenes + ["tram"])
+    df.loc[0, "prob_park"] = 1.5
+    with pytest.raises(ConfigError, match="row 0: prob_park=1.5"):
+        log_loss_summary(df, scenes, ["a"])

@@ -6,6 +6,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -250,8 +251,10 @@ def test_collect_cells_and_filter(tmp_path):
     paths = [write_eval(grid.cell_dir(tmp_path, tf) / "evaluation.json", tf, {"a": (0.7, 7), "b": (0.5, 5)}),
              write_eval(grid.cell_dir(tmp_path, sd) / "evaluation.json", sd, {"b": (0.25, 3)})]
     df = grid.collect_cells(paths)
-    assert list(df.columns) == grid.CELL_COLUMNS + grid.CLIP_COLUMNS + grid.POLICY_COLUMNS and len(df) == 3
+    assert list(df.columns) == (grid.CELL_COLUMNS + grid.CLIP_COLUMNS + grid.LOG_LOSS_COLUMNS + grid.POLICY_COLUMNS)
+    assert len(df) == 3
     assert df["n_train_clips"].isna().all()          # an evaluation.json without clip counts
+    assert df["log_loss"].isna().all()               # ... and without log loss
     row = df[(df["cell_id"] == "atrous-att-teacher_forcing-L2") & (df["device"] == "a")].iloc[0]
     assert row["accuracy"] == pytest.approx(70.0) and row["seed"] == 1 and row["cond_layer"] == 2
     assert row["n"] == 10 and row["n_correct"] == 7
@@ -274,6 +277,49 @@ def test_collect_cells_names_file_and_key(tmp_path):
     path.write_text(json.dumps(ev))
     with pytest.raises(ResultsError, match="accuracy"):
         grid.collect_cells([path])
+
+
+def test_collect_cells_reads_the_log_loss_per_device(tmp_path):
+    spec = CellSpec(dataset="d", topology="atrous", pooling="att", strategy="joint")
+    path = write_eval(tmp_path / "evaluation.json", spec, {"a": (0.7, 7), "b": (0.5, 5)})
+    ev = json.loads(path.read_text())
+    ev["log_loss"] = {"overall": 1.0, "per_device": {"a": 0.8, "b": 1.25}}
+    path.write_text(json.dumps(ev))
+    df = grid.collect_cells([path])
+    assert df.set_index("device")["log_loss"].to_dict() == {"a": 0.8, "b": 1.25}
+    ev["log_loss"]["per_device"]["b"] = -0.1
+    path.write_text(json.dumps(ev))
+    with pytest.raises(ResultsError, match=r"evaluation\.json: log_loss\.per_device\.b = -0\.1"):
+        grid.collect_cells([path])
+
+
+def test_summarise_log_loss_like_accuracy_against_hand_computation():
+    ll = {0: {"a": 0.9, "b": 1.2, "c": 1.5}, 1: {"a": 1.1, "b": 1.4, "c": 1.3}}
+    rows = []
+    for seed, acc in ((0, dict(a=60.0, b=50.0, c=40.0)), (1, dict(a=62.0, b=52.0, c=44.0))):
+        for r in cell_rows("atrous-att-joint", seed=seed, **acc):
+            rows.append({**r, "log_loss": ll[seed][r["device"]]})
+    df = pd.DataFrame(rows, columns=grid.CELL_COLUMNS + ["log_loss"]).astype({"cond_layer": "Int64"})
+    s = grid.summarise_table(df, "table2", reference_device="a")
+    assert list(s.columns) == grid.SUMMARY_COLUMNS
+    a = pick(s, device="a")
+    assert a["ll_mean"] == pytest.approx(1.0) and a["ll_std"] == pytest.approx(math.sqrt(0.02))
+    # avg per seed first: (0.9+1.2+1.5)/3 = 1.2 and (1.1+1.4+1.3)/3 = 1.2666..; bc: 1.35 and 1.35
+    avg = pick(s, device="avg")
+    assert avg["ll_mean"] == pytest.approx((1.2 + 3.8 / 3) / 2)
+    half = 12.706204736174698 * np.std([1.2, 3.8 / 3], ddof=1) / math.sqrt(2)   # t(0.975, 1)
+    assert (avg["ll_ci_low"], avg["ll_ci_high"]) == pytest.approx((avg["ll_mean"] - half, avg["ll_mean"] + half))
+    bc = pick(s, device="bc")
+    assert bc["ll_mean"] == pytest.approx(1.35) and bc["ll_std"] == pytest.approx(0.0)
+    # a seed without its log loss (a file written before) makes the statistics NaN, not a partial mean
+    df.loc[(df["seed"] == 1) & (df["device"] == "c"), "log_loss"] = np.nan
+    s = grid.summarise_table(df, "table2", reference_device="a")
+    assert math.isnan(pick(s, device="avg")["ll_mean"]) and math.isnan(pick(s, device="c")["ll_mean"])
+    assert pick(s, device="a")["ll_mean"] == pytest.approx(1.0)
+    # without the column every ll_* is NaN and the accuracies are unchanged
+    plain = grid.summarise_table(df.drop(columns="log_loss"), "table2", reference_device="a")
+    assert plain["ll_mean"].isna().all()
+    pd.testing.assert_series_equal(plain["acc_mean"], s["acc_mean"])
 
 
 # --------------------------------------------------------------------------- layer selection

@@ -305,8 +305,26 @@ def test_each_strategy_writes_every_output(tiny_cache, tmp_path, cell_id):
     assert list(metrics.columns) == list(training.METRICS_COLUMNS)
     assert metrics["iteration"].tolist() == [5, 10, 15, 20]
     preds = pd.read_csv(tmp_path / "predictions.csv", keep_default_na=False)
-    assert list(preds.columns) == list(training.PREDICTION_COLUMNS)
+    prob_cols = [f"prob_{s}" for s in ev["scene_labels"]]
+    assert list(preds.columns) == list(training.PREDICTION_COLUMNS) + prob_cols
     assert (preds["correct"] == (preds["scene"] == preds["pred_scene"]).astype(int)).all()
+    # class probabilities: rows sum to 1, the predicted scene is their argmax, DCASE's log loss recomputed
+    proba = preds[prob_cols].to_numpy()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-12)
+    assert (np.asarray(ev["scene_labels"])[proba.argmax(axis=1)] == preds["pred_scene"].to_numpy()).all()
+    truth = preds["scene"].map(ev["scene_labels"].index).to_numpy()
+    nll = -np.log(np.clip(proba[np.arange(len(preds)), truth], 1e-15, 1.0))
+    assert ev["log_loss"]["overall"] == pytest.approx(nll.mean(), rel=1e-9)
+    for d, v in ev["log_loss"]["per_device"].items():
+        assert v == pytest.approx(nll[preds["device"].to_numpy() == d].mean(), rel=1e-9)
+    assert list(ev["log_loss"]["per_device"]) == list(ev["per_device"])
+    # DCASE's complexity of the model as it runs at inference (CNN-d counted for multi-task)
+    comp = ev["complexity"]
+    n_params = sum(v.numel() for k, v in torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"].items()
+                   if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    assert comp["params"] == n_params and comp["bytes_int8"] == n_params and comp["bytes_fp32"] == 4 * n_params
+    assert comp["device_cnn"] == (s.strategy == "multi_task") and comp["clip_seconds"] == 1.0
+    assert comp["macs_per_clip"] > 0 and comp["macs_per_second"] == comp["macs_per_clip"]
     model = torch.load(tmp_path / "model.pt", weights_only=True)
     assert set(model) == {"format", "format_version", "state_dict", "spec", "cell_id", "model_config",
                           "train_config", "feature_params", "norm_mean", "norm_std", "scene_labels",

@@ -12,6 +12,7 @@ with logged(snakemake.log[0], "render_report"):
         figures=snakemake.input.figures,
         stats_csv=snakemake.input.stats,
         claims_csv=snakemake.input.claims,
+        complexity_csv=snakemake.input.complexity,
         benchmarks=snakemake.input.benchmarks,
     )
     report.render_report_html(context, snakemake.output.html)

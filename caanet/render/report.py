@@ -42,6 +42,7 @@ from caanet import paths as rpaths
 from caanet.errors import ResultsError
 from caanet.io import atomic_path, read_results_csv, write_text_atomic
 from caanet.render import tables as T
+from caanet.render.dcase_metrics import dcase_section
 from caanet.spec import CellSpec
 
 TABLE_TITLES = {
@@ -591,14 +592,15 @@ def _result_file(given, results_dir, template: str, **fields) -> Path | None:
 
 def build_context(*, preset: dict, results_dir=None, summaries=None, layers_csv=None, cells_csv=None,
                   tables_dir=None, figures=None, stats_csv=None, claims_csv=None, benchmarks=None,
-                  versions: dict | None = None, commit: str | None = None, date: str | None = None,
+                  complexity_csv=None, versions: dict | None = None, commit: str | None = None, date: str | None = None,
                   repo_dir=None) -> dict:
     """Collect everything the report shows, from the files named.
 
     ``preset``: the resolved preset (``caanet.config.resolve``). The result files
     (:mod:`caanet.paths`): ``summaries``, the ``table{n}.csv`` files; ``layers_csv`` (``layers.csv``),
     ``cells_csv`` (``cells.csv``, the clip counts per cell), ``stats_csv`` (``comparisons.csv``),
-    ``claims_csv`` (``claims.csv``) and ``benchmarks`` (a folder or list of TSVs). Each one not given
+    ``claims_csv`` (``claims.csv``), ``complexity_csv`` (``complexity.csv``) and ``benchmarks`` (a folder
+    or list of TSVs). Each one not given
     is looked up at its place under ``results_dir`` when that is given (a results tree, for tests and
     by-hand use); the workflow names every file (its declared inputs) and no ``results_dir``. A table
     missing from both is a warning in the report, not an error.
@@ -675,6 +677,7 @@ def build_context(*, preset: dict, results_dir=None, summaries=None, layers_csv=
         "table4": table4_section(table4_entry, summaries.get("table4"), cells_df, comparisons,
                                  unseen.get(table4_entry["dataset"], ()) if table4_entry else ()),
         "figures": figure_entries(figures),
+        "dcase_metrics": dcase_section(summaries, _result_file(complexity_csv, results_dir, rpaths.COMPLEXITY)),
         "compute": compute_cost(summaries, bench),
         "warnings": warnings,
     }

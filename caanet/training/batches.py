@@ -1,8 +1,9 @@
 """The clips of a job on the training device and what runs over them in batches.
 
 :class:`ClipTensors` holds a split on the device, :class:`BatchOrder` gives each iteration's batch
-(:func:`caanet.data.loader.batch_indices` made fast), :func:`predict`, :func:`device_accuracy` and
-:func:`validation_accuracy` run a model over clips in eval mode (bf16 autocast on CUDA where asked).
+(:func:`caanet.data.loader.batch_indices` made fast), :func:`predict_scores` (class probabilities:
+:func:`scene_probabilities`), :func:`predict`, :func:`device_accuracy` and :func:`validation_accuracy`
+run a model over clips in eval mode (bf16 autocast on CUDA where asked).
 """
 
 from __future__ import annotations
@@ -115,20 +116,54 @@ def _eval_mode(model):
         model.train(was)
 
 
-def predict(model, fs, positions: np.ndarray, *, dev: torch.device, batch_size: int, amp: bool,
-            oracle: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Scene (and CNN-d device, if any) predictions for ``fs`` clips at ``positions``, in eval mode."""
-    scene, device = [], []
+@dataclass
+class Scores:
+    """What :func:`predict_scores` returns for ``n`` clips: ``scene`` ``(n,)`` int64 predicted scene (the
+    argmax of ``proba``, first on ties), ``proba`` ``(n, K)`` float64 class probabilities, ``device``
+    ``(n,)`` int64 CNN-d's predicted device or None (no CNN-d)."""
+
+    scene: np.ndarray
+    proba: np.ndarray
+    device: np.ndarray | None
+
+
+def scene_probabilities(scene_output: torch.Tensor) -> torch.Tensor:
+    """Class probabilities ``(B, K)`` float64 of a model's scene output: its softmax over classes.
+
+    For the heads ending in log_softmax (``flatten``, ``max``, ``avg``, ``roi``) these are exactly
+    their probabilities. The paper-mode attention heads (``att``, ``roi_att``; Eq. 5-6) output
+    ``log Y`` with ``Y`` the attention-weighted per-bin softmax (clamped at 1e-7), which need not sum
+    to exactly 1: the softmax gives ``Y / sum(Y)``. The reference-fidelity attention heads output the
+    attention-weighted mean of per-bin log-probabilities: the softmax gives their normalised weighted
+    geometric mean (what ``caanet predict`` reports too). Computed in float64 so that rows sum to 1 within
+    1e-12 (``predictions.csv``'s ``prob_{scene}`` columns, DCASE's log loss)."""
+    return torch.softmax(scene_output.double(), dim=1)
+
+
+def predict_scores(model, fs, positions: np.ndarray, *, dev: torch.device, batch_size: int, amp: bool,
+                   oracle: bool) -> Scores:
+    """Scene probabilities and predictions (and CNN-d's device, if any) for ``fs`` clips at
+    ``positions``, in eval mode (:class:`Scores`; probabilities: :func:`scene_probabilities`)."""
+    proba, device = [], []
     with _eval_mode(model):
         for sl in chunks(len(positions), batch_size):
             x, _, d = _batch(fs, positions[sl], dev)
             with _autocast(dev, amp):
                 out = model(x, d if oracle else None)
-            scene.append(out.scene.float().argmax(1).cpu().numpy())
+            proba.append(scene_probabilities(out.scene.float()).cpu().numpy())
             if out.device is not None:
                 device.append(out.device.float().argmax(1).cpu().numpy())
-    cat = np.concatenate
-    return (cat(scene) if scene else np.zeros(0, np.int64)), (cat(device) if device else None)
+    k = getattr(getattr(model, "config", None), "n_classes", 0)
+    p = np.concatenate(proba) if proba else np.zeros((0, k), np.float64)
+    return Scores(p.argmax(axis=1).astype(np.int64), p, np.concatenate(device) if device else None)
+
+
+def predict(model, fs, positions: np.ndarray, *, dev: torch.device, batch_size: int, amp: bool,
+            oracle: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Scene (and CNN-d device, if any) predictions for ``fs`` clips at ``positions``, in eval mode
+    (:func:`predict_scores` without the probabilities)."""
+    scores = predict_scores(model, fs, positions, dev=dev, batch_size=batch_size, amp=amp, oracle=oracle)
+    return scores.scene, scores.device
 
 
 def device_accuracy(model, fs, positions: np.ndarray, *, dev: torch.device, batch_size: int, amp: bool) -> float:

@@ -20,7 +20,7 @@ import torch
 
 from caanet.data.loader import CellData, chunks
 from caanet.errors import TrainingError
-from caanet.evaluation import select_attention_examples
+from caanet.evaluation import PREDICTION_COLUMNS, probability_columns, select_attention_examples
 from caanet.io import atomic_path, write_csv_atomic, write_json_atomic
 from caanet.paths import CELL_FILES
 from caanet.training.batches import _autocast, _batch, _eval_mode
@@ -28,7 +28,6 @@ from caanet.training.config import TrainConfig
 
 METRICS_COLUMNS = ("iteration", "loss", "loss_scene", "loss_device", "lr", "lambda", "device_acc", "elapsed_s",
                    "log_var_scene", "log_var_device")
-PREDICTION_COLUMNS = ("filename", "identifier", "device", "scene", "pred_scene", "correct", "pred_device")
 #: The outputs (:data:`caanet.paths.CELL_FILES`) in the order they are moved into the cell folder:
 #: ``evaluation.json``, the file that says a cell is done, comes last.
 PUBLISH_ORDER = tuple(sorted(CELL_FILES.values(), key=lambda name: name == CELL_FILES["evaluation"]))
@@ -38,18 +37,26 @@ class Abandoned(TrainingError):
     """The job is no longer wanted (its client has gone): its outputs were discarded, not published."""
 
 
-def _predictions_frame(data: CellData, scene_pred: np.ndarray, device_pred: np.ndarray | None) -> pd.DataFrame:
-    """``predictions.csv``'s rows (:data:`PREDICTION_COLUMNS`): one per test clip, labels as names;
-    ``pred_device`` empty where the model has no CNN-d."""
+def _predictions_frame(data: CellData, scene_pred: np.ndarray, device_pred: np.ndarray | None,
+                       proba: np.ndarray | None = None) -> pd.DataFrame:
+    """``predictions.csv``'s rows: one per test clip, :data:`PREDICTION_COLUMNS` (labels as names;
+    ``pred_device`` empty where the model has no CNN-d), then one ``prob_{scene}`` column per scene
+    (:func:`caanet.evaluation.probability_columns`): ``proba`` ``(n_test, K)``, the softmax of the
+    model's scene output (:func:`caanet.training.batches.scene_probabilities`: exact probabilities
+    for log-softmax heads, ``Y / sum(Y)`` for the paper-mode attention heads), whose argmax is
+    ``pred_scene``. Without ``proba`` the probability columns are left out."""
     t = data.test
     sl, dl = data.scene_labels, data.device_labels
-    return pd.DataFrame({
+    df = pd.DataFrame({
         "filename": t.filename, "identifier": t.identifier,
         "device": [dl[i] for i in t.device], "scene": [sl[i] for i in t.scene],
         "pred_scene": [sl[i] for i in scene_pred],
         "correct": (np.asarray(t.scene) == scene_pred).astype(int),
         "pred_device": [dl[i] for i in device_pred] if device_pred is not None else [""] * len(scene_pred),
     }, columns=list(PREDICTION_COLUMNS))
+    if proba is not None:
+        df = pd.concat([df, pd.DataFrame(np.asarray(proba, np.float64), columns=probability_columns(sl))], axis=1)
+    return df
 
 
 def _attention_examples(model, data: CellData, *, dev, cfg: TrainConfig, oracle: bool, amp: bool | None = None,

@@ -29,9 +29,10 @@ from caanet.data.loader import (
     seen_devices_first,
     validation_split_filenames,
 )
+from caanet.complexity import measure_model
 from caanet.devices import seen_unseen_summary, unseen_policy_for
 from caanet.errors import ConfigError, SpecError, TrainingError, config_error
-from caanet.evaluation import evaluate_predictions
+from caanet.evaluation import evaluate_predictions, log_loss_summary
 from caanet.fidelity import get_fidelity
 from caanet.optim import Adam
 from caanet.runtime import keep_freed_memory
@@ -42,7 +43,7 @@ from caanet.training.batches import (
     _autocast,
     _batch,
     device_accuracy,
-    predict,
+    predict_scores,
     validation_accuracy,
 )
 from caanet.training.checkpoint import (
@@ -340,9 +341,10 @@ class CellTrainer:
         if cfg.selection == "best_val" and st.best is not None:
             self.model.load_state_dict(st.best["state_dict"])
             selected = st.best["iteration"]
-        scene_pred, device_pred = predict(self.model, self.test_t, np.arange(len(data.test)), dev=self.dev,
-                                          batch_size=cfg.eval_batch_size, amp=self.amp, oracle=self.oracle)
-        preds_df = _predictions_frame(data, scene_pred, device_pred)
+        scores = predict_scores(self.model, self.test_t, np.arange(len(data.test)), dev=self.dev,
+                                batch_size=cfg.eval_batch_size, amp=self.amp, oracle=self.oracle)
+        device_pred = scores.device
+        preds_df = _predictions_frame(data, scores.scene, device_pred, scores.proba)
         counts = held_out_counts(data.train.device, data.train_idx, data.val_idx, data.device_labels)
         present = [d for d in data.device_labels if counts["train"][d] + counts["validation"][d] > 0]
         val_acc = (validation_accuracy(self.model, data, dev=self.dev, cfg=cfg, oracle=self.oracle)
@@ -351,6 +353,8 @@ class CellTrainer:
             "cell_id": self.spec.cell_id, "spec": self.spec.to_dict(),
             "scene_labels": data.scene_labels, "device_labels": data.device_labels,
             **evaluate_predictions(preds_df, data.scene_labels, data.device_labels, reference_device=reference_device),
+            "log_loss": log_loss_summary(preds_df, data.scene_labels, data.device_labels,
+                                         seen_devices=data.device_labels[:data.n_seen or len(data.device_labels)]),
             "reference_device": reference_device or data.device_labels[0],
             "iterations": cfg.iterations, "train_seconds": round(train_seconds, 3),
             "device_accuracy": float(np.mean(device_pred == data.test.device)) if device_pred is not None else None,
@@ -429,6 +433,7 @@ def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, thre
         say(f"{trainer.name}: " + held_out_line(data))
         trainer.run(ck_path, code_version, stop, callback)
         evaluation, preds_df, attention = trainer.evaluate(code_version, reference_device)
+        evaluation["complexity"] = measure_model(trainer.model, feature_params["clip_seconds"])  # DCASE's counts
         _write_outputs(out_dir, spec=spec, cfg=cfg, model=trainer.model, model_cfg=trainer.model_cfg, data=data,
                        metrics=trainer.state.metrics, evaluation=evaluation, preds_df=preds_df, attention=attention,
                        feature_params=feature_params, still_wanted=still_wanted)
