@@ -19,8 +19,18 @@ include: "rules/tables.smk"
 include: "rules/report.smk"
 
 
+# Snakemake (>= 7.7) rebuilds a deleted intermediate file only when a job after it has to run, so a
+# table deleted by hand would stay deleted. `all` therefore asks for every file of the stages a reader
+# opens: tables, statistics, rendered tables, figures and the report (each rule's whole output, so a
+# file added to one is asked for too); caches and cell folders stay intermediates.
 rule all:
     input:
         all_targets(),
+        rules.aggregate_table1.output,
+        rules.aggregate_tables.output,
+        rules.run_stats.output,
+        rules.render_tables.output,
+        rules.render_figures.output,
+        rules.render_report.output,
     default_target: True
     localrule: True

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -43,10 +44,77 @@ MISSING = _Missing()
 """The value reported for a required key that is absent."""
 
 
+class DuplicateKeyError(ConfigError):
+    """A YAML mapping holds one key twice (names the file, the key path and both lines)."""
+
+
+def _duplicate_keys(loader: yaml.SafeLoader, node, where: str, seen: set, name: str) -> None:
+    """Raise DuplicateKeyError for the first mapping under ``node`` that repeats a key. ``where`` is
+    the key path of ``node`` (``presets.tiny``, ``rows[0]``). Keys are compared as the loader reads
+    them (``1`` and ``0x1`` are one key); a merge key (``<<``) repeats none of the keys it brings in
+    (YAML's merge: the mapping's own keys win)."""
+    if id(node) in seen:  # an alias of a node already checked (or a recursive one)
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                _duplicate_keys(loader, value_node, where, seen, name)
+                continue
+            key = loader.construct_object(key_node, deep=True)
+            inner = f"{where}.{key}" if where else str(key)
+            try:
+                earlier = first.setdefault(key, key_node)
+            except TypeError:  # an unhashable key (a mapping or list as a key): PyYAML refuses it itself
+                earlier = key_node
+            if earlier is not key_node:
+                raise DuplicateKeyError(
+                    f"{name}: key {inner!r} is given twice, on line {earlier.start_mark.line + 1} and line "
+                    f"{key_node.start_mark.line + 1}; YAML mapping keys are unique and the second would silently "
+                    "replace the first: merge the two into one or delete one"
+                )
+            _duplicate_keys(loader, value_node, inner, seen, name)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _duplicate_keys(loader, item, f"{where}[{i}]", seen, name)
+
+
+def load_yaml(stream, name: str = "<string>"):
+    """The content of one YAML document (a string or a text stream), as ``yaml.safe_load`` reads it,
+    but a mapping that repeats a key raises :class:`DuplicateKeyError` naming ``name`` (the file),
+    the key path (``presets.tiny.training``) and the lines of both (PyYAML keeps the last silently).
+    Text that is not YAML raises ``yaml.YAMLError`` as ``safe_load`` does."""
+    loader = yaml.SafeLoader(stream)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _duplicate_keys(loader, node, "", set(), name)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path):
-    """A YAML file's content (a leading byte-order mark is dropped)."""
+    """A YAML file's content (a leading byte-order mark is dropped); a repeated key raises
+    :class:`DuplicateKeyError` naming the file, the key path and both lines (:func:`load_yaml`).
+    The one reader of every YAML file caanet reads."""
     with open(path, encoding=TEXT_ENCODING) as fh:
-        return yaml.safe_load(fh)
+        return load_yaml(fh, str(path))
+
+
+def check_unique_keys(paths) -> None:
+    """Raise :class:`DuplicateKeyError` for the first of ``paths`` (YAML or JSON files another program
+    read, e.g. Snakemake's config files and profiles) holding a mapping that repeats a key. A file
+    PyYAML cannot parse is left to the program that read it."""
+    for path in paths:
+        try:
+            read_yaml(path)
+        except DuplicateKeyError:
+            raise
+        except (yaml.YAMLError, UnicodeDecodeError):
+            continue
 
 
 @functools.cache
@@ -182,6 +250,101 @@ def check_config(config: dict) -> dict:
     """Validate the raw configuration (``config.yaml`` plus ``--config`` overrides) against the schema:
     the Snakefile's first step. Raises ConfigError naming every offending key path and value."""
     return validate_section(config, "#", "")
+
+
+_NOT_A_SCALAR = object()
+
+
+def command_line_scalar(text: str):
+    """What a ``--config`` value reads as once read as a YAML scalar: ``8`` -> 8, ``0.5`` -> 0.5,
+    ``false`` -> False, ``null`` -> None; like Snakemake's own reading of a top-level value, a
+    number YAML 1.1 leaves a string (``1e-3``) is read by Python's ``float``. Anything else (a
+    word, a date, a list) returns the module's ``_NOT_A_SCALAR`` marker."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return _NOT_A_SCALAR
+    if isinstance(value, str):
+        try:
+            value = float(text)
+        except ValueError:
+            return _NOT_A_SCALAR
+    return value if value is None or isinstance(value, (bool, int, float)) else _NOT_A_SCALAR
+
+
+def _string_leaves(value, path=()):
+    """``(path, text)`` of every string leaf of a nested mapping/list (paths as key/index tuples)."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _string_leaves(item, path + (key,))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _string_leaves(item, path + (i,))
+    elif isinstance(value, str):
+        yield path, value
+
+
+def _errors_along(config: dict, path: tuple) -> set:
+    """The schema errors of ``config`` at ``path`` or at a key above it: ``(where, validator, schema
+    path, message)`` each."""
+    out = set()
+    for err in validator("#").iter_errors(config):
+        at = tuple(err.absolute_path)
+        if at == path[:len(at)]:
+            out.add((at, err.validator, tuple(err.schema_path), err.message))
+    return out
+
+
+def _reads_better(before: set, after: set, path: tuple) -> bool:
+    """Whether a value read from a ``--config`` string suits the schema better than the string did:
+    it mends every error it leaves (``after`` a strict subset of ``before``), or it has a type the
+    schema accepts at ``path`` where the string broke it, adding no error above ``path`` (``-1`` for
+    a number > 0 is then reported as -1, not as the string '-1')."""
+    if after < before:
+        return True
+    above = {e for e in after if e[0] != path}
+    return bool(before) and above <= before and not any(e[0] == path and e[1] == "type" for e in after)
+
+
+def read_command_line_values(config: dict, command_line: Mapping) -> dict:
+    """``config`` with each string that came from ``--config`` read as a YAML scalar where the schema
+    expects one: the configuration to validate with :func:`check_config`.
+
+    Snakemake reads a nested ``--config`` value (``presets={tiny: {training: {iterations: 8}}}``),
+    and a top-level one that is no Python number or ``True``/``False`` (``train_server=false``), as
+    a string. ``command_line`` is what Snakemake parsed from ``--config`` (and a profile's
+    ``config:``; ``workflow.config_settings.config``). For each of its string leaves still in
+    ``config`` at the same key path, the value read by :func:`command_line_scalar` replaces the
+    string when the string breaks the schema there and the value suits it better: it breaks
+    nothing, or it has a type the schema accepts there and only its value is wrong (``lr: -1`` is
+    reported as ``got -1; expected a number > 0``). So a string the schema accepts stays a string (a
+    dataset ``path`` of ``2020``, a device label ``1``), a value read from a YAML file is never
+    changed, and a string that reads as no accepted type (``8.5`` for an integer) stays as given,
+    for :func:`check_config` to name. Returns a new mapping; ``config`` is not modified.
+    """
+    out = copy.deepcopy(dict(config))
+    failing = {tuple(err.absolute_path) for err in validator("#").iter_errors(out)}
+    for path, text in _string_leaves(command_line):
+        if not any(at == path[:len(at)] for at in failing):  # nothing wrong at this key or above it
+            continue
+        parent = out
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            if parent[path[-1]] != text:
+                continue
+        except (KeyError, IndexError, TypeError):
+            continue
+        value = command_line_scalar(text)
+        if value is _NOT_A_SCALAR:
+            continue
+        before = _errors_along(out, path)
+        if not before:
+            continue
+        parent[path[-1]] = value
+        if not _reads_better(before, _errors_along(out, path), path):
+            parent[path[-1]] = text
+    return out
 
 
 def deep_merge(base: dict, override: dict) -> dict:

@@ -106,6 +106,37 @@ def check_preset(preset: dict) -> None:
     train_config(train_settings(preset), preset["name"])
 
 
+def profile_files(argv: list[str] | None = None) -> list[Path]:
+    """The profile files (``profiles/<name>/config.yaml``) Snakemake read for the command line ``argv``
+    (default ``sys.argv``): ``--profile`` (or ``SNAKEMAKE_PROFILE``) and the workflow profile
+    (``--workflow-profile``, else the workflow's ``profiles/default/``), found by Snakemake's own
+    argument parser exactly as it found them. Empty when ``argv`` is not a ``snakemake`` command
+    (Snakemake run through its Python API, a test) or the parser refuses it."""
+    import io
+
+    argv = list(sys.argv if argv is None else argv)
+    program = Path(argv[0]) if argv else Path()
+    if program.name != "snakemake" and program.parts[-2:] != ("snakemake", "__main__.py"):
+        return []
+    from snakemake.cli import parse_args
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            parser, _args = parse_args(argv[1:])  # prints "Using profile ..." again, hence the redirect
+    except (SystemExit, Exception):  # noqa: BLE001 - Snakemake itself reports a bad command line
+        return []
+    return [Path(f) for f in getattr(parser, "_default_config_files", None) or []]
+
+
+def snakemake_yaml_files(workflow, argv: list[str] | None = None) -> list[Path]:
+    """Every YAML (or JSON) file Snakemake read for this run before the Snakefile could: the config
+    files (``configfile:`` and ``--configfile``, ``workflow.configfiles``) and the profiles
+    (:func:`profile_files`). Snakemake's loader keeps the last of a repeated key silently; the
+    Snakefile checks these with :func:`caanet.config.check_unique_keys`."""
+    files = [Path(f) for f in workflow.configfiles] + profile_files(argv)
+    return [f for f in dict.fromkeys(files) if f.is_file()]
+
+
 ATTENTION_POOLINGS = tuple(p.name for p in POOLING_REGISTRY if p.attention)
 """Poolings whose models write attention maps (``attention.npz``, shown in Fig. 7)."""
 

@@ -13,7 +13,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join([workflow.basedir] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 )
 
-from caanet.config import check_config, resolve
+from caanet.config import check_config, check_unique_keys, read_command_line_values, resolve
 from caanet.provenance import code_hash
 from caanet import grid
 from caanet import paths
@@ -23,6 +23,12 @@ from caanet import workflow_support as ws
 from caanet.data.manifest import refresh_manifest
 from caanet.vocab import cell_id_regex
 
+# Snakemake reads config.yaml, --configfile files and profiles keeping the last of a repeated key
+# without a word; a repeated key in any of them is refused, naming the file, key path and lines.
+check_unique_keys(ws.snakemake_yaml_files(workflow))
+# Snakemake passes nested --config values (and top-level ones such as `false`) as strings: each is
+# read as a YAML scalar where the schema expects a number, boolean or null (never a file's value).
+config.update(read_command_line_values(config, workflow.config_settings.config))
 check_config(config)  # the schema, rules/schemas/config.schema.yaml: each key's type, range and enum
 P = resolve(config)
 # Every result path is spelled once, in caanet/paths.py; the rules use its templates.

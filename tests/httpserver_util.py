@@ -2,7 +2,8 @@
 
 The server listens on 127.0.0.1 only, on a free port, in a daemon thread. Each served file can be
 scripted to fail: answer 503 for its first requests, cut the connection after some bytes, ignore
-Range requests, or always answer an error status. Every request is recorded (path, Range header,
+Range requests, always answer an error status, or compress the body on the fly with a
+Content-Encoding (a misconfigured mirror). Every request is recorded (path, Range header,
 status) so tests can assert what the client did.
 
 The archives follow the real DCASE Task 1B development-set layout (a top folder with
@@ -13,6 +14,7 @@ byte-for-byte deterministic.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import re
@@ -20,6 +22,7 @@ import socket
 import threading
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
@@ -148,6 +151,29 @@ class Script:
     status: int | None = None       # always answer with this status (e.g. 404)
     range_as_200: bool = False      # honour Range, but answer 200 (with Content-Range and the rest)
     no_length: bool = False         # send no Content-Length (the body ends when the connection closes)
+    encoding: str | None = None     # a misconfigured server: compress the body on the fly and send this
+                                    # Content-Encoding whatever Accept-Encoding says (codings applied in
+                                    # order; gzip/x-gzip, deflate; any other name sends the body unchanged)
+    raw_deflate: bool = False       # "deflate" as raw deflate without the zlib wrapper (some servers)
+    encode_ranges: bool = False     # with encoding: answer Range with 206 and the compressed slice
+                                    # (else ignore Range: 200 and the whole file compressed, as nginx does)
+    corrupt_encoded: int | None = None  # with encoding: flip the bits of the compressed body from
+                                        # this byte on (16 bytes), a corrupt stream
+
+
+def encode(data: bytes, encoding: str, *, raw_deflate: bool = False) -> bytes:
+    """``data`` with the HTTP content codings of ``encoding`` (``"gzip"``, ``"deflate"``,
+    ``"gzip, deflate"``: applied in the listed order) applied; unknown codings leave it unchanged."""
+    for coding in (c.strip().lower() for c in encoding.split(",")):
+        if coding in ("gzip", "x-gzip"):
+            data = gzip.compress(data, mtime=0)
+        elif coding == "deflate":
+            if raw_deflate:
+                packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+                data = packer.compress(data) + packer.flush()
+            else:
+                data = zlib.compress(data)
+    return data
 
 
 @dataclass
@@ -194,8 +220,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body = data[start:]
         ranged = status == 206 or (script.range_as_200 and rng is not None and not script.ignore_range)
+        if script.encoding is not None:
+            body = encode(body, script.encoding, raw_deflate=script.raw_deflate)
+            if script.corrupt_encoded is not None:
+                at = script.corrupt_encoded
+                body = body[:at] + bytes(b ^ 0xFF for b in body[at:at + 16]) + body[at + 16:]
         self.send_response(status)
         self.send_header("Content-Type", "application/zip")
+        if script.encoding is not None:
+            self.send_header("Content-Encoding", script.encoding)
         if script.no_length:
             self.close_connection = True
         else:
@@ -228,7 +261,7 @@ class _Handler(BaseHTTPRequestHandler):
         if n <= script.fail_first:
             return 503, 0
         m = re.match(r"^bytes=(\d+)-$", rng or "")
-        if m and not script.ignore_range:
+        if m and not script.ignore_range and (script.encoding is None or script.encode_ranges):
             start = int(m.group(1))
             return (416, 0) if start >= len(data) else (200 if script.range_as_200 else 206, start)
         return 200, 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import re
@@ -177,6 +178,80 @@ def test_progress_bar_on_a_terminal(server, tmp_path, monkeypatch, capsys):
     remote = server.add("big.bin", BIG, cut_after=70_000, ignore_range=True)
     assert download_file(remote, tmp_path, **{**FAST, "progress": True}).read_bytes() == BIG
     assert "big.bin" in capsys.readouterr().err  # tqdm's bar, labelled with the file name
+
+
+# --------------------------------------------------------------------------------------------
+# A server compressing on the fly (Content-Encoding) although asked for identity
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding, raw", [("gzip", False), ("x-gzip", False), ("deflate", False),
+                                           ("deflate", True), ("gzip, deflate", False), ("identity", False)])
+def test_compressed_answer_is_decoded_and_verified(server, tmp_path, encoding, raw):
+    remote = server.add("big.bin", BIG, encoding=encoding, raw_deflate=raw)
+    path = download_file(remote, tmp_path, **FAST)
+    assert path.read_bytes() == BIG and not (tmp_path / "big.bin.part").exists()
+    assert [(r.range, r.status) for r in server.requests("big.bin")] == [(None, 200)]
+
+
+def test_gzip_stream_of_several_members_is_one_file(server, tmp_path):
+    remote = server.add("big.bin", BIG, encoding="gzip, gzip")   # gzip of a gzip: both undone
+    assert download_file(remote, tmp_path, **FAST).read_bytes() == BIG
+    from caanet.data.download import _Decoder
+
+    two_members = gzip.compress(BIG[:1000], mtime=0) + gzip.compress(BIG[1000:], mtime=0)
+    decoder = _Decoder(["gzip"])
+    out = b"".join(decoder.decode(two_members[i:i + 100]) for i in range(0, len(two_members), 100))
+    assert out == BIG and decoder.complete
+
+
+@pytest.mark.parametrize("no_length", [False, True])
+def test_cut_compressed_answer_keeps_only_decoded_bytes(server, tmp_path, no_length):
+    """A cut inside a gzip stream keeps the decoded prefix (the file's own bytes), never gzip bytes;
+    without a Content-Length the cut shows as a gzip stream that does not end."""
+    remote = server.add("big.bin", BIG, encoding="gzip", cut_after=600, cut_times=2, no_length=no_length)
+    why = r"inside the 'gzip' stream" if no_length else r"\(600 of \d+ bytes of the answer\)"
+    with pytest.raises(DownloadError, match=rf"connection closed (after \d+ bytes )?{why}.*bytes are kept in"):
+        download_file(remote, tmp_path, **{**FAST, "retries": 1})
+    part = (tmp_path / "big.bin.part").read_bytes()
+    assert 0 < len(part) and part == BIG[:len(part)]   # a prefix of the file itself
+    # the next run resumes with Range; this server ignores Range when it compresses (as nginx does),
+    # so the whole file comes again compressed and is written from byte 0
+    assert download_file(remote, tmp_path, **FAST).read_bytes() == BIG
+    reqs = [(r.range, r.status) for r in server.requests("big.bin")]
+    assert reqs[0] == (None, 200) and reqs[-1] == (f"bytes={len(part)}-", 200) and len(reqs) == 3
+
+
+def test_part_from_before_and_a_server_now_compressing_ranges(server, tmp_path):
+    """A .part of plain bytes, and a server that now answers Range with a compressed slice (206 +
+    Content-Encoding): the slice cannot be decoded, so the download restarts from byte 0."""
+    remote = server.add("big.bin", BIG, encoding="gzip", encode_ranges=True)
+    (tmp_path / "big.bin.part").write_bytes(BIG[:5000])
+    assert download_file(remote, tmp_path, **FAST).read_bytes() == BIG
+    assert [(r.range, r.status) for r in server.requests("big.bin")] == [("bytes=5000-", 206), (None, 200)]
+
+
+@pytest.mark.parametrize("encoding", ["br", "zstd", "compress", "gzip, x-made-up"])
+def test_unknown_content_encoding_refused_naming_it_and_the_url(server, tmp_path, encoding):
+    remote = server.add("big.bin", BIG, encoding=encoding)
+    (tmp_path / "big.bin.part").write_bytes(BIG[:5000])   # bytes from an earlier, plain download
+    with pytest.raises(DownloadError) as err:
+        download_file(remote, tmp_path, **FAST)
+    msg = str(err.value)
+    assert f"Content-Encoding {encoding!r}" in msg and remote.url in msg and "size mismatch" not in msg
+    assert (tmp_path / "big.bin.part").read_bytes() == BIG[:5000]  # untouched: nothing encoded kept
+    assert not (tmp_path / "big.bin").exists()
+    assert len(server.requests("big.bin")) == 1                     # not retried
+
+
+def test_corrupt_compressed_answer_keeps_nothing_of_it(server, tmp_path):
+    remote = server.add("big.bin", BIG, encoding="gzip", corrupt_encoded=200)
+    (tmp_path / "big.bin.part").write_bytes(BIG[:5000])
+    with pytest.raises(DownloadError, match=r"big\.bin: .*/files/big\.bin sent a corrupt 'gzip' stream"):
+        download_file(remote, tmp_path, **FAST)
+    # the server sent the whole file again (it ignores Range when compressing): nothing it decoded to is kept
+    assert (tmp_path / "big.bin.part").stat().st_size == 0 and not (tmp_path / "big.bin").exists()
+    assert len(server.requests("big.bin")) == 1                     # not retried
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,9 +24,10 @@ pytestmark = pytest.mark.workflow
 IGNORE = shutil.ignore_patterns(".git", ".snakemake", "results", "__pycache__", "*.egg-info", ".pytest_cache", ".whl", ".gl")
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 1500, env: dict | None = None) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, timeout: int = 1500, env: dict | None = None,
+              config: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     # targets and flags before --config, which takes every word after it
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args, "--config", "preset=tiny"]
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args, "--config", "preset=tiny", *config]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
                           env=None if env is None else {**os.environ, **env})
     return proc
@@ -117,11 +118,8 @@ def test_table4_is_trained_aggregated_tested_and_rendered(pipeline):
 
 def test_dry_run_plans_table4s_jobs(pipeline, tmp_path):
     """What `snakemake -n` plans for Table IV: without its cells, exactly its training jobs (all on
-    tiny2020, single-device only for seen devices) and the aggregation that reads them.
-
-    The target is table4.csv, not `all`: with a checkpoint's output deleted by hand, Snakemake 9.27
-    plans nothing for `all` (its checkpoint dependencies count the checkpoint as done), although it
-    plans the checkpoint when its output is named; see the README's Troubleshooting."""
+    tiny2020, single-device only for seen devices) and the aggregation that reads them (the target
+    is table4.csv, so that nothing after the aggregation is counted)."""
     work = tmp_path / "caanet"
     shutil.copytree(pipeline, work, symlinks=True)
     shutil.rmtree(work / "results" / "cells" / "tiny2020")
@@ -138,6 +136,32 @@ def test_dry_run_plans_table4s_jobs(pipeline, tmp_path):
     layer = int(layers[(layers["topology"] == "atrous") & (layers["pooling"] == "att")]["cond_layer"].item())
     assert sorted(c.split("-", 2)[2] for _, c, _ in planned if "single_device" not in c) == [
         "joint", f"multi_task-L{layer}", f"multi_task_learned-L{layer}", f"teacher_forcing-L{layer}"]
+
+
+@pytest.mark.parametrize("deleted, rule", [
+    ("results/tables/table4.csv", "aggregate_tables"),      # a checkpoint's output other than its first
+    ("results/tables/cells.csv", "aggregate_tables"),
+    ("results/tables/layers.csv", "aggregate_table1"),
+    ("results/stats/claims.csv", "run_stats"),
+    ("reports/figures/fig5_layers.png", "render_figures"),
+    ("reports/tables/table2.html", "render_tables"),
+])
+def test_a_result_deleted_by_hand_is_rebuilt_by_all(pipeline, deleted, rule):
+    """Snakemake rebuilds a deleted intermediate only when a job after it must run; `all` asks for every
+    file of the tables, statistics and rendering stages, so `snakemake all` rebuilds one deleted by
+    hand (and what reads it), training nothing."""
+    path = pipeline / deleted
+    aside = path.with_name(path.name + ".aside")
+    path.rename(aside)
+    try:
+        proc = snakemake(pipeline, "-n", "all")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        jobs = planned_jobs(proc)
+        assert jobs.get(rule) == 1, f"after deleting {deleted}: planned {jobs}"
+        assert not {"train_cell", "build_features", "generate_embedded"} & set(jobs), jobs
+    finally:
+        aside.rename(path)
+    assert planned_jobs(snakemake(pipeline, "-n", "all")) == {}
 
 
 def test_scripts_read_only_their_declared_inputs(pipeline):
@@ -258,6 +282,90 @@ def test_bad_config_key_is_named(pipeline):
     )
     assert proc.returncode != 0
     assert "bogus_key" in proc.stdout + proc.stderr
+
+
+# --- issue 18: a repeated YAML key is refused; --config values are read as YAML scalars ---
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    """A copy of the working tree without results (for dry runs that only parse the workflow)."""
+    work = tmp_path / "caanet"
+    shutil.copytree(REPO, work, ignore=IGNORE)
+    return work
+
+
+def _insert_after(path: Path, anchor: str, text: str) -> int:
+    """Insert ``text`` after the first ``anchor`` in ``path``; return the 1-based line ``text`` starts on."""
+    original = path.read_text(encoding="utf-8")
+    at = original.index(anchor) + len(anchor)
+    path.write_text(original[:at] + text + original[at:], encoding="utf-8")
+    return original[:at].count("\n") + 1
+
+
+def _line_of(path: Path, needle: str) -> int:
+    text = path.read_text(encoding="utf-8")
+    return text[:text.index(needle)].count("\n") + 1
+
+
+@pytest.mark.parametrize("where", ["training block", "preset", "configfile", "profile", "workflow profile"])
+def test_repeated_yaml_key_is_refused_naming_file_key_and_lines(checkout, where):
+    """A second `training:` in the tiny preset would train 15,000 iterations, a second `tiny:` would
+    plan the whole grid; a repeated key in a --configfile or a profile is as silent. Each is refused."""
+    args: list[str] = []
+    config = checkout / "config.yaml"
+    if where == "training block":
+        first = _line_of(config, "    training:\n      iterations: 6\n")
+        second = _insert_after(config, "      train: {threads: 1, mem_mb: 1000, runtime: 10, gpu: 0}\n",
+                               "    training:\n      iterations: 15000\n")
+        path, key = "config.yaml", "presets.tiny.training"
+    elif where == "preset":
+        first = _line_of(config, "\n  tiny:\n") + 1
+        second = _insert_after(config, "      train: {threads: 1, mem_mb: 1000, runtime: 10, gpu: 0}\n",
+                               "  tiny:\n    seeds: [0]\n")
+        path, key = "config.yaml", "presets.tiny"
+    elif where == "configfile":
+        (checkout / "extra.yaml").write_text("presets:\n  tiny:\n    seeds: [0]\n    seeds: [1]\n", encoding="utf-8")
+        args = ["--configfile", "extra.yaml"]
+        first, second, path, key = 3, 4, str(checkout / "extra.yaml"), "presets.tiny.seeds"
+    elif where == "profile":
+        (checkout / "mine").mkdir()
+        (checkout / "mine" / "config.yaml").write_text("printshellcmds: true\nkeep-going: true\nprintshellcmds: false\n",
+                                                       encoding="utf-8")
+        args = ["--profile", "mine"]
+        first, second, path, key = 1, 3, "mine/config.yaml", "printshellcmds"
+    else:
+        profile = checkout / "profiles" / "default" / "config.yaml"
+        first = _line_of(profile, "rerun-incomplete: true")
+        second = _insert_after(profile, "show-failed-logs: true\n", "rerun-incomplete: false\n")
+        path, key = "profiles/default/config.yaml", "rerun-incomplete"
+    proc = snakemake(checkout, "-n", *args)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert (f"{path}: key '{key}' is given twice, on line {first} and line {second}; YAML mapping keys are "
+            "unique") in out, out[-3000:]
+
+
+def test_one_setting_overridden_for_one_run_on_the_command_line(pipeline):
+    """The README's override: `--config 'presets={tiny: {training: {iterations: 8}}}'`. Snakemake passes
+    the 8 as a string; it is read as the integer the schema wants, so the file's own value given
+    again plans nothing, and 8 plans exactly what writing 8 in config.yaml plans."""
+    same = snakemake(pipeline, "-n", "all", config=("presets={tiny: {training: {iterations: 6}}}", "train_server=false"))
+    assert same.returncode == 0, same.stdout[-3000:] + same.stderr[-3000:]
+    assert planned_jobs(same) == {}, same.stdout[-3000:]
+    more = snakemake(pipeline, "-n", "all", config=("presets={tiny: {training: {iterations: 8}}}",))
+    assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]
+    jobs = planned_jobs(more)
+    assert jobs.get("train_cell", 0) > 0 and {"aggregate_tables", "render_report"} <= set(jobs)
+    assert not {"generate_embedded", "index_dataset", "build_features"} & set(jobs)
+    original = _edit_config(pipeline, r"^      iterations: 6$", "      iterations: 8")
+    try:
+        assert planned_jobs(snakemake(pipeline, "-n", "all")) == jobs
+    finally:
+        (pipeline / "config.yaml").write_text(original, encoding="utf-8")
+    wrong = snakemake(pipeline, "-n", "all", config=("presets={tiny: {training: {iterations: 8.5}}}",))
+    assert wrong.returncode != 0
+    assert "config key 'presets.tiny.training.iterations': got '8.5'; expected an integer" in wrong.stdout + wrong.stderr
 
 
 def test_lint_is_clean():

@@ -20,6 +20,12 @@ Guarantees:
 * a server whose file has another size than the catalogue's (``Content-Length`` of a whole file,
   the length in ``Content-Range``) fails at once with a size mismatch naming the URL and both
   sizes, rather than as a cut connection;
+* a server that compresses the file on the fly although caanet asks for it as is
+  (``Accept-Encoding: identity``; ``Content-Encoding: gzip`` or ``deflate``, a misconfigured mirror)
+  has its answer undone chunk by chunk, so ``<name>.part`` only ever holds the file's own bytes
+  (never compressed ones to resume from) and the MD5 is checked on them; its compressed answer to a
+  Range request cannot be resumed, so the download restarts from byte 0; any other coding (``br``,
+  ``zstd``, ...) fails at once naming the coding and the URL, keeping nothing of that answer;
 * transient failures (connection reset or cut, timeouts, HTTP 5xx/408/429) are retried with
   exponential backoff; other HTTP errors (404, 403, ...) fail at once;
 * an archive whose extracted tree would differ from its member list (``../``, an absolute path,
@@ -280,6 +286,85 @@ def _size_mismatch(remote: RemoteFile, served: int) -> DownloadError:
     )
 
 
+DECODED_CODINGS = ("gzip", "x-gzip", "deflate")
+"""HTTP content codings a response may come with although caanet asks for ``identity``: undone."""
+
+
+class _Inflater:
+    """Undo one content coding (RFC 9110 8.4.1) chunk by chunk: gzip (RFC 1952; several members in a
+    row are one stream, as ``gzip -d`` reads them) or deflate (the zlib format of RFC 1950 it names,
+    or the raw deflate of RFC 1951 some servers send instead, told apart by the first bytes)."""
+
+    def __init__(self, coding: str) -> None:
+        self.coding = coding
+        self.gzip = coding in ("gzip", "x-gzip")
+        self._wbits = 16 + zlib.MAX_WBITS if self.gzip else zlib.MAX_WBITS
+        self._obj = zlib.decompressobj(self._wbits)
+        self._head = b""  # deflate: the first bytes, until zlib or raw is decided
+
+    def decode(self, data: bytes) -> bytes:
+        if not self.gzip and self._head is not None:
+            self._head += data
+            if len(self._head) < 2:
+                return b""
+            b0, b1 = self._head[0], self._head[1]
+            if not (b0 & 0x0F == 8 and (b0 << 8 | b1) % 31 == 0):  # no zlib header: raw deflate
+                self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
+            data, self._head = self._head, None
+        out = [self._obj.decompress(data)]
+        while self.gzip and self._obj.eof and self._obj.unused_data:  # the next gzip member
+            rest = self._obj.unused_data
+            self._obj = zlib.decompressobj(self._wbits)
+            out.append(self._obj.decompress(rest))
+        return b"".join(out)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the stream ended where its format says it ends (a cut stream does not)."""
+        return self._head is None and self._obj.eof if not self.gzip else self._obj.eof
+
+
+class _Decoder:
+    """The identity bytes of a response body sent with ``Content-Encoding: <codings>`` (each coding of
+    :data:`DECODED_CODINGS` undone, the last applied first); ``identity`` is no coding."""
+
+    def __init__(self, codings: Sequence[str]) -> None:
+        self.inflaters = [_Inflater(c) for c in reversed(codings)]
+
+    def decode(self, data: bytes) -> bytes:
+        for inflater in self.inflaters:
+            data = inflater.decode(data)
+        return data
+
+    @property
+    def complete(self) -> bool:
+        return all(i.complete for i in self.inflaters)
+
+
+def content_codings(header: str | None) -> list[str]:
+    """The content codings of a ``Content-Encoding`` header, in the order they were applied, lower
+    case, without ``identity``: ``"gzip, br"`` -> ``["gzip", "br"]``, absent -> ``[]``."""
+    return [c for c in (part.strip().lower() for part in (header or "").split(",")) if c and c != "identity"]
+
+
+def _decoder_for(remote: RemoteFile, header: str | None) -> _Decoder | None:
+    """None for a body sent as is; a decoder for one compressed on the fly with codings caanet can
+    undo; DownloadError naming the coding and URL for any other (nothing of that body is kept)."""
+    codings = content_codings(header)
+    if not codings:
+        return None
+    unknown = [c for c in codings if c not in DECODED_CODINGS]
+    if unknown:
+        raise DownloadError(
+            f"{remote.filename}: {remote.url} sent the file compressed with Content-Encoding {header!r} "
+            f"although caanet asked for it as is (Accept-Encoding: identity); caanet undoes only "
+            f"{', '.join(DECODED_CODINGS)}, not {', '.join(repr(c) for c in unknown)}, so nothing of that answer "
+            "was kept: serve the archives without a Content-Encoding (a mirror compressing files on the fly) "
+            "or point base_url elsewhere"
+        )
+    return _Decoder(codings)
+
+
 def _open(remote: RemoteFile, offset: int, timeout: float):
     """Send the GET (with ``Range`` when resuming) and return the response; sort the failures."""
     headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
@@ -311,7 +396,22 @@ def _receive(remote: RemoteFile, part: Path, timeout: float, progress: _Progress
         expected = response.headers.get("Content-Length")
         expected = int(expected) if expected and expected.isdigit() else None
         content_range = response.headers.get("Content-Range")
-        if content_range is not None:
+        encoding = response.headers.get("Content-Encoding")
+        decoder = _decoder_for(remote, encoding)
+        if decoder is not None:
+            # compressed on the fly (a misconfigured server): Content-Length and Content-Range count
+            # the compressed bytes, and a range of them cannot be undone without its beginning
+            if content_range is not None or status == 206:
+                raise _RangeIgnored(f"the server compressed its answer to a Range request (Content-Encoding "
+                                    f"{encoding!r}, HTTP {status}), which cannot be resumed")
+            if offset:
+                log.warning("%s: the server sent the whole file compressed (Content-Encoding %r, HTTP %d); "
+                            "restarting from byte 0", remote.filename, encoding, status)
+                offset = 0
+                progress.reset(0)
+            log.warning("%s: %s compresses the file on the fly (Content-Encoding %r) although caanet asked for "
+                        "it as is; undoing it, the MD5 is checked on the result", remote.filename, remote.url, encoding)
+        elif content_range is not None:
             # where the body starts is what Content-Range says, whatever the status: some mirrors
             # honour Range but answer 200 with Content-Range and only the remaining bytes
             first, total = parse_content_range(content_range)
@@ -332,9 +432,9 @@ def _receive(remote: RemoteFile, part: Path, timeout: float, progress: _Progress
             log.warning("%s: the server ignored Range (HTTP %d); restarting from byte 0", remote.filename, status)
             offset = 0
             progress.reset(0)
-        if content_range is None and expected is not None and expected != remote.bytes:
+        if decoder is None and content_range is None and expected is not None and expected != remote.bytes:
             raise _size_mismatch(remote, expected)  # the whole file, announced with another size
-        received = 0
+        received = written = 0  # bytes received; bytes written (the same unless decoded)
         with open(part, "r+b" if offset else "wb") as fh:
             fh.seek(offset)
             fh.truncate()
@@ -342,15 +442,27 @@ def _receive(remote: RemoteFile, part: Path, timeout: float, progress: _Progress
                 try:
                     chunk = response.read1(CHUNK_BYTES)  # what has arrived: a stall loses nothing
                 except (http.client.HTTPException, OSError) as exc:  # socket errors are OSErrors
-                    raise _Transient(f"connection lost after {offset + received} bytes: "
+                    raise _Transient(f"connection lost after {offset + written} bytes: "
                                      f"{type(exc).__name__}: {exc}") from exc
                 if not chunk:
                     break
-                fh.write(chunk)
                 received += len(chunk)
+                if decoder is not None:
+                    try:
+                        chunk = decoder.decode(chunk)
+                    except zlib.error as exc:  # what this answer decoded to may be wrong too: drop it
+                        fh.truncate(offset)
+                        raise DownloadError(f"{remote.filename}: {remote.url} sent a corrupt {encoding!r} stream "
+                                            f"(Content-Encoding) after {offset + written} bytes: {exc}") from exc
+                fh.write(chunk)
+                written += len(chunk)
                 progress.update(len(chunk))
     if expected is not None and received < expected:
-        raise _Transient(f"connection closed after {offset + received} of {offset + expected} bytes")
+        raise _Transient(f"connection closed after {offset + written} bytes ({received} of {expected} "
+                         "bytes of the answer)" if decoder is not None else
+                         f"connection closed after {offset + received} of {offset + expected} bytes")
+    if decoder is not None and not decoder.complete:
+        raise _Transient(f"connection closed inside the {encoding!r} stream after {offset + written} bytes")
 
 
 def _check_complete(remote: RemoteFile, part: Path) -> str:
