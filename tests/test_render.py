@@ -848,3 +848,25 @@ def test_report_tex_tables_have_as_many_columns_as_cells(tmp_path, context):
             cells = len(re.findall(r"(?<!\\)&", row)) + 1
             if row.strip():
                 assert cells <= n_cols, f"{env} {{{spec}}}: {cells} cells in {row.strip()[:120]!r}"
+
+
+def test_report_sections_are_registered_in_order_and_each_has_both_templates(monkeypatch):
+    """Every registered section has an HTML and a TeX template; a new section goes where ``after``
+    says, a key registered twice or two sections setting one context key are refused."""
+    from caanet.render.report import sections as S
+
+    keys = [s.key for s in S.SECTIONS]
+    assert keys[:3] == ["provenance", "results", "table4"] and keys[-1] == "compute"
+    for key in keys:
+        for ext in ("html", "tex"):
+            assert (R.TEMPLATES / "sections" / f"{key}.{ext}.j2").is_file(), (key, ext)
+    monkeypatch.setattr(S, "SECTIONS", list(S.SECTIONS))
+    S.register_section(S.Section("extra", lambda inp: {"extra": 1}), after="table4")
+    assert [s.key for s in S.SECTIONS][3] == "extra"
+    with pytest.raises(ResultsError, match="already registered"):
+        S.register_section(S.Section("extra", lambda inp: {}))
+    with pytest.raises(ResultsError, match="no section 'nowhere'"):
+        S.register_section(S.Section("other", lambda inp: {}), after="nowhere")
+    S.register_section(S.Section("clash", lambda inp: {"extra": 2}))
+    with pytest.raises(ResultsError, match=r"'clash' sets context keys \['extra'\]"):
+        S.build_sections(R.load_inputs(preset=PRESET))
