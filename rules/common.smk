@@ -50,7 +50,7 @@ CODE = {
     "data": code_hash("caanet.data.synth", "caanet.data.layout", "caanet.devices"),
     "features": code_hash("caanet.audio", "caanet.features", "caanet.data.layout"),
     "train": code_hash("caanet.training"),
-    "stats": code_hash("caanet.grid", "caanet.stats", data=("paper",)),
+    "stats": code_hash("caanet.grid", "caanet.stats", "caanet.claims", data=("paper",)),
     "render": code_hash(
         "caanet.render.report",
         "caanet.render.figures",

@@ -252,6 +252,10 @@ def test_collect_cells_and_filter(tmp_path):
     df = grid.collect_cells(paths)
     assert list(df.columns) == grid.CELL_COLUMNS + grid.CLIP_COLUMNS + grid.POLICY_COLUMNS and len(df) == 3
     assert df["n_train_clips"].isna().all()          # an evaluation.json without clip counts
+    assert df["bf16_autocast"].isna().all()          # ... or the numerics it ran in
+    ev = json.loads(paths[0].read_text())
+    paths[0].write_text(json.dumps({**ev, "bf16_autocast": True}))
+    assert set(grid.collect_cells(paths).groupby("cell_id")["bf16_autocast"].first()) == {True, None}
     row = df[(df["cell_id"] == "atrous-att-teacher_forcing-L2") & (df["device"] == "a")].iloc[0]
     assert row["accuracy"] == pytest.approx(70.0) and row["seed"] == 1 and row["cond_layer"] == 2
     assert row["n"] == 10 and row["n_correct"] == 7
@@ -513,7 +517,8 @@ def test_seen_and_unseen_means_against_hand_computation():
     assert pick(joint, device="unseen")["acc_mean"] == pytest.approx(22.0)
     assert pick(joint, device="avg")["acc_mean"] == pytest.approx((330 / 9 + 354 / 9) / 2)
     assert pick(joint, device="unseen")["acc_std"] == pytest.approx(math.sqrt(8.0))   # 20, 24: ddof=1
-    assert pick(joint, device="bc")["acc_mean"] == pytest.approx(((260 / 8) + (282 / 8)) / 2)
+    # B/C: the seen devices other than the reference (b, c, s1-s3), never the unseen ones
+    assert pick(joint, device="bc")["acc_mean"] == pytest.approx(((200 / 5) + (210 / 5)) / 2)
     single = s[s.strategy == "single_device"]
     assert pick(single, device="seen")["acc_mean"] == pytest.approx(46.0)   # (71+61+51+41+31+21)/6
     assert not {"avg", "unseen"} & set(single["device"])   # no result on unseen devices: no Avg
@@ -523,3 +528,22 @@ def test_seen_and_unseen_means_against_hand_computation():
                                  reference_device="a", unseen_devices={"tiny2020": UNSEEN3})
     assert set(plain["device"]) == {"a", "b", "c", "avg", "bc"}
     assert pick(plain, device="avg")["acc_mean"] == pytest.approx(40.0)
+
+
+def test_table_cells_frame_selects_exactly_a_tables_cells():
+    """The one selection of a table's rows of cells.csv: its cells on its dataset and seeds, nothing of
+    another table that shares cell ids (Table IV's teacher forcing on the 2020 data, other seeds)."""
+    preset = table4_preset(seeds=[0])
+    layers = {**LAYERS, ("cnn_pool", "att"): 3, ("cnn_nopool", "att"): 2, ("atrous", "att"): 4}
+    rows = []
+    for table in ("table1", "table2", "table3", "table4"):
+        for spec in grid.table_cells(preset, table, layers):
+            rows += cell_rows(spec.cell_id, dataset=spec.dataset, seed=spec.seed, a=50.0)
+    rows += cell_rows("atrous-att-joint", dataset="tiny2020", seed=1, a=50.0)   # a seed Table IV does not have
+    cells = frame(rows).drop_duplicates(["dataset", "cell_id", "seed", "device"])
+    for table in ("table1", "table2", "table3", "table4"):
+        got = grid.table_cells_frame(cells, preset, table, layers)
+        want = {(s.dataset, s.cell_id, s.seed) for s in grid.table_cells(preset, table, layers)}
+        assert set(zip(got["dataset"], got["cell_id"], got["seed"])) == want, table
+    t4 = grid.table_cells_frame(cells, preset, "table4", layers)
+    assert set(t4["dataset"]) == {"tiny2020"} and set(t4["seed"]) == {0}

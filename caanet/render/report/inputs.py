@@ -74,8 +74,8 @@ def read_comparisons(path) -> pd.DataFrame:
 
 
 def read_claims(path) -> pd.DataFrame:
-    """Read ``results/stats/claims.csv`` and check its columns (:data:`caanet.stats.CLAIM_COLUMNS`)."""
-    from caanet.stats import CLAIM_COLUMNS
+    """Read ``results/stats/claims.csv`` and check its columns (:data:`caanet.claims.CLAIM_COLUMNS`)."""
+    from caanet.claims import CLAIM_COLUMNS
 
     return read_results_csv(path, "the claims", columns=CLAIM_COLUMNS)
 
