@@ -43,6 +43,7 @@ rule render_figures:
         pdf=expand(paths.FIGURE, fig=paths.FIGURES, ext="pdf"),
     params:
         out_dir=lambda wildcards, output: Path(output.png[0]).parent,
+        preset=rerun.preset_params(P),
         code=CODE["render"],
     threads: 1
     resources:

@@ -405,8 +405,9 @@ def test_layer_selection_on_validation_uses_the_validation_scores():
 def test_figures_show_the_seed_with_the_best_avg(tmp_path):
     from caanet import workflow_support as ws
 
-    preset = {"tables": {"table1": {"dataset": "d"}, "table2": {"dataset": "d"}},
-              "datasets": {"d": {"devices": ["a", "b", "c"]}}, "seeds_by_pooling": {"att": [0, 1, 2]}}
+    preset = {"tables": {"table1": {"dataset": "d"}, "table2": {"dataset": "d"}, "table3": {"dataset": "d3"}},
+              "datasets": {"d": {"devices": ["a", "b", "c"]}, "d3": {"devices": ["a", "b", "c"]}},
+              "seeds_by_pooling": {"att": [0, 1, 2]}, "grid": {"rows": [["atrous", "att"]]}}
     cid = "atrous-att-multi_task-L2"
     rows = (cell_rows(cid, seed=0, a=60.0, b=50.0, c=40.0) + cell_rows(cid, seed=1, a=70.0, b=60.0, c=50.0)
             + cell_rows(cid, seed=2, a=80.0, b=50.0, c=50.0))   # Avg 50, 60, 60: seed 1 (tie -> lowest)
@@ -415,7 +416,9 @@ def test_figures_show_the_seed_with_the_best_avg(tmp_path):
     assert grid.best_seed(cells, spec) == 1
     with pytest.raises(ResultsError, match="no results of cell"):
         grid.best_seed(cells, CellSpec.from_id("atrous-att-multi_task-L1", dataset="d"))
-    cells.to_csv(tmp_path / "cells.csv", index=False)
+    # Table III's cell of the same id (another dataset) and a seed Table II does not have: never chosen
+    other = cell_rows(cid, dataset="d3", seed=0, a=99.0, b=99.0, c=99.0) + cell_rows(cid, seed=7, a=99.0, b=99.0, c=99.0)
+    pd.concat([cells, frame(other)]).to_csv(tmp_path / "cells.csv", index=False)
     table2 = grid.summarise_table(cells, "table2", reference_device="a")
     table2.to_csv(tmp_path / "table2.csv", index=False)
     out = ws.figure_cells(preset, tmp_path / "table2.csv", tmp_path / "cells.csv", {("atrous", "att"): 2})
@@ -425,6 +428,7 @@ def test_figures_show_the_seed_with_the_best_avg(tmp_path):
     mid = "atrous-max-multi_task-L2"
     frame([dict(r, pooling="max", cell_id=mid) for r in rows]).to_csv(tmp_path / "cells.csv", index=False)
     table2.assign(pooling="max").to_csv(tmp_path / "table2.csv", index=False)
+    preset.update(grid={"rows": [["atrous", "max"]], "table3_rows": [["atrous", "max"]]}, seeds=[0, 1, 2])
     out = ws.figure_cells(preset, tmp_path / "table2.csv", tmp_path / "cells.csv", {("atrous", "max"): 2})
     assert out == {"fig6": f"results/cells/d/{mid}/seed1/evaluation.json", "fig7": out["fig6"]}
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from caanet import claims as C
 from caanet import stats
 from caanet.errors import ResultsError
 from caanet.render import figures as F
@@ -170,11 +171,11 @@ def make_results(root):
     pd.DataFrame(comps).to_csv(root / "stats" / "comparisons.csv", index=False)
     seed0 = {"n": 300, "avg_a": 68.0, "avg_b": 60.0, "acc_a": 70.0, "acc_b": 66.0, "mcnemar_b": 30, "mcnemar_c": 12,
              "mcnemar_p": 0.004}
-    claim1, claim2 = stats.PAPER_CLAIMS
-    claims = [dict(stats.judge_claim(claim1, [seed0]), status="evaluated", seeds="0", dataset="embedded2018",
+    claim1, claim2 = C.PAPER_CLAIMS
+    claims = [dict(C.judge_claim(claim1, [seed0]), status="evaluated", seeds="0", dataset="embedded2018",
                    cell_a="atrous-att-multi_task-L2", cell_b="atrous-att-single_device[a+b+c]"),
-              dict(stats.judge_claim(claim2, []), status="not in this preset's grid", seeds="")]
-    pd.DataFrame(claims, columns=stats.CLAIM_COLUMNS).to_csv(root / "stats" / "claims.csv", index=False)
+              dict(C.judge_claim(claim2, []), status="not in this preset's grid", seeds="")]
+    pd.DataFrame(claims, columns=C.CLAIM_COLUMNS).to_csv(root / "stats" / "claims.csv", index=False)
     cell = root / "cells" / "embedded2018" / "atrous-att-multi_task-L2" / "seed0"
     cell.mkdir(parents=True)
     (cell / "evaluation.json").write_text(json.dumps(make_evaluation()))
@@ -440,6 +441,57 @@ def test_fig5_layers_writes_png_and_pdf(tmp_path, results):
         F.fig5_layers(cells.drop(columns="accuracy"), tmp_path / "bad")
 
 
+def _drawn_bars(draw, *args, **kwargs):
+    """The bars a figure function draws: ``{(panel title, legend label, bar x): height}``, and the
+    figure's title (its Figure is caught before it is saved)."""
+    caught = []
+    with mock.patch.object(F, "save_figure", side_effect=lambda fig, stem: caught.append(fig) or []):
+        draw(*args, **kwargs)
+    fig = caught[0]
+    bars = {}
+    for ax in fig.axes:
+        for container in ax.containers:
+            label = container.get_label()
+            for patch in getattr(container, "patches", []):
+                bars[(ax.get_title(), label, round(patch.get_x() + patch.get_width() / 2, 3))] = patch.get_height()
+    return bars, fig._suptitle.get_text()
+
+
+def test_fig5_draws_exactly_table1s_cells(tmp_path, results):
+    """Fig. 5 is Table I's figure: cells.csv also holds Table III's and Table IV's teacher-forcing cells
+    (other datasets, devices S1-S6) and a seed Table I does not have; the figure draws Table I's alone."""
+    cells = pd.read_csv(results / "tables" / "cells.csv", dtype={"device": str})
+    t1 = cells[(cells.strategy == "teacher_forcing") & (cells.dataset == "embedded2018")]
+    others = [t1.assign(dataset="embedded2019", accuracy=99.0),
+              pd.concat([t1.assign(device=d) for d in ("s1", "s6")]).assign(dataset="tiny2020", accuracy=1.0),
+              t1.assign(seed=t1["seed"] + 10, accuracy=0.0)]
+    mixed = pd.concat([cells] + others, ignore_index=True)
+    selected = F.table1_cells(mixed, PRESET)
+    assert set(selected["dataset"]) == {"embedded2018"} and len(selected) == len(t1)
+    bars, title = _drawn_bars(F.fig5_layers, selected, tmp_path / "fig5")
+    assert {label for _, label, _ in bars} == {"Device A", "Device B", "Device C"} and "embedded2018" in title
+    want = t1.groupby(["topology", "pooling", "cond_layer", "device"])["accuracy"].mean()
+    assert sorted(round(h, 6) for h in bars.values()) == sorted(round(v, 6) for v in want.to_numpy())
+    # the whole rendering selects the same way
+    with mock.patch.object(F, "fig5_layers", wraps=F.fig5_layers) as spy:
+        mixed.to_csv(tmp_path / "cells.csv", index=False)
+        ev = results / "cells" / "embedded2018" / "atrous-att-multi_task-L2" / "seed0" / "evaluation.json"
+        F.render_all(cells_csv=tmp_path / "cells.csv", preset=PRESET, fig6_evaluation=ev, fig7_evaluation=ev,
+                     metrics_csvs=[], out_dir=tmp_path / "figs")
+    drawn = spy.call_args.args[0]
+    assert set(zip(drawn.dataset, drawn.cell_id, drawn.seed)) == set(zip(t1.dataset, t1.cell_id, t1.seed))
+
+
+def test_device_colours_are_distinct_for_any_number_of_devices():
+    for n in range(1, 40):
+        devices = ["a", "b", "c"] + [f"s{i}" for i in range(1, n)]
+        colours = F.device_colours(devices)
+        assert len(set(colours.values())) == len(devices), n
+        assert colours["a"] == F.DEVICE_COLOURS["a"]
+    nine = F.device_colours(["a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"])
+    assert nine["s1"] != nine["s6"]                     # they shared a purple before
+
+
 def test_best_cell_picks_the_best_multi_task_cell_and_seed(results):
     cells = pd.read_csv(results / "tables" / "cells.csv")
     ds, cid, seed = best_cell(cells)
@@ -509,7 +561,7 @@ def test_render_all_reads_fig7s_attention_only_where_named(tmp_path, results):
     """Fig. 7's attention maps are a named input: a missing one is an error naming it; a model without
     attention pooling (no file named) gets the placeholder saying so, whatever lies beside its files."""
     ev = results / "cells" / "embedded2018" / "atrous-att-multi_task-L2" / "seed0" / "evaluation.json"
-    args = dict(cells_csv=results / "tables" / "cells.csv", fig6_evaluation=ev, fig7_evaluation=ev,
+    args = dict(cells_csv=results / "tables" / "cells.csv", preset=PRESET, fig6_evaluation=ev, fig7_evaluation=ev,
                 metrics_csvs=sorted((results / "cells").rglob("metrics.csv")))
     missing = tmp_path / "elsewhere" / "attention.npz"
     with pytest.raises(ResultsError, match=re.escape(str(missing))):
@@ -532,7 +584,7 @@ def context(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("report")
     results = make_results(tmp_path / "results")
     ev = results / "cells" / "embedded2018" / "atrous-att-multi_task-L2" / "seed0" / "evaluation.json"
-    F.render_all(cells_csv=results / "tables" / "cells.csv", fig6_evaluation=ev, fig7_evaluation=ev,
+    F.render_all(cells_csv=results / "tables" / "cells.csv", preset=PRESET, fig6_evaluation=ev, fig7_evaluation=ev,
                  fig7_attention_npz=ev.with_name("attention.npz"),
                  metrics_csvs=sorted((results / "cells").rglob("metrics.csv")), out_dir=tmp_path / "reports" / "figures")
     return R.build_context(preset=PRESET, results_dir=results, figures=tmp_path / "reports" / "figures",
