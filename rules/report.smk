@@ -5,6 +5,8 @@
 rule render_tables:
     input:
         summaries=expand(paths.TABLE, n=RENDERED_TABLES),
+        cells=paths.CELLS,
+        layers=paths.LAYERS,
     output:
         tex=expand(paths.RENDERED_TABLE, n=RENDERED_TABLES, ext="tex"),
         html=report(
@@ -13,6 +15,7 @@ rule render_tables:
             category="Tables",
         ),
     params:
+        preset=rerun.preset_params(P),
         code=CODE["render"],
     threads: 1
     resources:

@@ -11,20 +11,23 @@ twice) and returns a message instead of raising when LaTeX is absent, so the HTM
 (:mod:`~caanet.render.report.typeset`).
 
 One module per section, in report order: ``provenance``, ``results`` (Tables I-III), ``table4``,
-``statistics``, ``selections``, ``claims``, ``figure_entries``, ``compute``. A new section is a
+``multitask`` (what λ does: the argmax finding, the switch), ``statistics``, ``selections``, ``claims``,
+``figure_entries``, ``compute``. Every section selects a table's cells through
+:func:`caanet.grid.table_cells_frame` (``ReportInputs.table_cells``). A new section is a
 module with a ``build(inputs) -> dict``, its two templates and one :func:`register_section` call.
 
 The paper's two significance claims are rendered from ``results/stats/claims.csv``
-(:func:`caanet.stats.run_claims`: the paper's z-test on the Avg decides; the clip-level z-test and
-McNemar's paired test are shown beside it, labelled). Every selection that touches test labels (the
+(:func:`caanet.claims.run_claims`: the paper's z-test on the Avg decides whether the claim reproduces;
+the paired test stratified by device and scene and the device-stratified test, whose variance is the
+Avg's, are shown beside it for ours and the paper's numbers, with the clip-level z-test and McNemar). Every selection that touches test labels (the
 layer selection of Table I, the lambda rule's source, model selection, teacher forcing's oracle
 device) and what each cell trained on (``cells.csv``: training and held-out validation clips per
 device) are stated, computed from the preset and the result files.
 
 The "do the paper's claims hold here?" paragraph is computed, never written by hand: for each
 conditional strategy against each baseline, the rows of Tables II/III where ours is higher on
-device B, device C and the average, next to the same count from the paper's own numbers, and how
-many of the per-row one-tailed z-tests of ``comparisons.csv`` are significant.
+each non-reference seen device and the average, next to the same count from the paper's own numbers,
+and how many of the seed-mean tests of ``comparisons.csv`` are significant after Holm's correction.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 from caanet.render.report import claims as _claims
 from caanet.render.report import compute as _compute
 from caanet.render.report import figure_entries as _figure_entries
+from caanet.render.report import multitask as _multitask
 from caanet.render.report import provenance as _provenance
 from caanet.render.report import results as _results
 from caanet.render.report import selections as _selections
@@ -47,7 +51,10 @@ from caanet.render.report.provenance import dataset_entries, provenance, synthet
 from caanet.render.report.sections import SECTIONS, Section, build_sections, register_section
 from caanet.render.report.selections import ORACLE_NOTE, WINNERS_CURSE, selection_notes, training_data_rows
 from caanet.render.report.statistics import (MCNEMAR_NOTE, N_EXPLAINED, ZTEST_FORMULA, ZTEST_FORMULA_TEX,
-                                             claim_record, claim_threshold, statistics_section)
+                                             claim_record, family_section, statistics_section, why_tests_differ)
+from caanet.render.report.multitask import device_accuracy_groups, findings, switch_counts
+from caanet.render.report.results import layer_note
+from caanet.render.report.selections import bf16_note
 from caanet.render.report.table4 import BEYOND_PAPER_NOTE, table4_section, unseen_policies
 from caanet.render.report.typeset import TEMPLATES, build_pdf, latex_command, render_report_html, render_report_tex
 
@@ -55,7 +62,8 @@ TITLE = ("CAA-Net: Conditional Atrous CNNs with Attention for Explainable Device
          "Scene Classification, regenerated")
 PAPER = "Z. Ren, Q. Kong, J. Han, M. D. Plumbley, B. W. Schuller, IEEE Transactions on Multimedia, 2020"
 
-for _module in (_provenance, _results, _table4, _statistics, _selections, _claims, _figure_entries, _compute):
+for _module in (_provenance, _results, _table4, _multitask, _statistics, _selections, _claims, _figure_entries,
+                _compute):
     register_section(Section(_module.__name__.rsplit(".", 1)[1], _module.build))
 
 

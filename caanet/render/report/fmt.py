@@ -4,18 +4,44 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
+
 SIGNIFICANCE = 0.05
 TABLE_TITLES = {
-    "table1": "Table I: teacher-forcing conditioning at each layer (average over devices A, B, C)",
-    "table2": "Table II: the four training strategies (DCASE 2018 in the paper)",
-    "table3": "Table III: the four training strategies (DCASE 2019 in the paper)",
-    "table4": "Table IV (beyond the paper): five training strategies with seen and unseen devices",
+    "table1": "Table I: teacher-forcing conditioning at each layer",
+    "table2": "Table II: the training strategies (DCASE 2018 in the paper)",
+    "table3": "Table III: the training strategies (DCASE 2019 in the paper)",
+    "table4": "Table IV (beyond the paper): the training strategies with seen and unseen devices",
 }
+"""Each table's name and subject; :func:`table_title` adds what its summary holds (devices, strategies)."""
 
 
 def table_name(table: str) -> str:
-    """``"Table II"`` for ``"table2"`` (the part of its title before the colon)."""
-    return TABLE_TITLES[table].split(":")[0]
+    """``"Table II"`` for ``"table2"``, ``"Table IV"`` for ``"table4"`` (its title's first two words)."""
+    return " ".join(TABLE_TITLES[table].split()[:2]).rstrip(":")
+
+
+def table_title(table: str, summary: pd.DataFrame | None) -> str:
+    """The title of ``table``, derived from its summary: Table I names its devices, Tables II-IV count
+    their strategies (``"Table II: the four training strategies ..."``)."""
+    from caanet.render import tables as T
+    from caanet.spec import STRATEGIES
+
+    title = TABLE_TITLES[table]
+    if summary is None or summary.empty:
+        return title
+    if table == "table1":
+        return f"{title} (average over devices {T.devices_text(T.summary_devices(summary))})"
+    k = T.count_words(sum(s in set(summary["strategy"]) for s in STRATEGIES))
+    return title.replace("the training strategies", f"{'the ' if table != 'table4' else ''}{k} training strategies")
+
+
+def devices_sentence(devices) -> str:
+    """``["a", "b", "c"]`` -> ``"A, B and C"``."""
+    from caanet.render import tables as T
+
+    names = [T.DEVICE_NAMES.get(d, str(d).upper()) for d in devices]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1] if names else "—"
 
 
 def _fmt(x, spec: str = ".1f") -> str:

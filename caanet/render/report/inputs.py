@@ -38,6 +38,30 @@ class ReportInputs:
     date: str | None = None
     repo_dir: object = None
     warnings: list[str] = field(default_factory=list)
+    table_cells: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def layer_map(self) -> dict:
+        """``{(topology, pooling): layer}`` of ``layers.csv``."""
+        return {(r["topology"], r["pooling"]): int(r["cond_layer"]) for r in self.layers}
+
+
+def table_cell_frames(inp: ReportInputs) -> dict[str, pd.DataFrame]:
+    """Each table's rows of ``cells.csv`` (:func:`caanet.grid.table_cells_frame`): the one selection
+    of a table's cells that every section uses. A table whose cells cannot be expanded (no layers for
+    its rows) is left out with a warning."""
+    from caanet.errors import ConfigError
+
+    if inp.cells is None or not inp.preset.get("datasets") or not inp.preset.get("tables"):
+        return {}
+    cells = inp.cells.astype({"dataset": str, "cell_id": str, "seed": "int64"})
+    out = {}
+    for table in inp.summaries:
+        try:
+            out[table] = grid.table_cells_frame(cells, inp.preset, table, inp.layer_map)
+        except ConfigError as exc:
+            inp.warnings.append(f"cells.csv: the cells of {table} cannot be selected ({exc})")
+    return out
 
 
 def _as_paths(obj) -> list[Path]:
@@ -116,4 +140,5 @@ def load_inputs(*, preset: dict, results_dir=None, summaries=None, layers_csv=No
         benchmarks = Path(results_dir) / Path(rpaths.BENCHMARKS).relative_to(rpaths.RESULTS)
     inp.benchmarks = [p for p in _as_paths(benchmarks) if p.suffix == ".tsv" and p.exists()]
     inp.figures = _as_paths(figures)
+    inp.table_cells = table_cell_frames(inp)
     return inp
