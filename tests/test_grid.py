@@ -551,3 +551,16 @@ def test_table_cells_frame_selects_exactly_a_tables_cells():
         assert set(zip(got["dataset"], got["cell_id"], got["seed"])) == want, table
     t4 = grid.table_cells_frame(cells, preset, "table4", layers)
     assert set(t4["dataset"]) == {"tiny2020"} and set(t4["seed"]) == {0}
+
+
+def test_default_preset_runs_table4_with_at_least_three_seeds():
+    """Table IV's tests need the power of several seeds (issue 17): the default preset trains each of its
+    cells with three."""
+    import yaml
+
+    from caanet.config import resolve
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text(encoding="utf-8"))
+    preset = resolve({**raw, "preset": "default"})
+    assert grid.seeds_for(preset, "att", "table4") == [0, 1, 2]
+    assert {c.seed for c in grid.table4_cells(preset, {r: 1 for r in grid.TABLE3_ROWS})} == {0, 1, 2}
