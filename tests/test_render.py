@@ -719,7 +719,7 @@ def test_report_tex_is_balanced_and_includes_figure_pdfs(tmp_path, context):
     rows = [l for l in per_row.splitlines() if l.startswith(("atrous-att & ", "cnn\\_pool-max & ", "cnn\\_nopool-roi & "))]
     assert len(rows) == context["stats"]["families"][0]["m"] == 12
     assert (r"cnn\_pool-max & Multi-task vs Single-device & all & one-sided & 0 1 2 & 300 (180) & 62.0 & 56.0 & "
-            r"+6.0 ± 2.0 & 0.2000 & 1.0000 & a not shown better \\") in per_row
+            r"+6.0 ± 2.0 & 0.2000 & 1.0000 & not significant \\") in per_row
     assert "4 of 12 significant" in per_row and "results/stats/comparisons.csv" in per_row
 
 

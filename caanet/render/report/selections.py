@@ -15,7 +15,8 @@ ORACLE_NOTE = (
     "Only multi-task conditional training (device predicted by CNN-d) is a fair comparison with the baselines."
 )
 WINNERS_CURSE = (
-    "Each conditional cell of Tables II-IV uses the conditioning layer Table I selected as the best of its "
+    "Each conditional cell of the strategy tables (Tables II and III, and IV where it runs) uses the "
+    "conditioning layer Table I selected as the best of its "
     "four TEST accuracies (the paper's method). Choosing the best of four on the test set biases those "
     "conditional cells upwards (a winner's curse), so the comparisons with the single-device and joint "
     "baselines, and the tests, favour the conditional strategies. Set grid.layer_selection: validation "

@@ -142,7 +142,7 @@ def family_test_record(r: dict) -> dict:
     elif significant:
         verdict = ("a better" if diff > 0 else "b better") + f" (Holm p < {SIGNIFICANCE:g})"
     else:
-        verdict = "no significant difference" if alternative == "two-sided" else "a not shown better"
+        verdict = "no significant difference" if alternative == "two-sided" else "not significant"
     paper_p, better = _num(r, "p_avg"), _num(r, "avg_a") > _num(r, "avg_b")
     return {
         "table": r.get("table", ""), "family": r.get("family", ""), "row": r.get("row", ""),
