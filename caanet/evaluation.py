@@ -3,7 +3,7 @@
 The paper (Sec. IV-B) scores a model by the *unweighted average of class-wise accuracies*: for each
 scene class, the fraction of its clips classified correctly, averaged over classes. Device-robust ASC
 reports that figure per recording device; ``mean_all`` is the mean over the devices evaluated (the
-paper's "Avg") and ``mean_bc`` the mean over the non-reference devices (DCASE's official B/C figure).
+paper's "Avg") and ``mean_bc`` the mean over the seen non-reference devices (DCASE's official B/C figure).
 
 DCASE Task 1 (2020-2025) also asks for the multi-class **log loss** of the class probabilities,
 overall, per scene and per device (:func:`log_loss`, :func:`log_loss_summary`); the probabilities are
@@ -101,13 +101,14 @@ def evaluate_device(y_true, y_pred, scene_labels: Sequence[str]) -> dict:
 
 
 def evaluate_predictions(pred_df: pd.DataFrame, scene_labels: Sequence[str], device_labels: Sequence[str], *,
-                         reference_device: str | None = None) -> dict:
+                         reference_device: str | None = None, unseen_devices: Sequence[str] = ()) -> dict:
     """Per-device scores of a predictions table (columns ``device``, ``scene``, ``pred_scene`` as labels).
 
     Returns ``{"per_device": {dev: {...}}, "mean_all": float|None, "mean_bc": float|None}`` where
     devices appear in ``device_labels`` order and only if they have clips; ``mean_all`` is the mean of
-    their accuracies and ``mean_bc`` the mean over those other than ``reference_device`` (default: the
-    first device label), ``None`` when there are none.
+    their accuracies and ``mean_bc`` (DCASE's B/C figure) the mean over the seen devices other than
+    ``reference_device`` (default: the first device label): ``unseen_devices`` (devices without training
+    clips) are left out of it. ``None`` when there are none.
     """
     missing = [c for c in ("device", "scene", "pred_scene") if c not in pred_df.columns]
     if missing:
@@ -127,7 +128,11 @@ def evaluate_predictions(pred_df: pd.DataFrame, scene_labels: Sequence[str], dev
         if mask.any():
             per_device[name] = evaluate_device(y[mask], p[mask], scene_labels)
     accs = {k: v["accuracy"] for k, v in per_device.items()}
-    bc = [a for k, a in accs.items() if k != reference_device]
+    unseen = set(unseen_devices)
+    stray = unseen - set(device_labels)
+    if stray:
+        raise ConfigError(f"unseen_devices {sorted(stray)} are not among the device labels {list(device_labels)}")
+    bc = [a for k, a in accs.items() if k != reference_device and k not in unseen]
     return {
         "per_device": per_device,
         "mean_all": float(np.mean(list(accs.values()))) if accs else None,

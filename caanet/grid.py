@@ -107,9 +107,10 @@ CLIP_COLUMNS = ["n_train_clips", "n_validation_clips", "validation_accuracy"]
 LOG_LOSS_COLUMNS = ["log_loss"]
 """Optional column of :func:`collect_cells`: DCASE's log loss of the device's test clips
 (``evaluation.json``'s ``log_loss.per_device``; NaN for a file written before it existed)."""
-POLICY_COLUMNS = ["unseen_device_policy"]
-"""Optional column of :func:`collect_cells`: the cell's policy for test clips of unseen devices
-(``evaluation.json``'s ``unseen_device_policy``; empty where no unseen device was evaluated)."""
+POLICY_COLUMNS = ["unseen_device_policy", "bf16_autocast"]
+"""Optional columns of :func:`collect_cells`: the cell's policy for test clips of unseen devices
+(``evaluation.json``'s ``unseen_device_policy``; empty where no unseen device was evaluated) and
+whether it trained and evaluated under bf16 autocast (``bf16_autocast``; empty where not recorded)."""
 PAPER_FILES = {
     "table1": "table1_teacher_forcing_by_layer.csv",
     "table2": "table2_strategies_dcase2018.csv",
@@ -479,7 +480,8 @@ def _cell_rows(path: Path) -> list[dict]:
                          n_validation_clips=(ev.get("n_validation_clips_per_device") or {}).get(device, math.nan),
                          validation_accuracy=math.nan if val_acc is None else 100.0 * float(val_acc),
                          log_loss=_log_loss_of(ev, device, path),
-                         unseen_device_policy=ev.get("unseen_device_policy")))
+                         unseen_device_policy=ev.get("unseen_device_policy"),
+                         bf16_autocast=ev.get("bf16_autocast")))
     return rows
 
 
@@ -528,6 +530,14 @@ def filter_cells(cells_df: pd.DataFrame, specs: Iterable[CellSpec]) -> pd.DataFr
     return out[list(cells_df.columns)]
 
 
+def table_cells_frame(cells_df: pd.DataFrame, preset: Mapping | GridConfig, table: str,
+                      layers: Mapping[Row, int] | None = None) -> pd.DataFrame:
+    """The rows of ``cells_df`` (``cells.csv``) that are ``table``'s cells: its :func:`table_cells` on its
+    dataset, matched on dataset, cell id and seed (:func:`filter_cells`). The one selection every
+    figure, mark and summary of a table uses (``layers`` is needed for table2-table4)."""
+    return filter_cells(cells_df, table_cells(preset, table, layers))
+
+
 def _check_cells_frame(cells_df: pd.DataFrame) -> None:
     missing = [c for c in CELL_COLUMNS if c not in cells_df.columns]
     if missing:
@@ -544,7 +554,8 @@ def _model_seed_rows(cells_df: pd.DataFrame, reference_device: str | Mapping[str
     """Per model (a row x strategy x layer) and seed: the device rows plus the ``avg``/``bc`` rows, and
     ``seen``/``unseen`` for a dataset with unseen devices (``unseen_devices[dataset]``).
 
-    Single-device models are three cells; grouping ignores the cell id, so their devices join into one
+    ``bc`` is the mean over the seen devices other than the reference one (DCASE's B/C figure: unseen
+    devices are not in it). Single-device models are three cells; grouping ignores the cell id, so their devices join into one
     model. The pseudo-devices of a seed are only formed when the seed has every device the model has in
     any seed (an incomplete seed would bias them); ``bc`` needs at least one non-reference device.
     ``seen`` is the mean over the model's devices that are not unseen, ``unseen`` over its unseen ones.
@@ -577,7 +588,7 @@ def _model_seed_rows(cells_df: pd.DataFrame, reference_device: str | Mapping[str
             means = {}
             if covers_unseen:
                 means["avg"] = one[values].mean(skipna=False)
-            others = one[one["device"] != ref]
+            others = one[(one["device"] != ref) & ~one["device"].isin(unseen)]
             if len(others):
                 means["bc"] = others[values].mean(skipna=False)
             if unseen:

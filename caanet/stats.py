@@ -1,4 +1,4 @@
-"""The paper's significance tests, and a paired test the paper did not use (scipy only).
+"""Significance tests of two models' test predictions: the paper's, paired ones, and the tables' families.
 
 **Two-proportion z-test** (Sec. IV-C: "significantly higher ... in a one-tailed z-test, p < 0.01"):
 model 1 classifies ``k1`` of ``n1`` test clips correctly, model 2 ``k2`` of ``n2``. With the pooled
@@ -9,24 +9,27 @@ proportion ``p = (k1 + k2) / (n1 + n2)``::
 ``n`` is the number of **test clips** each model classified (DCASE 2018 Task 1B: 2,518 + 180 + 180
 = 2,878; a single-device "model" is its three cells together, one per device, so it covers the same
 clips). The paper applied the test to its reported **Avg** (the mean over devices A, B, C of the
-class-wise accuracy, Table II) with this ``n``: :func:`ztest_from_percent` on :func:`avg_percent`.
-That is the statistic that decides the paper's claims here (:data:`PAPER_CLAIMS`,
-:func:`run_claims`). The clip-level test (``k/n`` = micro accuracy over all clips, 87 % of them
-from device A in DCASE 2018) is reported beside it, labelled, but decides nothing. Both treat the
-two models' clips as independent samples although both models classified the *same* clips.
+class-wise accuracy, Table II) with this ``n``: :func:`ztest_from_percent` on the Avg. That statistic
+decides whether the paper's own claims reproduce (:mod:`caanet.claims`). Its variance is that of a
+proportion of all ``n`` clips, but the Avg weights each device equally: on DCASE 2018 its precision
+is that of about 782 clips. The tests whose variance is the Avg's live in :mod:`caanet.stratified`:
+the **paired z-test stratified by device and scene** (both models classified the same clips) and the
+**unpaired device-stratified z-test** (from per-device accuracies and clip counts, so it applies to
+the paper's published numbers too).
 
-**McNemar's test** uses that pairing: on the clips both models classified, ``b`` = clips model A got
-right and model B wrong, ``c`` = the reverse. Exact binomial test of ``b ~ Bin(b + c, 1/2)`` when
-``b + c < 25`` (or ``exact=True``), else the chi-square statistic with continuity correction
+**McNemar's test** uses the pairing of the clips: on the clips both models classified, ``b`` = clips
+model A got right and model B wrong, ``c`` = the reverse. Exact binomial test of ``b ~ Bin(b + c, 1/2)``
+when ``b + c < 25`` (or ``exact=True``), else the chi-square statistic with continuity correction
 ``(|b - c| - 1)^2 / (b + c)`` on 1 degree of freedom (one-sided: the normal deviate
 ``sign(b - c) max(|b - c| - 1, 0) / sqrt(b + c)``).
 
-:func:`run_comparisons` writes one row per comparison and seed with ``n`` (clips per model),
-``avg_a``/``avg_b`` with ``z_avg``/``p_avg`` (the paper's statistic), ``acc_a``/``acc_b`` (clip-level
-percent) with ``z``/``p_z``, and McNemar's ``b``, ``c``, ``p`` and method, all one-sided for "model A
-better than model B" like the paper. :func:`run_claims` writes ``results/stats/claims.csv``: one row
-per paper claim (:data:`CLAIM_COLUMNS`), decided by the z-test on the Avg (over the seed mean), with
-the clip-level and McNemar tests beside it and the same test on the paper's own numbers.
+**Families.** Each strategy table's tests are data (:data:`TABLE_FAMILIES`: :data:`ROW_TESTS` for
+Tables II and III, :data:`TABLE4_TESTS` for Table IV), expanded over the table's rows by
+:func:`family_comparisons` into :class:`Comparison` s. :func:`run_comparisons` runs any comparisons
+(one row per seed, and one for the seed-mean model: each clip's correctness averaged over the seeds,
+so the test is on the seed-mean Avg with the variance of the test clips, the seeds held fixed) with
+every statistic, and adjusts the seed-mean paired p-values of each family by Holm's correction
+(:data:`FAMILY_STATISTIC` decides a family's tests). Table V's families (issue 20) reuse it.
 """
 
 from __future__ import annotations
@@ -46,14 +49,13 @@ from caanet.errors import ConfigError, ResultsError
 from caanet.io import read_results_csv
 from caanet.evaluation import evaluate_predictions
 from caanet import paths
-from caanet.grid import GridConfig, Row, grid_config, paper_table, seeds_for, seen_devices_of
+from caanet.grid import GridConfig, Row, grid_config, seeds_for, seen_devices_of, table_strategies
 from caanet.spec import CONDITIONAL, CellSpec
+from caanet.stratified import device_stratified_ztest, holm, paired_stratified_test, stratified_avg
+from caanet.stratified import ALTERNATIVES
+from caanet.stratified import p_from_z as _p_from_z
 
-ALTERNATIVES = ("greater", "less", "two-sided")
 MCNEMAR_EXACT_BELOW = 25
-COMPARISON_COLUMNS = ["table", "dataset", "comparison", "row", "model_a", "model_b", "seed", "n", "avg_a", "avg_b",
-                      "z_avg", "p_avg", "acc_a", "acc_b", "z", "p_z", "mcnemar_b", "mcnemar_c", "mcnemar_p", "method",
-                      "paper_claim"]
 PREDICTION_COLUMNS = ("filename", "correct")
 """The ``predictions.csv`` columns the tests need (see docs/design.md)."""
 
@@ -61,14 +63,6 @@ PREDICTION_COLUMNS = ("filename", "correct")
 def _check_alternative(alternative: str) -> None:
     if alternative not in ALTERNATIVES:
         raise ConfigError(f"alternative={alternative!r} is not one of {list(ALTERNATIVES)}")
-
-
-def _p_from_z(z: float, alternative: str) -> float:
-    if alternative == "greater":
-        return float(_sps.norm.sf(z))
-    if alternative == "less":
-        return float(_sps.norm.cdf(z))
-    return float(min(1.0, 2.0 * _sps.norm.sf(abs(z))))
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,7 +155,7 @@ def mcnemar(correct_a, correct_b, *, exact: bool | None = None, alternative: str
 
 
 # --------------------------------------------------------------------------------------------
-# Comparing two cells' predictions
+# Comparing two models' predictions
 # --------------------------------------------------------------------------------------------
 
 def _correct_column(df: pd.DataFrame, label: str) -> np.ndarray:
@@ -192,23 +186,65 @@ def concat_predictions(frames: Sequence[pd.DataFrame], label: str) -> pd.DataFra
     return df
 
 
-def _prepared(pred, label: str) -> pd.DataFrame:
-    df = concat_predictions(pred if isinstance(pred, (list, tuple)) else [pred], label)
-    missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
-    if missing:
-        raise ResultsError(f"predictions of {label}: columns {missing} are missing")
-    return pd.DataFrame({"filename": df["filename"].astype(str).to_numpy(), "correct": _correct_column(df, label)})
+AVG_COLUMNS = ("device", "scene", "pred_scene")
+"""The ``predictions.csv`` columns the Avg statistic needs."""
 
 
-def compare_cells(pred_a_df, pred_b_df, label_a: str, label_b: str, *, alternative: str = "greater") -> dict:
-    """Both tests of "model A vs model B" on their ``predictions.csv`` frames, aligned on ``filename``.
+def clip_table(seeds: Sequence, label: str, devices: Sequence[str] = ()) -> pd.DataFrame:
+    """One model's test clips: ``filename`` (sorted), ``correct`` (the mean over the seeds given: 0/1
+    for one seed) and, where the predictions have them, ``device`` and ``scene``.
 
-    Each argument is a frame or a list of frames (the cells of one single-device model, concatenated).
-    The two must cover the same clips, else :class:`ResultsError` names both models and example clips.
-    Returns ``n, k_a, k_b, acc_a, acc_b`` (clip-level percent), ``z, p_z`` and ``mcnemar_b, mcnemar_c,
-    mcnemar_statistic, mcnemar_p, method``; both tests use ``alternative`` (default: A better than B).
+    ``seeds`` holds one entry per seed: a predictions frame or a list of them (a single-device model's
+    cells, joined by :func:`concat_predictions`). ``devices`` keeps only those devices' clips (empty:
+    all). The seeds must cover the same clips, with the same device and scene, else ResultsError.
     """
-    a, b = _prepared(pred_a_df, label_a), _prepared(pred_b_df, label_b)
+    tables = []
+    for entry in seeds:
+        df = concat_predictions(list(entry) if isinstance(entry, (list, tuple)) else [entry], label)
+        missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
+        if missing:
+            raise ResultsError(f"predictions of {label}: columns {missing} are missing")
+        t = pd.DataFrame({"filename": df["filename"].astype(str).to_numpy(), "correct": _correct_column(df, label)})
+        for col in ("device", "scene"):
+            if col in df.columns:
+                t[col] = df[col].astype(str).to_numpy()
+        if devices:
+            if "device" not in t.columns:
+                raise ResultsError(f"predictions of {label}: no 'device' column to select devices {list(devices)} by")
+            t = t[t["device"].isin(list(devices))]
+        tables.append(t.sort_values("filename").reset_index(drop=True))
+    if not tables:
+        raise ResultsError(f"predictions of {label}: no seed")
+    first = tables[0]
+    for t in tables[1:]:
+        if not (t["filename"].equals(first["filename"]) and all(t[c].equals(first[c]) for c in ("device", "scene")
+                                                                 if c in first.columns and c in t.columns)):
+            raise ResultsError(f"predictions of {label}: the seeds classified different clips (or labels)")
+    out = first.drop(columns="correct")
+    out["correct"] = np.mean([t["correct"].to_numpy(dtype=float) for t in tables], axis=0)
+    return out
+
+
+def compare_models(seeds_a: Sequence, seeds_b: Sequence, label_a: str, label_b: str, *,
+                   devices: Sequence[str] = (), alternative: str = "greater") -> dict:
+    """Every test of "model A vs model B" on their predictions, aligned on ``filename``.
+
+    ``seeds_a``/``seeds_b``: one entry per seed, the same seeds in the same order (see
+    :func:`clip_table`); each clip's correctness is averaged over them, so with several seeds every
+    statistic is of the seed-mean model (the test clips' sampling variance, the seeds held fixed).
+    ``devices`` restricts every statistic to those devices' clips (empty: all). Returns ``n, seeds``,
+    clip-level ``acc_a, acc_b`` (percent) with the z-test ``z, p_z``; the Avg ``avg_a, avg_b`` with the
+    paper's z-test ``z_avg, p_avg`` (n = clips); the paired device x scene stratified test
+    ``paired_diff, paired_se, paired_z, paired_p`` and the unpaired device-stratified test
+    ``stratified_z, stratified_p`` with ``n_eff`` (:mod:`caanet.stratified`); with one seed also
+    ``k_a, k_b`` and McNemar's ``mcnemar_b, mcnemar_c, mcnemar_statistic, mcnemar_p, method`` (NaN or
+    empty otherwise). The Avg statistics are NaN without ``device``/``scene`` columns. Every test uses
+    ``alternative`` (default: A better than B). The clip sets must agree, else ResultsError naming both.
+    """
+    if len(seeds_a) != len(seeds_b):
+        raise ResultsError(f"compare {label_a} vs {label_b}: {len(seeds_a)} seeds against {len(seeds_b)}")
+    a = clip_table(seeds_a, label_a, devices)
+    b = clip_table(seeds_b, label_b, devices)
     only_a = sorted(set(a["filename"]) - set(b["filename"]))
     only_b = sorted(set(b["filename"]) - set(a["filename"]))
     if only_a or only_b:
@@ -216,29 +252,43 @@ def compare_cells(pred_a_df, pred_b_df, label_a: str, label_b: str, *, alternati
             f"compare {label_a} vs {label_b}: the clip sets differ ({len(only_a)} clips only in {label_a}, "
             f"e.g. {only_a[:3]}; {len(only_b)} only in {label_b}, e.g. {only_b[:3]})")
     if a.empty:
-        raise ResultsError(f"compare {label_a} vs {label_b}: no clips")
-    merged = a.merge(b, on="filename", suffixes=("_a", "_b")).sort_values("filename")
+        raise ResultsError(f"compare {label_a} vs {label_b}: no clips" + (f" of devices {list(devices)}" if devices else ""))
+    merged = a.merge(b[["filename", "correct"]], on="filename", suffixes=("_a", "_b"))
     ca, cb = merged["correct_a"].to_numpy(), merged["correct_b"].to_numpy()
-    n, k_a, k_b = len(merged), int(ca.sum()), int(cb.sum())
-    z, p_z = two_proportion_ztest(k_a, n, k_b, n, alternative)
-    mc = mcnemar(ca, cb, alternative=alternative)
-    out = {"model_a": label_a, "model_b": label_b, "n": n, "k_a": k_a, "k_b": k_b,
-           "acc_a": 100.0 * k_a / n, "acc_b": 100.0 * k_b / n, "z": z, "p_z": p_z,
-           "mcnemar_b": mc.b, "mcnemar_c": mc.c, "mcnemar_statistic": mc.statistic, "mcnemar_p": mc.p,
-           "method": mc.method, "avg_a": math.nan, "avg_b": math.nan, "z_avg": math.nan, "p_avg": math.nan}
-    if _has_avg_columns(pred_a_df) and _has_avg_columns(pred_b_df):
-        out["avg_a"], out["avg_b"] = avg_percent(pred_a_df, label_a), avg_percent(pred_b_df, label_b)
-        out["z_avg"], out["p_avg"] = ztest_from_percent(out["avg_a"], n, out["avg_b"], n, alternative)
+    n = len(merged)
+    acc_a, acc_b = 100.0 * float(ca.mean()), 100.0 * float(cb.mean())
+    z, p_z = ztest_from_percent(acc_a, n, acc_b, n, alternative)
+    out = {"model_a": label_a, "model_b": label_b, "n": n, "seeds": len(seeds_a), "acc_a": acc_a, "acc_b": acc_b,
+           "z": z, "p_z": p_z, "k_a": math.nan, "k_b": math.nan, "mcnemar_b": math.nan, "mcnemar_c": math.nan,
+           "mcnemar_statistic": math.nan, "mcnemar_p": math.nan, "method": "", **{k: math.nan for k in _AVG_KEYS}}
+    if len(seeds_a) == 1:
+        mc = mcnemar(ca.astype(bool), cb.astype(bool), alternative=alternative)
+        out.update(k_a=int(ca.sum()), k_b=int(cb.sum()), mcnemar_b=mc.b, mcnemar_c=mc.c,
+                   mcnemar_statistic=mc.statistic, mcnemar_p=mc.p, method=mc.method)
+    if {"device", "scene"} <= set(merged.columns):
+        dev, scene = merged["device"].to_numpy(), merged["scene"].to_numpy()
+        avg_a, avg_b = stratified_avg(dev, scene, ca), stratified_avg(dev, scene, cb)
+        z_avg, p_avg = ztest_from_percent(avg_a, n, avg_b, n, alternative)
+        paired = paired_stratified_test(dev, scene, ca, cb, alternative=alternative)
+        by_device = merged.groupby("device")
+        n_dev = by_device.size().to_dict()
+        per_dev = {k: {d: stratified_avg([d] * len(g), g["scene"], g[col]) for d, g in by_device}
+                   for k, col in (("a", "correct_a"), ("b", "correct_b"))}
+        unpaired = device_stratified_ztest(per_dev["a"], n_dev, per_dev["b"], alternative=alternative)
+        out.update(avg_a=avg_a, avg_b=avg_b, z_avg=z_avg, p_avg=p_avg, paired_diff=paired.diff, paired_se=paired.se,
+                   paired_z=paired.z, paired_p=paired.p, stratified_z=unpaired.z, stratified_p=unpaired.p,
+                   n_eff=paired.n_eff)
     return out
 
 
-AVG_COLUMNS = ("device", "scene", "pred_scene")
-"""The ``predictions.csv`` columns the Avg statistic needs."""
+_AVG_KEYS = ("avg_a", "avg_b", "z_avg", "p_avg", "paired_diff", "paired_se", "paired_z", "paired_p",
+             "stratified_z", "stratified_p", "n_eff")
 
 
-def _has_avg_columns(pred) -> bool:
-    frames = pred if isinstance(pred, (list, tuple)) else [pred]
-    return all(all(c in f.columns for c in AVG_COLUMNS) for f in frames)
+def compare_cells(pred_a_df, pred_b_df, label_a: str, label_b: str, *, alternative: str = "greater") -> dict:
+    """:func:`compare_models` of one seed: each argument is a predictions frame or a list of frames
+    (the cells of one single-device model, concatenated)."""
+    return compare_models([pred_a_df], [pred_b_df], label_a, label_b, alternative=alternative)
 
 
 def avg_percent(pred, label: str) -> float:
@@ -261,15 +311,22 @@ def avg_percent(pred, label: str) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# The paper's comparisons
+# Comparisons and the tables' families of tests
 # --------------------------------------------------------------------------------------------
+
+SCOPES = ("all", "unseen")
+"""Which devices a test's statistics cover: all of the table's dataset, or its unseen devices only."""
+
 
 @dataclass(frozen=True)
 class Comparison:
-    """One test "model A better than model B", for each seed both models have.
+    """One test "model A better than model B" (or different, ``alternative="two-sided"``), run per seed
+    both models have and on the seed mean.
 
     ``model_a``/``model_b`` are the cells of each model with ``seed=0`` as a template (several cells for
-    single_device); ``seeds`` are the seeds both models were configured with.
+    single_device); ``seeds`` are the seeds both models were configured with. ``family`` names the
+    family of tests whose seed-mean p-values Holm's correction adjusts together (empty: none, the
+    paper's own claims); ``scope`` and ``devices`` say which devices' clips the test covers (``()``: all).
     """
 
     table: str
@@ -280,6 +337,10 @@ class Comparison:
     model_b: tuple[CellSpec, ...]
     seeds: tuple[int, ...]
     paper_claim: str = ""
+    family: str = ""
+    scope: str = "all"
+    devices: tuple[str, ...] = ()
+    alternative: str = "greater"
 
     @property
     def label_a(self) -> str:
@@ -311,107 +372,89 @@ def _model(cfg: GridConfig, dataset: str, row: Row, strategy: str, layers: Mappi
 
 
 def _comparison(cfg: GridConfig, table: str, row_a: Row, strategy_a: str, row_b: Row, strategy_b: str,
-                layers: Mapping[Row, int], paper_claim: str = "") -> Comparison:
+                layers: Mapping[Row, int], paper_claim: str = "", **fields) -> Comparison:
     dataset = cfg.table_datasets[table]
     seeds = tuple(s for s in seeds_for(cfg, row_a[1], table) if s in set(seeds_for(cfg, row_b[1], table)))
     row = "-".join(row_a) if row_a == row_b else f"{'-'.join(row_a)} vs {'-'.join(row_b)}"
     return Comparison(table=table, dataset=dataset, comparison=f"{strategy_a} vs {strategy_b}", row=row,
                       model_a=_model(cfg, dataset, row_a, strategy_a, layers),
                       model_b=_model(cfg, dataset, row_b, strategy_b, layers),
-                      seeds=seeds, paper_claim=paper_claim)
+                      seeds=seeds, paper_claim=paper_claim, **fields)
 
 
 @dataclass(frozen=True)
-class PaperClaim:
-    """One significance claim of the paper, as data: "``strategy_a`` of ``row_a`` beats ``strategy_b``
-    of ``row_b`` on ``table``'s Avg, one-tailed z-test p < ``alpha``".
+class TestSpec:
+    """One test of a table's family, run on every row of the table: ``strategy_a`` vs ``strategy_b``
+    on the devices of ``scope`` (:data:`SCOPES`), one-sided (``greater``: a better) or ``two-sided``."""
 
-    The paper's own Avg values are read from its packaged table (:func:`caanet.grid.paper_table`),
-    never repeated here; ``paper_n`` is the number of test clips of the fold the paper tested on.
-    """
-
-    key: str
-    table: str
-    row_a: Row
+    __test__ = False   # not a pytest class
     strategy_a: str
-    row_b: Row
     strategy_b: str
-    alpha: float
-    paper_n: int
-    source: str
-
-    def paper_avg(self, which: str) -> float:
-        """The paper's Avg (percent) of model ``"a"`` or ``"b"`` (Table II/III, device ``avg``)."""
-        row, strategy = (self.row_a, self.strategy_a) if which == "a" else (self.row_b, self.strategy_b)
-        df = paper_table(self.table)
-        sel = df[(df["topology"] == row[0]) & (df["pooling"] == row[1]) & (df["strategy"] == strategy)
-                 & (df["device"] == "avg")]
-        if len(sel) != 1:
-            raise ResultsError(f"claim {self.key}: the paper's {self.table} has {len(sel)} Avg values for "
-                               f"{row[0]}-{row[1]} {strategy}")
-        return float(sel["paper_acc"].iloc[0])
-
-    @property
-    def text(self) -> str:
-        return (f"{self.source}: {self.strategy_a.replace('_', '-')} {'-'.join(self.row_a)} "
-                f"{self.paper_avg('a'):.1f}% > {self.strategy_b.replace('_', '-')} {'-'.join(self.row_b)} "
-                f"{self.paper_avg('b'):.1f}% (Avg), one-tailed z-test p < {self.alpha:g}")
+    scope: str = "all"
+    alternative: str = "greater"
 
 
-DCASE2018_FOLD1_TEST_CLIPS = 2518 + 180 + 180
-"""Test clips of DCASE 2018 Task 1B development fold 1 (devices A, B, C): the paper's ``n``."""
-
-PAPER_CLAIMS: tuple[PaperClaim, ...] = (
-    PaperClaim("claim1", "table2", ("atrous", "att"), "multi_task", ("atrous", "att"), "single_device",
-               alpha=0.01, paper_n=DCASE2018_FOLD1_TEST_CLIPS, source="Sec. IV-C"),
-    PaperClaim("claim2", "table2", ("atrous", "att"), "multi_task", ("cnn_nopool", "roi"), "single_device",
-               alpha=0.001, paper_n=DCASE2018_FOLD1_TEST_CLIPS, source="Sec. IV-C"),
+ROW_TESTS = tuple(TestSpec(a, b) for a, b in (("teacher_forcing", "single_device"), ("teacher_forcing", "joint"),
+                                             ("multi_task", "single_device"), ("multi_task", "joint")))
+"""Tables II and III's family (each table one family, Holm over its rows x tests): each conditional
+strategy vs single-device and vs joint training, one-sided, on all devices."""
+_TABLE4_CONDITIONAL = ("teacher_forcing", "multi_task", "multi_task_learned", "multi_task_posterior",
+                       "multi_task_learned_posterior")
+_LEARNED_VS_SWITCHED = (("multi_task_learned", "multi_task"), ("multi_task_learned_posterior", "multi_task_posterior"))
+_POSTERIOR_VS_ARGMAX = (("multi_task_posterior", "multi_task"), ("multi_task_learned_posterior", "multi_task_learned"))
+TABLE4_TESTS = (
+    tuple(TestSpec(s, "joint") for s in _TABLE4_CONDITIONAL)
+    + tuple(TestSpec(a, b, alternative="two-sided") for a, b in _LEARNED_VS_SWITCHED + _POSTERIOR_VS_ARGMAX)
+    + tuple(TestSpec(s, "joint", scope="unseen") for s in _TABLE4_CONDITIONAL)
+    + tuple(TestSpec(a, b, scope="unseen", alternative="two-sided") for a, b in _LEARNED_VS_SWITCHED)
 )
-"""The paper's two significance claims (Sec. IV-C, on Table II): defined here once."""
+"""Table IV's family (beyond the paper; one family, Holm over its rows x tests): each conditional
+strategy vs joint training (one-sided), learned vs switched λ and posterior vs argmax device
+conditioning (two-sided: no direction is claimed), and on the unseen devices alone each conditional
+strategy vs joint and learned vs switched λ. Tests of strategies the table does not have are left out."""
+TABLE_FAMILIES: dict[str, tuple[TestSpec, ...]] = {"table2": ROW_TESTS, "table3": ROW_TESTS, "table4": TABLE4_TESTS}
+"""Each strategy table's family of tests, as data (the rows come from the grid)."""
+FAMILY_ALPHA = 0.05
+"""The family-wise error rate of Holm's correction (``significant``: Holm-adjusted p below it)."""
+FAMILY_STATISTIC = ("paired z-test of the Avg, stratified by device and scene (the variance of the Avg), "
+                    "on the seed-mean model; Holm-adjusted over the table's family")
+"""What decides the tests of a family (Tables II-IV): see :mod:`caanet.stratified`."""
+TABLE4_STATISTIC = FAMILY_STATISTIC + "; Avg over all devices, seen and unseen, or over the unseen devices alone"
 
-ROW_TESTS = (("teacher_forcing", "single_device"), ("teacher_forcing", "joint"),
-             ("multi_task", "single_device"), ("multi_task", "joint"))
+
+def _table_rows(cfg: GridConfig, table: str) -> tuple[Row, ...]:
+    return cfg.rows if table == "table2" else cfg.table3_rows
 
 
-def paper_comparisons(preset: Mapping | GridConfig, layers: Mapping[Row, int]) -> list[Comparison]:
-    """The paper's two claims on Table II's dataset (where the grid has both rows and strategies), then,
-    for every row of Tables II and III, each conditional strategy vs single_device and vs joint."""
+def family_comparisons(preset: Mapping | GridConfig, table: str, layers: Mapping[Row, int],
+                       tests: Sequence[TestSpec] | None = None) -> list[Comparison]:
+    """The family of ``table`` (``table2``-``table4``): every row of the table x every test of
+    ``tests`` (default :data:`TABLE_FAMILIES`) whose two strategies the table has, in row then test
+    order, ``family`` = ``table``. A test of the unseen devices needs some (``datasets.D.unseen_devices``).
+    Empty when the preset has no such table."""
     cfg = grid_config(preset)
-    strategies = set(cfg.strategies)
-    out: list[Comparison] = []
-    if "table2" in cfg.table_datasets and {"multi_task", "single_device"} <= strategies:
-        for claim in PAPER_CLAIMS:
-            if claim.row_a in cfg.rows and claim.row_b in cfg.rows:
-                out.append(_comparison(cfg, claim.table, claim.row_a, claim.strategy_a, claim.row_b,
-                                       claim.strategy_b, layers, claim.key))
-    for table, rows in (("table2", cfg.rows), ("table3", cfg.table3_rows)):
-        if table not in cfg.table_datasets:
-            continue
-        for row in rows:
-            for strategy_a, strategy_b in ROW_TESTS:
-                if {strategy_a, strategy_b} <= strategies:
-                    out.append(_comparison(cfg, table, row, strategy_a, row, strategy_b, layers))
+    if table not in cfg.table_datasets:
+        return []
+    tests = TABLE_FAMILIES[table] if tests is None else tests
+    strategies = set(table_strategies(cfg, table))
+    unseen = tuple(cfg.unseen_devices.get(cfg.table_datasets[table], ()))
+    out = []
+    for row in _table_rows(cfg, table):
+        for t in tests:
+            if t.scope not in SCOPES:
+                raise ConfigError(f"{table}: test {t}: scope {t.scope!r} is not one of {list(SCOPES)}")
+            if not {t.strategy_a, t.strategy_b} <= strategies or (t.scope == "unseen" and not unseen):
+                continue
+            out.append(_comparison(cfg, table, row, t.strategy_a, row, t.strategy_b, layers, family=table,
+                                   scope=t.scope, devices=unseen if t.scope == "unseen" else (),
+                                   alternative=t.alternative))
     return out
 
 
-TABLE4_TESTS = (("teacher_forcing", "joint"), ("multi_task", "joint"), ("multi_task_learned", "joint"))
-"""Table IV's tests (beyond the paper): each conditional strategy vs joint training, per row."""
-TABLE4_STATISTIC = ("one-tailed two-proportion z-test on the Avg over all devices, seen and unseen "
-                    "(n = test clips of every device)")
-"""What decides Table IV's tests: the paper's statistic with the Avg over every device of the
-2020-style data (both models classify every test clip; a single-device model has none for the unseen
-devices, so it is not tested)."""
-
-
 def table4_comparisons(preset: Mapping | GridConfig, layers: Mapping[Row, int]) -> list[Comparison]:
-    """Table IV's tests: for every row of ``table3_rows`` on table4's dataset, each conditional strategy
-    (teacher forcing, multi-task with the switched and with the learned lambda) vs joint training
-    (:data:`TABLE4_TESTS`, :data:`TABLE4_STATISTIC`). Empty when the preset has no ``tables.table4``."""
-    cfg = grid_config(preset)
-    if "table4" not in cfg.table_datasets:
-        return []
-    return [_comparison(cfg, "table4", row, strategy_a, row, strategy_b, layers)
-            for row in cfg.table3_rows for strategy_a, strategy_b in TABLE4_TESTS]
+    """Table IV's family (:data:`TABLE4_TESTS`) for every row of ``table3_rows`` on table4's dataset.
+    Empty when the preset has no ``tables.table4``."""
+    return family_comparisons(preset, "table4", layers)
 
 
 PredictionsLoader = Callable[[CellSpec], "pd.DataFrame | None"]
@@ -446,109 +489,53 @@ def _load_model(cells: Sequence[CellSpec], seed: int, loader: PredictionsLoader)
     return None if any(f is None for f in frames) else frames
 
 
+def load_pair(comp: Comparison, loader: PredictionsLoader) -> tuple[list[int], list, list]:
+    """The seeds of ``comp`` for which both models have predictions, with each model's frames per seed."""
+    seeds, frames_a, frames_b = [], [], []
+    for seed in comp.seeds:
+        a, b = _load_model(comp.model_a, seed, loader), _load_model(comp.model_b, seed, loader)
+        if a is not None and b is not None:
+            seeds.append(seed)
+            frames_a.append(a)
+            frames_b.append(b)
+    return seeds, frames_a, frames_b
+
+
+COMPARISON_COLUMNS = ["table", "dataset", "family", "comparison", "row", "scope", "alternative", "model_a", "model_b",
+                      "seed", "seeds", "n", "n_eff", "avg_a", "avg_b", "z_avg", "p_avg", "paired_diff", "paired_se",
+                      "paired_z", "paired_p", "p_holm", "significant", "stratified_z", "stratified_p", "acc_a", "acc_b",
+                      "z", "p_z", "mcnemar_b", "mcnemar_c", "mcnemar_p", "method", "paper_claim"]
+"""Columns of ``results/stats/comparisons.csv`` (docs/design.md)."""
+
+
 def run_comparisons(comparisons: Iterable[Comparison], predictions_loader: PredictionsLoader) -> pd.DataFrame:
-    """Run each comparison for every seed both models have predictions for (``loader(spec)`` returns a
-    predictions frame or ``None``); one row per comparison and seed, columns :data:`COMPARISON_COLUMNS`."""
+    """Run each comparison (columns :data:`COMPARISON_COLUMNS`): one row per seed both models have
+    predictions for (``loader(spec)`` returns a predictions frame or ``None``), then, with ``seed``
+    empty and ``seeds`` naming them, one row for the seed-mean model (:func:`compare_models` over those
+    seeds; McNemar is per seed only). Holm's correction (:func:`caanet.stratified.holm`) adjusts the
+    seed-mean ``paired_p`` of each named ``family`` together: ``p_holm``, and ``significant`` when it
+    is below :data:`FAMILY_ALPHA`. This is the runner of any family (Tables II-IV here, Table V's
+    methods): build its :class:`Comparison` s with a ``family`` name and pass them in."""
     rows = []
     for comp in comparisons:
-        for seed in comp.seeds:
-            frames_a = _load_model(comp.model_a, seed, predictions_loader)
-            frames_b = _load_model(comp.model_b, seed, predictions_loader)
-            if frames_a is None or frames_b is None:
-                continue
-            res = compare_cells(frames_a, frames_b, comp.label_a, comp.label_b, alternative="greater")
-            rows.append({"table": comp.table, "dataset": comp.dataset, "comparison": comp.comparison,
-                         "row": comp.row, "model_a": comp.label_a, "model_b": comp.label_b, "seed": seed,
-                         "n": res["n"], "avg_a": res["avg_a"], "avg_b": res["avg_b"], "z_avg": res["z_avg"],
-                         "p_avg": res["p_avg"], "acc_a": res["acc_a"], "acc_b": res["acc_b"], "z": res["z"],
-                         "p_z": res["p_z"], "mcnemar_b": res["mcnemar_b"], "mcnemar_c": res["mcnemar_c"],
-                         "mcnemar_p": res["mcnemar_p"], "method": res["method"], "paper_claim": comp.paper_claim})
-    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
-
-
-# --------------------------------------------------------------------------------------------
-# The paper's claims, judged with the paper's statistic
-# --------------------------------------------------------------------------------------------
-
-AVG_STATISTIC = "one-tailed two-proportion z-test on the Avg, n = test clips (the paper's)"
-CLAIM_COLUMNS = ["claim", "text", "table", "dataset", "cell_a", "cell_b", "statistic", "seeds", "n", "ours_a", "ours_b",
-                 "z", "p", "alpha", "holds", "clip_acc_a", "clip_acc_b", "clip_z", "clip_p", "mcnemar_b", "mcnemar_c",
-                 "mcnemar_p", "paper_a", "paper_b", "paper_n", "paper_z", "paper_p", "paper_holds", "status"]
-"""Columns of ``results/stats/claims.csv`` (docs/design.md): ``ours_*``/``paper_*`` are Avg percentages."""
-
-
-def claim_comparison(preset: Mapping | GridConfig, claim: PaperClaim,
-                     layers: Mapping[Row, int]) -> Comparison | None:
-    """The :class:`Comparison` of ``claim`` in this preset's grid, or None when the grid lacks its
-    table, rows or strategies."""
-    cfg = grid_config(preset)
-    if (claim.table not in cfg.table_datasets or not {claim.strategy_a, claim.strategy_b} <= set(cfg.strategies)
-            or claim.row_a not in cfg.rows or claim.row_b not in cfg.rows):
-        return None
-    return _comparison(cfg, claim.table, claim.row_a, claim.strategy_a, claim.row_b, claim.strategy_b, layers,
-                       claim.key)
-
-
-def judge_claim(claim: PaperClaim, per_seed: Sequence[Mapping]) -> dict:
-    """Judge ``claim`` from :func:`compare_cells` results of its two models, one per seed.
-
-    The decision is the paper's: the one-tailed z-test on the Avg (the mean over the seeds both models
-    were trained with: the table's mean when both have the same seeds) with ``n`` = the test clips of
-    the fold; ``holds`` when ours_a > ours_b and ``p < claim.alpha``.
-    Beside it, labelled and not deciding: the clip-level z-test on the seed-mean clip accuracy, and
-    McNemar's paired test (the largest one-sided p over seeds, with that seed's ``b``/``c``). The
-    paper's own numbers go through the same test with ``claim.paper_n``. Raises
-    :class:`ResultsError` when the seeds disagree on ``n`` or lack the Avg.
-    """
-    paper_a, paper_b = claim.paper_avg("a"), claim.paper_avg("b")
-    paper_z, paper_p = ztest_from_percent(paper_a, claim.paper_n, paper_b, claim.paper_n)
-    row = {"claim": claim.key, "text": claim.text, "table": claim.table, "statistic": AVG_STATISTIC,
-           "alpha": claim.alpha, "paper_a": paper_a, "paper_b": paper_b, "paper_n": claim.paper_n,
-           "paper_z": paper_z, "paper_p": paper_p, "paper_holds": bool(paper_a > paper_b and paper_p < claim.alpha)}
-    if not per_seed:
-        return row
-    ns = {int(r["n"]) for r in per_seed}
-    if len(ns) != 1:
-        raise ResultsError(f"claim {claim.key}: the seeds were tested on different numbers of clips {sorted(ns)}")
-    n = ns.pop()
-    if any(math.isnan(float(r["avg_a"])) or math.isnan(float(r["avg_b"])) for r in per_seed):
-        raise ResultsError(f"claim {claim.key}: the predictions lack the columns {list(AVG_COLUMNS)} for the Avg")
-    ours_a = float(np.mean([r["avg_a"] for r in per_seed]))
-    ours_b = float(np.mean([r["avg_b"] for r in per_seed]))
-    z, p = ztest_from_percent(ours_a, n, ours_b, n)
-    clip_a = float(np.mean([r["acc_a"] for r in per_seed]))
-    clip_b = float(np.mean([r["acc_b"] for r in per_seed]))
-    clip_z, clip_p = ztest_from_percent(clip_a, n, clip_b, n)
-    worst = max(per_seed, key=lambda r: r["mcnemar_p"])
-    row.update(n=n, ours_a=ours_a, ours_b=ours_b, z=z, p=p, holds=bool(ours_a > ours_b and p < claim.alpha),
-               clip_acc_a=clip_a, clip_acc_b=clip_b, clip_z=clip_z, clip_p=clip_p, mcnemar_b=int(worst["mcnemar_b"]),
-               mcnemar_c=int(worst["mcnemar_c"]), mcnemar_p=float(worst["mcnemar_p"]))
-    return row
-
-
-def run_claims(preset: Mapping | GridConfig, layers: Mapping[Row, int], loader: PredictionsLoader,
-               claims: Sequence[PaperClaim] = PAPER_CLAIMS) -> pd.DataFrame:
-    """One row per paper claim (columns :data:`CLAIM_COLUMNS`): ``results/stats/claims.csv``.
-
-    Every claim has a row; ``status`` says ``evaluated``, ``not in this preset's grid`` or
-    ``no predictions`` (then ``holds`` and our columns are empty, the paper's are filled).
-    """
-    rows = []
-    for claim in claims:
-        comp = claim_comparison(preset, claim, layers)
-        per_seed, seeds = [], []
-        if comp is not None:
-            for seed in comp.seeds:
-                frames_a = _load_model(comp.model_a, seed, loader)
-                frames_b = _load_model(comp.model_b, seed, loader)
-                if frames_a is None or frames_b is None:
-                    continue
-                per_seed.append(compare_cells(frames_a, frames_b, comp.label_a, comp.label_b, alternative="greater"))
-                seeds.append(seed)
-        row = judge_claim(claim, per_seed)
-        row["status"] = ("not in this preset's grid" if comp is None else "evaluated" if per_seed else "no predictions")
-        if comp is not None:
-            row.update(dataset=comp.dataset, cell_a=comp.label_a, cell_b=comp.label_b)
-        row["seeds"] = " ".join(map(str, seeds))
-        rows.append(row)
-    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+        seeds, frames_a, frames_b = load_pair(comp, predictions_loader)
+        if not seeds:
+            continue
+        base = {"table": comp.table, "dataset": comp.dataset, "family": comp.family, "comparison": comp.comparison,
+                "row": comp.row, "scope": comp.scope, "alternative": comp.alternative, "model_a": comp.label_a,
+                "model_b": comp.label_b, "paper_claim": comp.paper_claim}
+        for seed, a, b in zip(seeds, frames_a, frames_b):
+            res = compare_models([a], [b], comp.label_a, comp.label_b, devices=comp.devices,
+                                 alternative=comp.alternative)
+            rows.append({**res, **base, "seed": seed, "seeds": str(seed)})
+        res = compare_models(frames_a, frames_b, comp.label_a, comp.label_b, devices=comp.devices,
+                             alternative=comp.alternative)
+        rows.append({**res, **base, "seed": None, "seeds": " ".join(map(str, seeds))})
+    df = pd.DataFrame(rows, columns=COMPARISON_COLUMNS).astype({"seed": "Int64"})
+    df["p_holm"] = np.nan
+    pooled = df["seed"].isna() & (df["family"] != "")
+    for _, g in df[pooled].groupby("family", sort=False):
+        df.loc[g.index, "p_holm"] = holm(g["paired_p"].to_numpy(dtype=float))
+    df["significant"] = pd.Series(pd.NA, index=df.index, dtype="boolean")
+    df.loc[pooled, "significant"] = df.loc[pooled, "p_holm"] < FAMILY_ALPHA
+    return df

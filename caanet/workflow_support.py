@@ -147,7 +147,8 @@ def figure_cells(preset: dict, table2_csv: str | Path, cells_csv: str | Path, la
     their ``evaluation.json``, and ``fig7_attention``, the ``attention.npz`` of Fig. 7's model, when
     that model has an attention pooling (without one, Fig. 7 is a placeholder saying so).
 
-    Fig. 6: the multi-task model with the best A/B/C average in Table II. Fig. 7: the multi-task
+    Both come from Table II's cells (:func:`caanet.grid.table_cells_frame`), no other table's.
+    Fig. 6: the multi-task model with the best Avg in Table II. Fig. 7: the multi-task
     model with attention pooling (the CAA-Net itself: atrous + attention when that row exists,
     else the best attention row, else Fig. 6's model).
     """
@@ -156,7 +157,8 @@ def figure_cells(preset: dict, table2_csv: str | Path, cells_csv: str | Path, la
     from caanet import grid, paths
 
     df = pd.read_csv(table2_csv)
-    cells = pd.read_csv(cells_csv, dtype={"device": str, "dataset": str})
+    cells = grid.table_cells_frame(pd.read_csv(cells_csv, dtype={"device": str, "dataset": str}), preset, "table2",
+                                   layers)    # Table II's cells only
     mt = df[(df.strategy == "multi_task") & (df.device == "avg")]
     if mt.empty:
         raise ConfigError("Table II has no multi_task rows: Figs. 6 and 7 need the multi-task strategy")

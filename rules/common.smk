@@ -56,7 +56,7 @@ CODE = {
     "data": code_hash("caanet.data.synth", "caanet.data.layout", "caanet.devices"),
     "features": code_hash("caanet.audio", "caanet.features", "caanet.data.layout"),
     "train": code_hash("caanet.training"),
-    "stats": code_hash("caanet.grid", "caanet.stats", "caanet.complexity_table", data=("paper",)),
+    "stats": code_hash("caanet.grid", "caanet.stats", "caanet.claims", "caanet.complexity_table", data=("paper",)),
     "render": code_hash(
         "caanet.render.report",
         "caanet.render.figures",

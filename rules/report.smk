@@ -6,6 +6,8 @@ rule render_tables:
     input:
         summaries=expand(paths.TABLE, n=RENDERED_TABLES),
         complexity=paths.COMPLEXITY,
+        cells=paths.CELLS,
+        layers=paths.LAYERS,
     output:
         tex=expand(paths.RENDERED_TABLE, n=RENDERED_TABLES, ext="tex"),
         html=report(
@@ -16,6 +18,7 @@ rule render_tables:
         complexity_tex=paths.RENDERED_COMPLEXITY.format(ext="tex"),
         complexity_html=paths.RENDERED_COMPLEXITY.format(ext="html"),
     params:
+        preset=rerun.preset_params(P),
         code=CODE["render"],
     threads: 1
     resources:
@@ -46,6 +49,7 @@ rule render_figures:
         pdf=expand(paths.FIGURE, fig=paths.FIGURES, ext="pdf"),
     params:
         out_dir=lambda wildcards, output: Path(output.png[0]).parent,
+        preset=rerun.preset_params(P),
         code=CODE["render"],
     threads: 1
     resources:

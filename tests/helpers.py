@@ -39,7 +39,9 @@ def parse_cell_text(text: str) -> dict:
     return {"mean": num("ours"), "std": num("std"), "paper": num("paper"), "diff": num("diff")}
 
 
+_TEX_MARK = re.compile(r"\\textsuperscript\{((?:[^{}]|\{\})*)\}")
 _TEX_STRIP = [
+    (_TEX_MARK, ""),
     (re.compile(r"\\textbf\{([^{}]*)\}"), r"\1"),
     (re.compile(r"\\caanetcell\{([^{}]*)\}\{([^{}]*)\}"), r"\1 \2"),
     (re.compile(r"\{\\scriptsize ([^{}]*)\}"), r"\1"),
@@ -47,12 +49,14 @@ _TEX_STRIP = [
 ]
 
 
-def _tex_cell_text(cell: str) -> tuple[str, bool]:
+def _tex_cell_text(cell: str) -> tuple[str, bool, str]:
     best = r"\textbf{" in cell
+    m = _TEX_MARK.search(cell)
+    mark = m.group(1).replace(r"\dag{}", "†") if m else ""
     for pattern, repl in _TEX_STRIP:
         cell = pattern.sub(repl, cell)
     cell = cell.strip()
-    return ("—" if cell.startswith("--") else "") + cell.removeprefix("--"), best
+    return ("—" if cell.startswith("--") else "") + cell.removeprefix("--"), best, mark
 
 
 def parse_latex_table(tex: str) -> pd.DataFrame:
@@ -95,20 +99,22 @@ def _parse_latex_tabular(body: str) -> list[dict]:
         parts = [p.strip() for p in line.split("&")]
         topology = topo_by_name[parts[0]] if parts[0] else topology
         for col, raw in zip(value_cols, parts[n_label:]):
-            text, best = _tex_cell_text(raw)
+            text, best, mark = _tex_cell_text(raw)
             records.append({"topology": topology, "pooling": pool_by_name[parts[1]], "column": col,
-                            **parse_cell_text(text), "best": best})
+                            **parse_cell_text(text), "best": best, "mark": mark})
     return records
 
 
 class _TableReader(HTMLParser):
-    """Collects the rows of the first ``<table>``: lists of (tag, text, classes, colspan)."""
+    """Collects the rows of the first ``<table>``: lists of (tag, text, classes, colspan, mark); the text
+    of a ``<sup class="mark">`` is the mark, not part of the cell's text."""
 
     def __init__(self):
         super().__init__()
-        self.rows: list[list[tuple[str, str, str, int]]] = []
+        self.rows: list[list[tuple[str, str, str, int, str]]] = []
         self._cell = None
         self._depth = 0
+        self._in_mark = False
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -117,18 +123,22 @@ class _TableReader(HTMLParser):
         elif tag == "tr" and self._depth == 1:
             self.rows.append([])
         elif tag in ("td", "th") and self._depth == 1:
-            self._cell = [tag, "", a.get("class") or "", int(a.get("colspan") or 1)]
+            self._cell = [tag, "", a.get("class") or "", int(a.get("colspan") or 1), ""]
+        elif tag == "sup" and "mark" in (a.get("class") or "").split():
+            self._in_mark = True
 
     def handle_endtag(self, tag):
         if tag == "table":
             self._depth -= 1
+        elif tag == "sup":
+            self._in_mark = False
         elif tag in ("td", "th") and self._cell is not None:
             self.rows[-1].append(tuple(self._cell))
             self._cell = None
 
     def handle_data(self, data):
         if self._cell is not None:
-            self._cell[1] += data
+            self._cell[4 if self._in_mark else 1] += data
 
 
 def parse_html_table(text: str) -> pd.DataFrame:
@@ -151,7 +161,7 @@ def parse_html_table(text: str) -> pd.DataFrame:
         topology = topo_by_name[labels[0]] if labels[0] else topology
         for col, cell in zip(value_cols, row[n_label:]):
             records.append({"topology": topology, "pooling": pool_by_name[labels[1]], "column": col,
-                            **parse_cell_text(cell[1]), "best": "best" in cell[2].split()})
+                            **parse_cell_text(cell[1]), "best": "best" in cell[2].split(), "mark": cell[4]})
     return pd.DataFrame.from_records(records)
 
 

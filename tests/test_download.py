@@ -499,3 +499,18 @@ def test_names_differing_only_in_case_are_refused_where_the_file_system_folds_ca
         extract_zip(archive, tmp_path / "dest")
     monkeypatch.setattr(dl, "_case_insensitive", lambda folder: False)  # a case-sensitive one keeps both
     assert len(extract_zip(archive, tmp_path / "dest2")) == 2
+
+
+def test_the_documented_size_of_the_dcase2020_set_is_the_catalogues():
+    """README and config.yaml state the DCASE 2020 Task 1A development set's archives at the size the
+    catalogue's byte counts add up to (27.4 GB, not ~29)."""
+    import pandas as pd
+
+    repo = Path(__file__).resolve().parent.parent
+    catalogue = pd.read_csv(repo / "caanet" / "data" / "dcase_remote_files.csv")
+    size = f"{catalogue.loc[catalogue['dataset'] == 'dcase2020_task1a_dev', 'bytes'].sum() / 1e9:.1f} GB"
+    assert size == "27.4 GB"
+    for doc in ("README.md", "config.yaml"):
+        text = (repo / doc).read_text(encoding="utf-8")
+        assert f"DCASE 2020 Task 1A development set, {size}" in text or f"DCASE 2020 Task 1A, {size}" in text, doc
+        assert "~29 GB" not in text, doc

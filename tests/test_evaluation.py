@@ -72,6 +72,11 @@ def test_evaluate_predictions_per_device_and_means():
     assert ev["mean_bc"] == pytest.approx(0.75)
     ev_b = evaluate_predictions(df, scenes, devices, reference_device="b")
     assert ev_b["mean_bc"] == pytest.approx((0.75 + 1.0) / 2)
+    # B/C is over the SEEN non-reference devices: an unseen device (no training clip) is not in it
+    ev_u = evaluate_predictions(df, scenes, devices, unseen_devices=["c"])
+    assert ev_u["mean_bc"] == pytest.approx(0.5) and ev_u["mean_all"] == ev["mean_all"]
+    with pytest.raises(ConfigError, match=r"unseen_devices \['z'\]"):
+        evaluate_predictions(df, scenes, devices, unseen_devices=["z"])
 
 
 def test_evaluate_predictions_single_device_has_no_bc():

@@ -255,6 +255,10 @@ def test_collect_cells_and_filter(tmp_path):
     assert len(df) == 3
     assert df["n_train_clips"].isna().all()          # an evaluation.json without clip counts
     assert df["log_loss"].isna().all()               # ... and without log loss
+    assert df["bf16_autocast"].isna().all()          # ... or the numerics it ran in
+    ev = json.loads(paths[0].read_text())
+    paths[0].write_text(json.dumps({**ev, "bf16_autocast": True}))
+    assert set(grid.collect_cells(paths).groupby("cell_id")["bf16_autocast"].first()) == {True, None}
     row = df[(df["cell_id"] == "atrous-att-teacher_forcing-L2") & (df["device"] == "a")].iloc[0]
     assert row["accuracy"] == pytest.approx(70.0) and row["seed"] == 1 and row["cond_layer"] == 2
     assert row["n"] == 10 and row["n_correct"] == 7
@@ -447,8 +451,9 @@ def test_layer_selection_on_validation_uses_the_validation_scores():
 def test_figures_show_the_seed_with_the_best_avg(tmp_path):
     from caanet import workflow_support as ws
 
-    preset = {"tables": {"table1": {"dataset": "d"}, "table2": {"dataset": "d"}},
-              "datasets": {"d": {"devices": ["a", "b", "c"]}}, "seeds_by_pooling": {"att": [0, 1, 2]}}
+    preset = {"tables": {"table1": {"dataset": "d"}, "table2": {"dataset": "d"}, "table3": {"dataset": "d3"}},
+              "datasets": {"d": {"devices": ["a", "b", "c"]}, "d3": {"devices": ["a", "b", "c"]}},
+              "seeds_by_pooling": {"att": [0, 1, 2]}, "grid": {"rows": [["atrous", "att"]]}}
     cid = "atrous-att-multi_task-L2"
     rows = (cell_rows(cid, seed=0, a=60.0, b=50.0, c=40.0) + cell_rows(cid, seed=1, a=70.0, b=60.0, c=50.0)
             + cell_rows(cid, seed=2, a=80.0, b=50.0, c=50.0))   # Avg 50, 60, 60: seed 1 (tie -> lowest)
@@ -457,7 +462,9 @@ def test_figures_show_the_seed_with_the_best_avg(tmp_path):
     assert grid.best_seed(cells, spec) == 1
     with pytest.raises(ResultsError, match="no results of cell"):
         grid.best_seed(cells, CellSpec.from_id("atrous-att-multi_task-L1", dataset="d"))
-    cells.to_csv(tmp_path / "cells.csv", index=False)
+    # Table III's cell of the same id (another dataset) and a seed Table II does not have: never chosen
+    other = cell_rows(cid, dataset="d3", seed=0, a=99.0, b=99.0, c=99.0) + cell_rows(cid, seed=7, a=99.0, b=99.0, c=99.0)
+    pd.concat([cells, frame(other)]).to_csv(tmp_path / "cells.csv", index=False)
     table2 = grid.summarise_table(cells, "table2", reference_device="a")
     table2.to_csv(tmp_path / "table2.csv", index=False)
     out = ws.figure_cells(preset, tmp_path / "table2.csv", tmp_path / "cells.csv", {("atrous", "att"): 2})
@@ -467,6 +474,7 @@ def test_figures_show_the_seed_with_the_best_avg(tmp_path):
     mid = "atrous-max-multi_task-L2"
     frame([dict(r, pooling="max", cell_id=mid) for r in rows]).to_csv(tmp_path / "cells.csv", index=False)
     table2.assign(pooling="max").to_csv(tmp_path / "table2.csv", index=False)
+    preset.update(grid={"rows": [["atrous", "max"]], "table3_rows": [["atrous", "max"]]}, seeds=[0, 1, 2])
     out = ws.figure_cells(preset, tmp_path / "table2.csv", tmp_path / "cells.csv", {("atrous", "max"): 2})
     assert out == {"fig6": f"results/cells/d/{mid}/seed1/evaluation.json", "fig7": out["fig6"]}
 
@@ -559,7 +567,8 @@ def test_seen_and_unseen_means_against_hand_computation():
     assert pick(joint, device="unseen")["acc_mean"] == pytest.approx(22.0)
     assert pick(joint, device="avg")["acc_mean"] == pytest.approx((330 / 9 + 354 / 9) / 2)
     assert pick(joint, device="unseen")["acc_std"] == pytest.approx(math.sqrt(8.0))   # 20, 24: ddof=1
-    assert pick(joint, device="bc")["acc_mean"] == pytest.approx(((260 / 8) + (282 / 8)) / 2)
+    # B/C: the seen devices other than the reference (b, c, s1-s3), never the unseen ones
+    assert pick(joint, device="bc")["acc_mean"] == pytest.approx(((200 / 5) + (210 / 5)) / 2)
     single = s[s.strategy == "single_device"]
     assert pick(single, device="seen")["acc_mean"] == pytest.approx(46.0)   # (71+61+51+41+31+21)/6
     assert not {"avg", "unseen"} & set(single["device"])   # no result on unseen devices: no Avg
@@ -569,3 +578,35 @@ def test_seen_and_unseen_means_against_hand_computation():
                                  reference_device="a", unseen_devices={"tiny2020": UNSEEN3})
     assert set(plain["device"]) == {"a", "b", "c", "avg", "bc"}
     assert pick(plain, device="avg")["acc_mean"] == pytest.approx(40.0)
+
+
+def test_table_cells_frame_selects_exactly_a_tables_cells():
+    """The one selection of a table's rows of cells.csv: its cells on its dataset and seeds, nothing of
+    another table that shares cell ids (Table IV's teacher forcing on the 2020 data, other seeds)."""
+    preset = table4_preset(seeds=[0])
+    layers = {**LAYERS, ("cnn_pool", "att"): 3, ("cnn_nopool", "att"): 2, ("atrous", "att"): 4}
+    rows = []
+    for table in ("table1", "table2", "table3", "table4"):
+        for spec in grid.table_cells(preset, table, layers):
+            rows += cell_rows(spec.cell_id, dataset=spec.dataset, seed=spec.seed, a=50.0)
+    rows += cell_rows("atrous-att-joint", dataset="tiny2020", seed=1, a=50.0)   # a seed Table IV does not have
+    cells = frame(rows).drop_duplicates(["dataset", "cell_id", "seed", "device"])
+    for table in ("table1", "table2", "table3", "table4"):
+        got = grid.table_cells_frame(cells, preset, table, layers)
+        want = {(s.dataset, s.cell_id, s.seed) for s in grid.table_cells(preset, table, layers)}
+        assert set(zip(got["dataset"], got["cell_id"], got["seed"])) == want, table
+    t4 = grid.table_cells_frame(cells, preset, "table4", layers)
+    assert set(t4["dataset"]) == {"tiny2020"} and set(t4["seed"]) == {0}
+
+
+def test_default_preset_runs_table4_with_at_least_three_seeds():
+    """Table IV's tests need the power of several seeds (issue 17): the default preset trains each of its
+    cells with three."""
+    import yaml
+
+    from caanet.config import resolve
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text(encoding="utf-8"))
+    preset = resolve({**raw, "preset": "default"})
+    assert grid.seeds_for(preset, "att", "table4") == [0, 1, 2]
+    assert {c.seed for c in grid.table4_cells(preset, {r: 1 for r in grid.TABLE3_ROWS})} == {0, 1, 2}

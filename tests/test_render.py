@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from caanet import claims as C
 from caanet import stats
 from caanet.errors import ResultsError
 from caanet.render import figures as F
@@ -28,6 +29,7 @@ STRATEGIES = ["single_device", "joint", "teacher_forcing", "multi_task"]
 SELECTED = {("atrous", "att"): 2, ("cnn_pool", "max"): 1, ("cnn_nopool", "roi"): 2}
 PRESET = {
     "name": "tinytest", "fidelity": "paper", "seeds": [0], "seeds_by_pooling": {"att": [0, 1, 2]},
+    "grid": {"rows": [list(r) for r in ROWS], "layers": [1, 2], "table3_rows": [["atrous", "att"]]},
     "tables": {"table1": {"dataset": "embedded2018"}, "table2": {"dataset": "embedded2018"},
                "table3": {"dataset": "embedded2019"}},
     "datasets": {"embedded2018": {"source": "embedded", "devices": ["a", "b", "c"], "clip_seconds": 2.0},
@@ -138,6 +140,39 @@ def write_bench(path, s, cpu):
     path.write_text(BENCH_HEADER + f"{s}\t0:00:{int(s):02d}\t100\t100\t100\t100\t0\t0\t50\t{cpu}\n")
 
 
+def make_comparisons(table="table2", rows=("atrous-att", "cnn_pool-max", "cnn_nopool-roi"), tests=None,
+                     dataset="embedded2018", claim=True):
+    """comparisons.csv rows in the runner's format: per test one seed-0 row and one seed-mean row (seed
+    empty); the atrous-att tests have paired p = 0.001 (significant after Holm over the family), the
+    others 0.2; the paper's z-test p = 0.03 for atrous-att, 0.2 for the others."""
+    tests = tests or [(a, b, "all", "greater") for a, b in R.CLAIM_TESTS]
+    comps = []
+    if claim:
+        base = {"table": table, "dataset": dataset, "family": "", "comparison": "multi_task vs single_device",
+                "row": "atrous-att", "scope": "all", "alternative": "greater", "model_a": "atrous-att-multi_task-L2",
+                "model_b": "atrous-att-single_device[a+b+c]", "n": 300, "n_eff": 180.0, "avg_a": 68.0, "avg_b": 60.0,
+                "z_avg": 2.04, "p_avg": 0.0207, "paired_diff": 8.0, "paired_se": 3.1, "paired_z": 2.58,
+                "paired_p": 0.0049, "stratified_z": 1.6, "stratified_p": 0.0548, "acc_a": 70.0, "acc_b": 66.0,
+                "z": 1.0, "p_z": 0.15, "paper_claim": "claim1"}
+        comps += [dict(base, seed=0, seeds="0", mcnemar_b=30, mcnemar_c=12, mcnemar_p=0.004, method="chi2"),
+                  dict(base, seed=None, seeds="0")]
+    family = []
+    for row in rows:
+        for a, b, scope, alternative in tests:
+            base = {"table": table, "dataset": dataset, "family": table, "comparison": f"{a} vs {b}", "row": row,
+                    "scope": scope, "alternative": alternative, "model_a": f"{row}-{a}", "model_b": f"{row}-{b}",
+                    "n": 300, "n_eff": 180.0, "avg_a": 62.0, "avg_b": 56.0, "z_avg": 1.5,
+                    "p_avg": 0.03 if row == "atrous-att" else 0.2, "paired_diff": 6.0, "paired_se": 2.0,
+                    "paired_z": 3.0, "paired_p": 0.001 if row == "atrous-att" else 0.2, "stratified_z": 1.2,
+                    "stratified_p": 0.12, "acc_a": 61.0, "acc_b": 55.0, "z": 1.5, "p_z": 0.2, "paper_claim": ""}
+            comps.append(dict(base, seed=0, seeds="0", mcnemar_b=10, mcnemar_c=5, mcnemar_p=0.15, method="exact"))
+            family.append(dict(base, seed=None, seeds="0 1 2"))
+    holm = stats.holm([r["paired_p"] for r in family])
+    for r, p in zip(family, holm):
+        r.update(p_holm=p, significant=bool(p < stats.FAMILY_ALPHA))
+    return comps + family
+
+
 @pytest.fixture
 def results(tmp_path):
     """A tiny results tree in the upstream formats; returns its root."""
@@ -153,28 +188,17 @@ def make_results(root):
     make_cells(s["table1"], s["table2"]).to_csv(root / "tables" / "cells.csv", index=False)
     pd.DataFrame([{"topology": t, "pooling": p, "cond_layer": l, "acc_mean": 60.0} for (t, p), l in SELECTED.items()]
                  ).to_csv(root / "tables" / "layers.csv", index=False)
-    comps = [
-        {"table": "table2", "dataset": "embedded2018", "comparison": "multi_task vs single_device",
-         "row": "atrous-att", "model_a": "atrous-att-multi_task-L2", "model_b": "atrous-att-single_device[a+b+c]",
-         "seed": 0, "n": 300, "avg_a": 68.0, "avg_b": 60.0, "z_avg": 2.04, "p_avg": 0.0207, "acc_a": 70.0,
-         "acc_b": 66.0, "z": 1.0, "p_z": 0.15, "mcnemar_b": 30, "mcnemar_c": 12, "mcnemar_p": 0.004, "method": "chi2",
-         "paper_claim": "claim1"},
-    ]
-    for row in ("atrous-att", "cnn_pool-max", "cnn_nopool-roi"):
-        for a, b in R.CLAIM_TESTS:
-            comps.append({"table": "table2", "dataset": "embedded2018", "comparison": f"{a} vs {b}", "row": row,
-                          "model_a": f"{row}-{a}", "model_b": f"{row}-{b}", "seed": 0, "n": 300, "avg_a": 62.0,
-                          "avg_b": 56.0, "z_avg": 1.5, "p_avg": 0.03 if row == "atrous-att" else 0.2, "acc_a": 61.0,
-                          "acc_b": 55.0, "z": 1.5, "p_z": 0.2, "mcnemar_b": 10,
-                          "mcnemar_c": 5, "mcnemar_p": 0.15, "method": "exact", "paper_claim": ""})
-    pd.DataFrame(comps).to_csv(root / "stats" / "comparisons.csv", index=False)
+    pd.DataFrame(make_comparisons(), columns=stats.COMPARISON_COLUMNS).to_csv(root / "stats" / "comparisons.csv",
+                                                                              index=False)
     seed0 = {"n": 300, "avg_a": 68.0, "avg_b": 60.0, "acc_a": 70.0, "acc_b": 66.0, "mcnemar_b": 30, "mcnemar_c": 12,
              "mcnemar_p": 0.004}
-    claim1, claim2 = stats.PAPER_CLAIMS
-    claims = [dict(stats.judge_claim(claim1, [seed0]), status="evaluated", seeds="0", dataset="embedded2018",
+    mean = {"n_eff": 180.0, "paired_diff": 8.0, "paired_se": 3.1, "paired_z": 2.58, "paired_p": 0.0049,
+            "stratified_z": 1.6, "stratified_p": 0.0548}
+    claim1, claim2 = C.PAPER_CLAIMS
+    claims = [dict(C.judge_claim(claim1, [seed0], mean), status="evaluated", seeds="0", dataset="embedded2018",
                    cell_a="atrous-att-multi_task-L2", cell_b="atrous-att-single_device[a+b+c]"),
-              dict(stats.judge_claim(claim2, []), status="not in this preset's grid", seeds="")]
-    pd.DataFrame(claims, columns=stats.CLAIM_COLUMNS).to_csv(root / "stats" / "claims.csv", index=False)
+              dict(C.judge_claim(claim2, []), status="not in this preset's grid", seeds="")]
+    pd.DataFrame(claims, columns=C.CLAIM_COLUMNS).to_csv(root / "stats" / "claims.csv", index=False)
     cell = root / "cells" / "embedded2018" / "atrous-att-multi_task-L2" / "seed0"
     cell.mkdir(parents=True)
     (cell / "evaluation.json").write_text(json.dumps(make_evaluation()))
@@ -440,6 +464,57 @@ def test_fig5_layers_writes_png_and_pdf(tmp_path, results):
         F.fig5_layers(cells.drop(columns="accuracy"), tmp_path / "bad")
 
 
+def _drawn_bars(draw, *args, **kwargs):
+    """The bars a figure function draws: ``{(panel title, legend label, bar x): height}``, and the
+    figure's title (its Figure is caught before it is saved)."""
+    caught = []
+    with mock.patch.object(F, "save_figure", side_effect=lambda fig, stem: caught.append(fig) or []):
+        draw(*args, **kwargs)
+    fig = caught[0]
+    bars = {}
+    for ax in fig.axes:
+        for container in ax.containers:
+            label = container.get_label()
+            for patch in getattr(container, "patches", []):
+                bars[(ax.get_title(), label, round(patch.get_x() + patch.get_width() / 2, 3))] = patch.get_height()
+    return bars, fig._suptitle.get_text()
+
+
+def test_fig5_draws_exactly_table1s_cells(tmp_path, results):
+    """Fig. 5 is Table I's figure: cells.csv also holds Table III's and Table IV's teacher-forcing cells
+    (other datasets, devices S1-S6) and a seed Table I does not have; the figure draws Table I's alone."""
+    cells = pd.read_csv(results / "tables" / "cells.csv", dtype={"device": str})
+    t1 = cells[(cells.strategy == "teacher_forcing") & (cells.dataset == "embedded2018")]
+    others = [t1.assign(dataset="embedded2019", accuracy=99.0),
+              pd.concat([t1.assign(device=d) for d in ("s1", "s6")]).assign(dataset="tiny2020", accuracy=1.0),
+              t1.assign(seed=t1["seed"] + 10, accuracy=0.0)]
+    mixed = pd.concat([cells] + others, ignore_index=True)
+    selected = F.table1_cells(mixed, PRESET)
+    assert set(selected["dataset"]) == {"embedded2018"} and len(selected) == len(t1)
+    bars, title = _drawn_bars(F.fig5_layers, selected, tmp_path / "fig5")
+    assert {label for _, label, _ in bars} == {"Device A", "Device B", "Device C"} and "embedded2018" in title
+    want = t1.groupby(["topology", "pooling", "cond_layer", "device"])["accuracy"].mean()
+    assert sorted(round(h, 6) for h in bars.values()) == sorted(round(v, 6) for v in want.to_numpy())
+    # the whole rendering selects the same way
+    with mock.patch.object(F, "fig5_layers", wraps=F.fig5_layers) as spy:
+        mixed.to_csv(tmp_path / "cells.csv", index=False)
+        ev = results / "cells" / "embedded2018" / "atrous-att-multi_task-L2" / "seed0" / "evaluation.json"
+        F.render_all(cells_csv=tmp_path / "cells.csv", preset=PRESET, fig6_evaluation=ev, fig7_evaluation=ev,
+                     metrics_csvs=[], out_dir=tmp_path / "figs")
+    drawn = spy.call_args.args[0]
+    assert set(zip(drawn.dataset, drawn.cell_id, drawn.seed)) == set(zip(t1.dataset, t1.cell_id, t1.seed))
+
+
+def test_device_colours_are_distinct_for_any_number_of_devices():
+    for n in range(1, 40):
+        devices = ["a", "b", "c"] + [f"s{i}" for i in range(1, n)]
+        colours = F.device_colours(devices)
+        assert len(set(colours.values())) == len(devices), n
+        assert colours["a"] == F.DEVICE_COLOURS["a"]
+    nine = F.device_colours(["a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"])
+    assert nine["s1"] != nine["s6"]                     # they shared a purple before
+
+
 def test_best_cell_picks_the_best_multi_task_cell_and_seed(results):
     cells = pd.read_csv(results / "tables" / "cells.csv")
     ds, cid, seed = best_cell(cells)
@@ -509,7 +584,7 @@ def test_render_all_reads_fig7s_attention_only_where_named(tmp_path, results):
     """Fig. 7's attention maps are a named input: a missing one is an error naming it; a model without
     attention pooling (no file named) gets the placeholder saying so, whatever lies beside its files."""
     ev = results / "cells" / "embedded2018" / "atrous-att-multi_task-L2" / "seed0" / "evaluation.json"
-    args = dict(cells_csv=results / "tables" / "cells.csv", fig6_evaluation=ev, fig7_evaluation=ev,
+    args = dict(cells_csv=results / "tables" / "cells.csv", preset=PRESET, fig6_evaluation=ev, fig7_evaluation=ev,
                 metrics_csvs=sorted((results / "cells").rglob("metrics.csv")))
     missing = tmp_path / "elsewhere" / "attention.npz"
     with pytest.raises(ResultsError, match=re.escape(str(missing))):
@@ -532,7 +607,7 @@ def context(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("report")
     results = make_results(tmp_path / "results")
     ev = results / "cells" / "embedded2018" / "atrous-att-multi_task-L2" / "seed0" / "evaluation.json"
-    F.render_all(cells_csv=results / "tables" / "cells.csv", fig6_evaluation=ev, fig7_evaluation=ev,
+    F.render_all(cells_csv=results / "tables" / "cells.csv", preset=PRESET, fig6_evaluation=ev, fig7_evaluation=ev,
                  fig7_attention_npz=ev.with_name("attention.npz"),
                  metrics_csvs=sorted((results / "cells").rglob("metrics.csv")), out_dir=tmp_path / "reports" / "figures")
     return R.build_context(preset=PRESET, results_dir=results, figures=tmp_path / "reports" / "figures",
@@ -552,10 +627,12 @@ def test_report_html_is_self_contained_and_complete(tmp_path, context):
     assert html.count("data:image/png;base64,") == 4
     assert not re.search(r'(src|href)="(https?:)?//', html) and "<link" not in html
     assert "oracle information" in html and "does not hold at p &lt; 0.01" in html
-    assert "decided by" in html and "McNemar&#39;s test is the more appropriate" in html
-    assert "winner&#39;s curse" in html and 'id="training-data"' in html
-    assert "<td>embedded2018</td><td>Multi-task</td><td>b</td><td>18</td><td>2</td><td>10.0</td>" in html
-    assert "<td>embedded2018</td><td>Joint</td><td>a (reference)</td><td>90</td><td>0</td><td>0.0</td>" in html
+    assert "decided by" in html and "McNemar&#39;s test uses the pairing too" in html
+    assert "winner&#39;s curse" in html and 'id="training-data"' in html and 'id="why-tests-differ"' in html
+    # Table I's models train alike; Table II's multi-task cells hold out validation clips the others do not
+    assert ("<td>Table I</td><td>embedded2018</td><td>Atrous CNN + att</td><td>2</td><td>3</td>"
+            "<td>a 90, b 18, c 18 (126)</td><td>a 0, b 0, c 0 (0)</td><td>yes</td>") in html
+    assert "<td><strong>no</strong>: Single-device 126 trained, 0 held out; Joint 126 trained" in html
     assert "<td>Table II</td><td>1</td><td>0:00:20</td><td>0:00:15</td>" in html
 
 
@@ -564,7 +641,18 @@ def test_report_statistics_and_claims_are_computed(context):
     assert claim["verdict"] == "does not hold at p < 0.01" and claim["holds"] is False   # Avg 68 vs 60, n = 300
     assert claim["z"] == "2.04" and claim["p"] == "0.0206" and "z=2.40, p=0.0082 (holds)" in claim["paper"]
     assert other["verdict"].startswith("not tested here") and "z=14.63, p<0.0001 (holds)" in other["paper"]
-    assert len(context["stats"]["rows"]) == 12
+    # the tests whose variance is the Avg's: ours beside the paper's, and the paper's numbers through them
+    assert claim["paired"] == "Δ = 8.0 ± 3.1 points, z=2.58, p=0.0049 (holds at p < 0.01)"
+    assert claim["stratified"] == "z=1.60, p=0.0548 (n_eff = 180)"
+    assert claim["paper_stratified"] == ("clips a:2518 b:180 c:180 (n_eff = 782): z=1.24, p=0.1077 (does not hold)")
+    assert "about 782 clips" in context["stats"]["why"] and "p = 0.1077" in context["stats"]["why"]
+    (family,) = context["stats"]["families"]
+    assert (family["family"], family["m"], family["n_significant"], family["n_paper_significant"]) == ("table2", 12, 4, 4)
+    first = family["tests"][0]
+    assert (first["row"], first["comparison"], first["seeds"], first["diff"]) == ("atrous-att",
+                                                                                "Teacher forcing vs Single-device",
+                                                                                "0 1 2", "+6.0 ± 2.0")
+    assert first["p_holm"] == "0.0120" and first["significant"] and first["verdict"] == "a better (Holm p < 0.05)"
     s2 = make_summary("table2", 1)  # the fixture's Table II, recomputed by hand
 
     wide = T.strategies_frame(s2)
@@ -576,7 +664,7 @@ def test_report_statistics_and_claims_are_computed(context):
     # the paper's own numbers for these three rows: multi-task beats joint on B in 2 of them
     # (cnn_pool max 58.3 > 57.2, cnn_nopool roi 50.0 < 50.6, atrous att 68.9 > 64.4)
     assert entry["devices"][0]["paper_wins"] == 2
-    assert (entry["significant"], entry["tests"]) == (1, 3)
+    assert (entry["significant"], entry["paper_significant"], entry["tests"], entry["m"]) == (1, 1, 3, 12)
     assert any("Table II, Multi-task better than Joint: B:" in s for s in context["claims_sentences"])
 
 
@@ -626,12 +714,13 @@ def test_report_tex_is_balanced_and_includes_figure_pdfs(tmp_path, context):
     assert r"\toprule" in tex and r"\begin{landscape}" in tex and "Synthetic data" in tex
     assert r"\VAR{" not in tex and r"\BLOCK{" not in tex
     assert r"\usepackage{pdflscape}" in tex and r"\usepackage{lscape}" not in tex  # pages display rotated
-    per_row = tex.split(r"\subsection*{Per-row tests}", 1)[1].split(r"\section", 1)[0]
+    per_row = tex.split(r"\subsection*{Table II's tests}", 1)[1].split(r"\section", 1)[0]
     assert r"\begin{longtable}" in per_row and r"\begin{table}" not in per_row  # breaks across pages
-    rows = [l for l in per_row.splitlines() if l.startswith("table2 & ")]
-    assert len(rows) == len(context["stats"]["rows"]) == 12
-    assert r"table2 & cnn\_pool-max & multi-task vs single-device & 0 & 300 & 62.0 & 56.0 & 1.50 & 0.2000 & 61.0 & 55.0" in per_row
-    assert "12 tests are in" in per_row and "results/stats/comparisons.csv" in per_row
+    rows = [l for l in per_row.splitlines() if l.startswith(("atrous-att & ", "cnn\\_pool-max & ", "cnn\\_nopool-roi & "))]
+    assert len(rows) == context["stats"]["families"][0]["m"] == 12
+    assert (r"cnn\_pool-max & Multi-task vs Single-device & all & one-sided & 0 1 2 & 300 (180) & 62.0 & 56.0 & "
+            r"+6.0 ± 2.0 & 0.2000 & 1.0000 & not significant \\") in per_row
+    assert "4 of 12 significant" in per_row and "results/stats/comparisons.csv" in per_row
 
 
 def test_build_pdf_without_latex_returns_a_message(tmp_path, monkeypatch):
@@ -700,14 +789,26 @@ def test_selection_notes_state_every_choice_that_touches_test_labels():
     assert "TEST split" in reference[1] and "winner's curse" in reference[0]     # no layers yet: the default
 
 
-def test_training_data_rows_show_the_held_out_share_per_device():
-    cells = pd.DataFrame({"dataset": "d", "cell_id": ["m", "m", "j"], "seed": 0, "strategy": ["multi_task"] * 2 + ["joint"],
-                          "device": ["a", "b", "a"], "n_train_clips": [90, 18, 100], "n_validation_clips": [10, 2, 0]})
-    rows = R.training_data_rows(cells, {"d": "a"})
-    assert [(r["strategy"], r["device"], r["train"], r["validation"], r["share"], r["reference"]) for r in rows] == [
-        ("Multi-task", "a", "90", "10", "10.0", True), ("Multi-task", "b", "18", "2", "10.0", False),
-        ("Joint", "a", "100", "0", "0.0", True)]
-    assert R.training_data_rows(None) == []
+def test_training_data_rows_say_whether_every_model_of_a_row_trains_on_the_same_clips():
+    """Per table and row: the models' training and held-out clips per device, and whether they agree in
+    each seed; a single-device model is its cells together."""
+    def cells(strategy, layer, device, train, val, seed=0):
+        return {"dataset": "d", "cell_id": f"x-{strategy}-{device}", "topology": "atrous", "pooling": "att",
+                "strategy": strategy, "cond_layer": layer, "device": device, "seed": seed,
+                "n_train_clips": train, "n_validation_clips": val}
+    alike = pd.DataFrame([cells("single_device", None, "a", 90, 10), cells("single_device", None, "b", 18, 2),
+                          cells("joint", None, "a", 90, 10), cells("joint", None, "b", 18, 2),
+                          cells("multi_task", 2, "a", 90, 10), cells("multi_task", 2, "b", 18, 2)])
+    (row,) = R.training_data_rows({"table2": alike}, {"d": "a"})
+    assert (row["table"], row["row"], row["models"], row["same"]) == ("Table II", "Atrous CNN + att", 3, True)
+    assert row["train"] == "a 90, b 18 (108)" and row["validation"] == "a 10, b 2 (12)"
+    unlike = alike.copy()
+    unlike.loc[unlike.strategy != "multi_task", ["n_train_clips", "n_validation_clips"]] = [[100, 0], [20, 0]] * 2
+    (row,) = R.training_data_rows({"table2": unlike})
+    assert not row["same"] and row["train"] == "differs"
+    assert row["detail"] == ("Single-device 120 trained, 0 held out; Joint 120 trained, 0 held out; "
+                             "Multi-task L2 108 trained, 12 held out")
+    assert R.training_data_rows({}) == [] and R.training_data_rows({"table2": alike.drop(columns="n_train_clips")}) == []
 
 
 # --------------------------------------------------------------------------------------------- Table IV
@@ -772,35 +873,55 @@ def test_table4_renders_devices_avg_seen_unseen_per_strategy_and_round_trips():
         assert len(best) == len(T4_ROWS) and set(best["key"]) == {("multi_task_learned", "avg")}
 
 
-def test_table4_report_section_says_beyond_the_paper_policies_and_tests(tmp_path):
-    root = make_results(tmp_path / "results")
+T4_PRESET = {**PRESET, "tables": {**PRESET["tables"], "table4": {"dataset": "tiny2020", "seeds": [0]}},
+             "datasets": {**PRESET["datasets"], "tiny2020": {"source": "embedded", "devices": DEVICES9,
+                                                              "unseen_devices": list(UNSEEN3), "clip_seconds": 1.0}}}
+
+
+def write_table4(root, policy, **extra_columns):
+    """Table IV's summary, cells (atrous-att, seed 0, every device) and tests into a results tree."""
     make_table4().to_csv(root / "tables" / "table4.csv", index=False)
     cells = pd.read_csv(root / "tables" / "cells.csv")
-    policy = {"teacher_forcing": "uniform", "multi_task": "predicted", "multi_task_learned": "predicted"}
-    extra = pd.DataFrame([{**cells.iloc[0].to_dict(), "dataset": "tiny2020", "strategy": s, "device": "s4",
-                           "unseen_device_policy": p} for s, p in policy.items()])
-    pd.concat([cells, extra]).to_csv(root / "tables" / "cells.csv", index=False)
+    rows = []
+    for strategy in T4_STRATEGIES:
+        layer = 2 if strategy in policy else None
+        devices = DEVICES9[:6] if strategy == "single_device" else DEVICES9
+        for d in devices:
+            cid = f"atrous-att-{strategy}" + (f"-L{layer}" if layer else "") + (f"-{d}" if strategy == "single_device" else "")
+            rows.append({"dataset": "tiny2020", "cell_id": cid, "topology": "atrous", "pooling": "att",
+                         "strategy": strategy, "cond_layer": layer, "device": d, "seed": 0, "accuracy": 50.0,
+                         "n": 20, "n_correct": 10, "unseen_device_policy": policy.get(strategy) if d in UNSEEN3 else None,
+                         **{k: v(strategy) for k, v in extra_columns.items()}})
+    pd.concat([cells, pd.DataFrame(rows)]).to_csv(root / "tables" / "cells.csv", index=False)
+    tests = [(a, "joint", "all", "greater") for a in policy] + [("multi_task_learned", "multi_task", "all", "two-sided"),
+                                                               ("multi_task_learned", "multi_task", "unseen", "two-sided")]
     comps = pd.read_csv(root / "stats" / "comparisons.csv")
-    t4 = [{**comps.iloc[-1].to_dict(), "table": "table4", "dataset": "tiny2020", "row": "atrous-att",
-           "comparison": f"{a} vs joint", "avg_a": 50.0, "avg_b": 40.0, "z_avg": 2.0, "p_avg": p, "paper_claim": ""}
-          for a, p in (("teacher_forcing", 0.01), ("multi_task", 0.2), ("multi_task_learned", 0.04))]
-    pd.concat([comps, pd.DataFrame(t4)]).to_csv(root / "stats" / "comparisons.csv", index=False)
-    preset = {**PRESET, "tables": {**PRESET["tables"], "table4": {"dataset": "tiny2020", "seeds": [0]}},
-              "datasets": {**PRESET["datasets"], "tiny2020": {"source": "embedded", "devices": DEVICES9,
-                                                               "unseen_devices": list(UNSEEN3), "clip_seconds": 1.0}}}
-    ctx = R.build_context(preset=preset, results_dir=root, versions=VERSIONS, commit="0123abc",
+    t4 = pd.DataFrame(make_comparisons("table4", ("atrous-att",), tests, "tiny2020", claim=False))
+    pd.concat([comps, t4]).to_csv(root / "stats" / "comparisons.csv", index=False)
+
+
+def test_table4_report_section_says_beyond_the_paper_policies_and_tests(tmp_path):
+    root = make_results(tmp_path / "results")
+    policy = {"teacher_forcing": "uniform", "multi_task": "predicted", "multi_task_learned": "predicted"}
+    write_table4(root, policy)
+    ctx = R.build_context(preset=T4_PRESET, results_dir=root, versions=VERSIONS, commit="0123abc",
                           date="2026-01-01 00:00 UTC")
     t4s = ctx["table4"]
     assert t4s and "table4" not in [t["key"] for t in ctx["tables"]]
     assert t4s["seen"] == "a, b, c, s1, s2, s3" and t4s["unseen"] == "s4, s5, s6"
     assert [(p["strategy"], p["policy"]) for p in t4s["policies"]] == list(policy.items())
-    assert len(t4s["tests"]) == 3 and t4s["n_significant"] == 2 and "seen and unseen" in t4s["statistic"]
+    # one family of 5 tests (paired p = 0.001 each: all significant after Holm), learned vs switched picked out
+    assert t4s["m"] == 5 and t4s["n_significant"] == 5 and "unseen devices alone" in t4s["statistic"]
+    assert [(c["comparison"], c["scope"], c["alternative"]) for c in t4s["learned_vs_switched"]] == [
+        ("Multi-task (learned λ) vs Multi-task", "all", "two-sided"),
+        ("Multi-task (learned λ) vs Multi-task", "unseen", "two-sided")]
+    assert t4s["layer_note"].startswith("Table IV's conditional strategies use") and "Tables II and III" not in t4s["layer_note"]
     R.render_report_html(ctx, tmp_path / "paper.html")
     R.render_report_tex(ctx, tmp_path / "paper.tex")
     html, tex = (tmp_path / "paper.html").read_text(), (tmp_path / "paper.tex").read_text()
     assert "Table IV goes beyond the paper" in html and "no paper values" in html
     assert 'data-table="table4"' in html and "Multi-task (learned λ): <code>predicted</code>" in html
-    assert "2 of 3 tests" in html
+    assert "5 of 5 tests" in html and "Learned against switched λ, Table IV" in html
     assert "Table IV goes beyond the paper" in tex and r"\label{tab:table4}" in tex
     _balanced(tex)
     # a preset without Table IV: no section, no warning about a table4.csv it never asked for
@@ -848,3 +969,159 @@ def test_report_tex_tables_have_as_many_columns_as_cells(tmp_path, context):
             cells = len(re.findall(r"(?<!\\)&", row)) + 1
             if row.strip():
                 assert cells <= n_cols, f"{env} {{{spec}}}: {cells} cells in {row.strip()[:120]!r}"
+
+
+def test_report_sections_are_registered_in_order_and_each_has_both_templates(monkeypatch):
+    """Every registered section has an HTML and a TeX template; a new section goes where ``after``
+    says, a key registered twice or two sections setting one context key are refused."""
+    from caanet.render.report import sections as S
+
+    keys = [s.key for s in S.SECTIONS]
+    assert keys[:3] == ["provenance", "results", "table4"] and keys[-1] == "compute"
+    for key in keys:
+        for ext in ("html", "tex"):
+            assert (R.TEMPLATES / "sections" / f"{key}.{ext}.j2").is_file(), (key, ext)
+    monkeypatch.setattr(S, "SECTIONS", list(S.SECTIONS))
+    S.register_section(S.Section("extra", lambda inp: {"extra": 1}), after="table4")
+    assert [s.key for s in S.SECTIONS][3] == "extra"
+    with pytest.raises(ResultsError, match="already registered"):
+        S.register_section(S.Section("extra", lambda inp: {}))
+    with pytest.raises(ResultsError, match="no section 'nowhere'"):
+        S.register_section(S.Section("other", lambda inp: {}), after="nowhere")
+    S.register_section(S.Section("clash", lambda inp: {"extra": 2}))
+    with pytest.raises(ResultsError, match=r"'clash' sets context keys \['extra'\]"):
+        S.build_sections(R.load_inputs(preset=PRESET))
+
+
+# --------------------------------------------------------------------------------------------- λ, findings, numerics
+
+def _switch_cells():
+    """Table II's multi-task cells of two rows: atrous-att switched in seeds 0 and 2 of 3, cnn_pool-max in
+    its one seed; a learned-λ cell (no switch rule) that must not count."""
+    rows = []
+    for seed, at in ((0, 200.0), (1, float("nan")), (2, 400.0)):
+        rows.append({"dataset": "d", "cell_id": "atrous-att-multi_task-L2", "topology": "atrous", "pooling": "att",
+                     "strategy": "multi_task", "cond_layer": 2, "device": "a", "seed": seed, "lambda_switched_at": at})
+    rows.append({"dataset": "d", "cell_id": "cnn_pool-max-multi_task-L1", "topology": "cnn_pool", "pooling": "max",
+                 "strategy": "multi_task", "cond_layer": 1, "device": "a", "seed": 0, "lambda_switched_at": 100.0})
+    rows.append({"dataset": "d", "cell_id": "atrous-att-multi_task_learned-L2", "topology": "atrous", "pooling": "att",
+                 "strategy": "multi_task_learned", "cond_layer": 2, "device": "a", "seed": 0,
+                 "lambda_switched_at": float("nan")})
+    return pd.DataFrame(rows)
+
+
+def test_lambda_switch_marks_and_counts():
+    from caanet.render import switches as SW
+
+    marks, note = SW.switch_marks(_switch_cells())
+    assert marks == {("atrous", "att", "multi_task"): "†2/3", ("cnn_pool", "max", "multi_task"): "†"}
+    assert "switched in 3 of 4 switched-λ cells" in note
+    assert "Atrous CNN + att, Multi-task: 200, —, 400" in note and "CNN w/ pool + max, Multi-task: 100" in note
+    assert SW.switch_count(_switch_cells()) == (3, 4)
+    never = _switch_cells().assign(lambda_switched_at=float("nan"))
+    assert SW.switch_marks(never) == ({}, SW.switch_marks(never)[1]) and "never switched" in SW.switch_marks(never)[1]
+    assert SW.switch_marks(_switch_cells().drop(columns="lambda_switched_at")) == ({}, "")   # not recorded
+    # the rendered table carries the marks on the multi-task Avg and the note below it, and reads back
+    summary = make_summary("table2")
+    for render, parse in ((T.render_html, parse_html_table), (T.render_latex, parse_latex_table)):
+        text = render(summary, "table2", marks=marks, footnote=note)
+        parsed = parse(text)
+        marked = parsed[parsed["mark"] != ""]
+        assert {(r.topology, r.pooling, r.column, r.mark) for r in marked.itertuples()} == {
+            ("atrous", "att", "Multi-task/Avg", "†2/3"), ("cnn_pool", "max", "Multi-task/Avg", "†")}
+        _check_roundtrip(parsed, summary, "table2")            # the numbers are unchanged by the marks
+        assert "switched in 3 of 4" in text
+    assert r"\textsuperscript{\dag{}2/3}" in T.render_latex(summary, "table2", marks=marks)
+
+
+def test_multitask_section_shows_the_finding_its_tests_and_the_runs_numbers(tmp_path, monkeypatch):
+    """FINDINGS (caanet.fidelity) with their tests, the device accuracy the argmax multi-task cells share
+    per dataset and seed (cells.csv), the switch count per table, and the learned-vs-switched tests."""
+    from caanet import fidelity
+    from caanet.render.report import multitask as MT
+
+    finding = {"name": "argmax_detach", "title": "λ acts on disjoint parameters",
+               "text": "L_scene and L_device update disjoint parameters.", "tests": ["tests/test_models.py::test_x"]}
+    monkeypatch.setattr(fidelity, "FINDINGS", (finding,), raising=False)
+    root = make_results(tmp_path / "results")
+    policy = {"teacher_forcing": "uniform", "multi_task": "predicted", "multi_task_learned": "predicted"}
+    write_table4(root, policy, device_accuracy=lambda s: 96.83 if s in ("multi_task", "multi_task_learned") else None,
+                 lambda_switched_at=lambda s: 300.0 if s == "multi_task" else None)
+    ctx = R.build_context(preset=T4_PRESET, results_dir=root, versions=VERSIONS, commit="0", date="d")
+    mt = ctx["multitask"]
+    assert mt["findings"] == [finding]
+    assert mt["device_accuracy"] == [
+        "tiny2020, seed 0: the 2 argmax multi-task cells (multi_task, multi_task_learned) all report one device "
+        "accuracy of CNN-d, 96.83 %."]
+    # Table II's five multi-task cells (cell x seed) never switched, Table IV's one did
+    assert mt["switches"]["sentence"].startswith("λ of Eq. (2) switched in 1 of 6 multi-task cells")
+    assert "Table II 0 of 5; Table IV 1 of 1" in mt["switches"]["sentence"]
+    R.render_report_html(ctx, tmp_path / "paper.html")
+    R.render_report_tex(ctx, tmp_path / "paper.tex")
+    html, tex = (tmp_path / "paper.html").read_text(), (tmp_path / "paper.tex").read_text()
+    assert 'id="finding-argmax_detach"' in html and "<code>tests/test_models.py::test_x</code>" in html
+    assert "96.83 %" in html and 'id="lambda-switch"' in html and "Learned against switched λ" in html
+    assert r"\paragraph{λ acts on disjoint parameters.}" in tex
+    _balanced(tex)
+    # differing device accuracies are said so
+    groups = MT.device_accuracy_groups({"table2": pd.DataFrame({
+        "dataset": "d", "cell_id": ["m1", "m2", "m3"], "seed": 0, "strategy": "multi_task",
+        "device_accuracy": [90.0, 91.5, 90.0]})})
+    assert MT.device_accuracy_sentences(groups) == [
+        "d, seed 0: the 3 argmax multi-task cells (multi_task) report 2 different device accuracies of CNN-d, "
+        "90.00–91.50 %."]
+    # results without the columns (written before them): no sentence, no finding without FINDINGS
+    monkeypatch.setattr(fidelity, "FINDINGS", (), raising=False)
+    plain = R.build_context(preset=PRESET, results_dir=make_results(tmp_path / "plain"), versions=VERSIONS,
+                            commit="0", date="d")["multitask"]
+    assert plain == {"findings": [], "device_accuracy": [], "switches": {"tables": [], "switched": 0, "cells": 0,
+                                                                         "sentence": ""}}
+
+
+def test_bf16_autocast_is_named_for_every_cell_that_used_it():
+    def frame(flags):
+        return pd.DataFrame({"dataset": "d", "cell_id": [f"c{i}" for i in range(len(flags))], "seed": 0,
+                             "bf16_autocast": flags})
+    assert R.bf16_note({"table2": frame([True, True])}).startswith("Numerics: bf16 autocast on CUDA")
+    assert "Table II: all 2 cells" in R.bf16_note({"table2": frame([True, True]), "table1": frame([False])})
+    some = R.bf16_note({"table4": frame([True, False, "True"])})
+    assert "Table IV: 2 of 3 cells (c0 seed 0; c2 seed 0)" in some and "float32 in every other cell" in some
+    assert R.bf16_note({"table2": frame([False])}) == "Numerics: float32 in every cell (no cell ran under bf16 autocast)."
+    assert R.bf16_note({"table2": frame([None])}).startswith("Numerics: not recorded")
+
+
+def test_layer_selection_note_once_per_table_in_its_own_words(tmp_path, context):
+    out = tmp_path / "paper.html"
+    R.render_report_html(context, out)
+    html = out.read_text()
+    for name in ("Table II", "Table III"):
+        assert html.count(f"{name}&#39;s conditional strategies use, per row") == 1, name
+    assert "Table I&#39;s conditional strategies use" not in html
+    notes = {t["key"]: t["layer_note"] for t in context["tables"]}
+    assert notes["table1"] == "" and "Table III's comparisons" in notes["table3"] and "embedded2018" in notes["table2"]
+    tex_path = Path(context["figures"][0]["pdf"]).parent.parent / "paper.tex"
+    R.render_report_tex(context, tex_path)
+    assert tex_path.read_text().count("Table II's conditional strategies use, per row") == 1
+
+
+def test_report_text_names_each_datasets_own_devices(tmp_path):
+    """A dataset whose devices are x, y, z: titles, captions and the claims' device counts use them, and
+    no "A, B, C" appears outside the quotations of the paper."""
+    root = make_results(tmp_path / "results")
+    rename = {"a": "x", "b": "y", "c": "z"}
+    for name in ("table1", "table2", "table3", "cells"):
+        path = root / "tables" / f"{name}.csv"
+        df = pd.read_csv(path, dtype={"device": str})
+        df["device"] = df["device"].replace(rename)
+        df.to_csv(path, index=False)
+    preset = {**PRESET, "datasets": {k: {**v, "devices": ["x", "y", "z"]} for k, v in PRESET["datasets"].items()}}
+    ctx = R.build_context(preset=preset, results_dir=root, figures=[], versions=VERSIONS, commit="0", date="d")
+    t1 = next(t for t in ctx["tables"] if t["key"] == "table1")
+    assert t1["title"].endswith("(average over devices X, Y, Z)") and t1["devices"] == "X, Y, Z"
+    assert "devices X, Y, Z" in t1["html"] and "A, B, C" not in t1["html"]
+    entry = ctx["claims"][0]
+    assert [d["device"] for d in entry["devices"]] == ["Y", "Z", "Avg"]     # x is the reference device
+    assert entry["devices"][0]["paper_total"] == 0 and "(not in the paper)" in ctx["claims_sentences"][0]
+    assert R.figure_entries([], preset) == []
+    fig5 = R.FIGURES[0][2].format(dataset="embedded2018", devices="X, Y and Z")
+    assert "bars are devices X, Y and Z" in fig5

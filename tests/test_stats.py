@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
+from caanet import claims as C
 from caanet import grid, stats
 from caanet.errors import ConfigError, ResultsError
 from caanet.spec import CellSpec
@@ -165,7 +166,7 @@ LAYERS = {row: 3 for row in grid.DEFAULT_ROWS}
 
 
 def test_paper_comparisons_enumerates_claims_and_row_tests():
-    comps = stats.paper_comparisons(PRESET, LAYERS)
+    comps = C.paper_comparisons(PRESET, LAYERS)
     assert len(comps) == 2 + 14 * 4 + 3 * 4
     claim1, claim2 = comps[:2]
     assert claim1.label_a == "atrous-att-multi_task-L3"
@@ -180,7 +181,7 @@ def test_paper_comparisons_enumerates_claims_and_row_tests():
 
 def test_paper_comparisons_skip_what_the_grid_lacks():
     preset = dict(PRESET, grid={"rows": [["atrous", "att"]], "strategies": ["joint", "multi_task"]})
-    comps = stats.paper_comparisons(preset, LAYERS)
+    comps = C.paper_comparisons(preset, LAYERS)
     assert [(c.table, c.comparison) for c in comps] == [("table2", "multi_task vs joint")] + [
         ("table3", "multi_task vs joint")] * 3
 
@@ -218,7 +219,7 @@ def test_predictions_loader_reads_only_the_files_given(tmp_path):
 def test_run_comparisons_from_files(tmp_path):
     rng = np.random.default_rng(0)
     devices = ["a"] * 40 + ["b"] * 10 + ["c"] * 10
-    comps = [c for c in stats.paper_comparisons(PRESET, LAYERS)[:1]]   # claim 1, seeds 0 and 1
+    comps = [c for c in C.paper_comparisons(PRESET, LAYERS)[:1]]   # claim 1, seeds 0 and 1
     mt = comps[0].model_a[0]
     right_mt = rng.random(60) < 0.8
     write_preds(tmp_path, mt, preds(list(right_mt), devices=devices))
@@ -229,7 +230,9 @@ def test_run_comparisons_from_files(tmp_path):
     write_preds(tmp_path, CellSpec(**{**mt.to_dict(), "seed": 1}), preds(list(right_mt), devices=devices))
     out = stats.run_comparisons(comps, stats.predictions_loader(written_predictions(tmp_path)))
     assert list(out.columns) == stats.COMPARISON_COLUMNS
-    assert len(out) == 1 and out["seed"].item() == 0 and out["n"].item() == 60
+    assert len(out) == 2 and out["seed"].tolist()[0] == 0 and pd.isna(out["seed"].tolist()[1])  # seed 0, its mean
+    assert out["seeds"].tolist() == ["0", "0"] and (out["n"] == 60).all()
+    out = out.iloc[:1]
     k_a, k_b = int(right_mt.sum()), int(single["correct"].sum())
     z, p = stats.two_proportion_ztest(k_a, 60, k_b, 60)
     assert out["acc_a"].item() == pytest.approx(100 * k_a / 60)
@@ -278,14 +281,14 @@ def table2_predictions(topology, pooling, strategy):
 
 
 def test_paper_claims_on_the_papers_own_numbers():
-    claim1, claim2 = stats.PAPER_CLAIMS
+    claim1, claim2 = C.PAPER_CLAIMS
     assert (claim1.paper_avg("a"), claim1.paper_avg("b")) == (68.0, 65.0)
     assert claim2.paper_avg("b") == 49.0 and claim1.paper_n == 2878
     z, p = stats.ztest_from_percent(68.0, 2878, 65.0, 2878)
     assert round(z, 2) == 2.40 and round(p, 4) == 0.0082
     z, p = stats.ztest_from_percent(68.0, 2878, 49.0, 2878)
     assert round(z, 1) == 14.6 and p == pytest.approx(8.7e-49, rel=0.01)
-    row = stats.judge_claim(claim1, [])
+    row = C.judge_claim(claim1, [])
     assert row["paper_z"] == pytest.approx(2.4017, abs=1e-4) and row["paper_p"] == pytest.approx(0.00816, abs=1e-5)
     assert row["paper_holds"] is True and "holds" not in row
 
@@ -302,15 +305,15 @@ def test_claims_from_table2_accuracies_hold_with_the_papers_statistic(tmp_path):
     the clip-level test (87 % of the clips from device A) would not decide claim 1 at p < 0.01."""
     preset = dict(PRESET, seeds_by_pooling={})
     layers = {row: 3 for row in grid.DEFAULT_ROWS}
-    for claim in stats.PAPER_CLAIMS:
-        comp = stats.claim_comparison(preset, claim, layers)
+    for claim in C.PAPER_CLAIMS:
+        comp = C.claim_comparison(preset, claim, layers)
         mt = table2_predictions(*claim.row_a, "multi_task")
         write_preds(tmp_path, comp.model_a[0], pd.concat(mt.values(), ignore_index=True))
         single = table2_predictions(*claim.row_b, "single_device")
         for spec in comp.model_b:
             write_preds(tmp_path, spec, single[spec.device])
-    out = stats.run_claims(preset, layers, stats.predictions_loader(written_predictions(tmp_path)))
-    assert list(out.columns) == stats.CLAIM_COLUMNS and list(out["claim"]) == ["claim1", "claim2"]
+    out = C.run_claims(preset, layers, stats.predictions_loader(written_predictions(tmp_path)))
+    assert list(out.columns) == C.CLAIM_COLUMNS and list(out["claim"]) == ["claim1", "claim2"]
     c1, c2 = out.iloc[0], out.iloc[1]
     assert c1["status"] == "evaluated" and c1["n"] == 2878 and c1["seeds"] == "0"
     assert c1["ours_a"] == pytest.approx((72.4 + 68.9 + 62.8) / 3, abs=0.05)
@@ -324,21 +327,21 @@ def test_claims_from_table2_accuracies_hold_with_the_papers_statistic(tmp_path):
 
 def test_claims_outside_the_grid_still_have_a_row():
     preset = dict(PRESET, grid={"rows": [["atrous", "att"]], "strategies": ["joint", "multi_task"]})
-    out = stats.run_claims(preset, LAYERS, lambda spec: None)
+    out = C.run_claims(preset, LAYERS, lambda spec: None)
     assert list(out["status"]) == ["not in this preset's grid"] * 2
     assert out["holds"].isna().all() and out["paper_p"].notna().all()
 
 
 def test_claims_seed_mean_and_mismatched_clips(tmp_path):
-    claim = stats.PAPER_CLAIMS[0]
+    claim = C.PAPER_CLAIMS[0]
     base = {"n": 100, "acc_a": 70.0, "acc_b": 60.0, "mcnemar_b": 12, "mcnemar_c": 2, "mcnemar_p": 0.01}
-    row = stats.judge_claim(claim, [dict(base, avg_a=70.0, avg_b=60.0),
+    row = C.judge_claim(claim, [dict(base, avg_a=70.0, avg_b=60.0),
                                     dict(base, avg_a=60.0, avg_b=62.0, mcnemar_p=0.2, mcnemar_b=5)])
     assert row["ours_a"] == 65.0 and row["ours_b"] == 61.0
     assert row["z"] == pytest.approx(stats.ztest_from_percent(65.0, 100, 61.0, 100)[0])
     assert row["mcnemar_p"] == 0.2 and row["mcnemar_b"] == 5             # the largest p over seeds
     with pytest.raises(ResultsError, match="different numbers of clips"):
-        stats.judge_claim(claim, [dict(base, avg_a=1.0, avg_b=1.0), dict(base, n=99, avg_a=1.0, avg_b=1.0)])
+        C.judge_claim(claim, [dict(base, avg_a=1.0, avg_b=1.0), dict(base, n=99, avg_a=1.0, avg_b=1.0)])
 
 
 # --------------------------------------------------------------------------- Table IV (beyond the paper)
@@ -350,7 +353,7 @@ T4_PRESET = {**PRESET, "tables": {**PRESET["tables"], "table4": {"dataset": "e20
 
 def test_table4_comparisons_are_each_conditional_strategy_vs_joint_per_attention_row():
     comps = stats.table4_comparisons(T4_PRESET, LAYERS)
-    assert len(comps) == 3 * 3 and {c.table for c in comps} == {"table4"} and {c.dataset for c in comps} == {"e20"}
+    assert {c.table for c in comps} == {"table4"} == {c.family for c in comps} and {c.dataset for c in comps} == {"e20"}
     assert [c.comparison for c in comps[:3]] == ["teacher_forcing vs joint", "multi_task vs joint",
                                                  "multi_task_learned vs joint"]
     assert comps[2].label_a == "cnn_pool-att-multi_task_learned-L3" and comps[2].label_b == "cnn_pool-att-joint"
@@ -363,13 +366,211 @@ def test_table4_comparisons_are_each_conditional_strategy_vs_joint_per_attention
 
 def test_table4_test_on_the_avg_over_seen_and_unseen_devices(tmp_path):
     """The z-test on the Avg over all nine devices: hand-computed from the per-device accuracies."""
-    comp = stats.table4_comparisons(T4_PRESET, LAYERS)[-1]        # atrous-att multi_task_learned vs joint
+    comp = next(c for c in stats.table4_comparisons(T4_PRESET, LAYERS) if c.row == "atrous-att"
+                and c.comparison == "multi_task_learned vs joint" and c.scope == "all")
     acc_a = dict(zip(DEVICES9, [80, 70, 70, 60, 60, 60, 50, 40, 30]))
     acc_b = dict(zip(DEVICES9, [70, 60, 60, 50, 50, 50, 40, 40, 20]))
     for spec, acc in ((comp.model_a[0], acc_a), (comp.model_b[0], acc_b)):
         write_preds(tmp_path, spec, pd.concat([device_predictions(d, acc[d], 20) for d in DEVICES9]))
-    out = stats.run_comparisons([comp], stats.predictions_loader(written_predictions(tmp_path)))
+    out = stats.run_comparisons([comp], stats.predictions_loader(written_predictions(tmp_path))).iloc[:1]
     avg_a, avg_b = 520 / 9, 440 / 9
     assert out["avg_a"].item() == pytest.approx(avg_a) and out["avg_b"].item() == pytest.approx(avg_b)
     z, p = stats.ztest_from_percent(avg_a, 180, avg_b, 180)
     assert out["n"].item() == 180 and out["z_avg"].item() == pytest.approx(z) and out["p_avg"].item() == pytest.approx(p)
+
+
+# --------------------------------------------------------------------------- tests that fit the Avg (caanet.stratified)
+
+from caanet import stratified as ST     # noqa: E402
+
+
+def test_paired_stratified_test_against_hand_computation():
+    """Device a: scene x deltas [1, 0, 0, 1], scene y [0, 0]; device b: scene x [1, -1, 1].
+    Weights 1/(D S_d): a-x 1/4, a-y 1/4, b-x 1/2. Delta = 1/4 * 1/2 + 0 + 1/2 * 1/3 = 7/24.
+    Var = (1/4)^2 (1/3)/4 + 0 + (1/2)^2 (4/3)/3 = 1/192 + 1/9 (s^2 with ddof=1: 1/3, 0, 4/3)."""
+    device = ["a"] * 6 + ["b"] * 3
+    scene = ["x"] * 4 + ["y"] * 2 + ["x"] * 3
+    ca = [1, 0, 0, 1, 1, 0, 1, 0, 1]
+    cb = [0, 0, 0, 0, 1, 0, 0, 1, 0]
+    res = ST.paired_stratified_test(device, scene, ca, cb)
+    var = 1 / 192 + 1 / 9
+    assert res.diff == pytest.approx(100 * 7 / 24) and res.se == pytest.approx(100 * math.sqrt(var))
+    assert res.z == pytest.approx((7 / 24) / math.sqrt(var)) and res.z == pytest.approx(0.85514, abs=1e-4)
+    assert res.p == pytest.approx(phi_sf(res.z)) and res.n == 9
+    assert res.n_eff == pytest.approx(4 / (1 / 6 + 1 / 3))
+    assert ST.paired_stratified_test(device, scene, ca, cb, alternative="two-sided").p == pytest.approx(2 * res.p)
+    # the difference is the difference of the two Avgs
+    assert res.diff == pytest.approx(ST.stratified_avg(device, scene, ca) - ST.stratified_avg(device, scene, cb))
+
+
+def test_paired_stratified_test_of_one_stratum_is_the_paired_z_test_and_lone_clips_borrow_their_device():
+    d = np.array([1, 0, 1, 1, -1, 0, 1, 0])
+    ca, cb = (d > 0).astype(int), (d < 0).astype(int)
+    res = ST.paired_stratified_test(["a"] * 8, ["x"] * 8, ca, cb)
+    assert res.z == pytest.approx(d.mean() / (d.std(ddof=1) / math.sqrt(8)))
+    # a stratum of one clip (device a, scene y) takes device a's pooled variance of the differences
+    lone = ST.paired_stratified_test(["a"] * 9, ["x"] * 8 + ["y"], list(ca) + [1], list(cb) + [0])
+    pooled = np.var(list(d) + [1], ddof=1)
+    var = 0.25 * d.var(ddof=1) / 8 + 0.25 * pooled / 1
+    assert lone.se == pytest.approx(100 * math.sqrt(var))
+    with pytest.raises(ResultsError, match=r"correct_a must lie in \[0, 1\]"):
+        ST.paired_stratified_test(["a"], ["x"], [2], [0])
+
+
+def test_paired_stratified_test_matches_a_stratified_paired_bootstrap():
+    """The analytic standard error agrees with a paired bootstrap that resamples clips within each
+    device x scene stratum (numpy, fixed seed): the variance formula is the Avg's."""
+    rng = np.random.default_rng(7)
+    device = np.repeat(["a", "b", "c"], [600, 60, 60])
+    scene = np.concatenate([np.tile(SCENES[:5], n // 5) for n in (600, 60, 60)])
+    ca = (rng.random(720) < np.where(device == "a", 0.7, 0.55)).astype(float)
+    cb = np.where(rng.random(720) < 0.7, ca, (rng.random(720) < 0.5).astype(float))
+    res = ST.paired_stratified_test(device, scene, ca, cb)
+    # resample each stratum's clips (4000 replicates); the Avg difference is sum_s w_s mean(delta_s*)
+    delta, boot = ca - cb, np.zeros(4000)
+    for d in "abc":
+        for s in SCENES[:5]:
+            idx = np.flatnonzero((device == d) & (scene == s))
+            boot += delta[rng.choice(idx, (boot.size, idx.size))].mean(axis=1) / (3 * 5) * 100
+    assert boot.mean() == pytest.approx(res.diff, abs=0.3)
+    # the bootstrap's plug-in variance uses ddof=0: (n - 1) / n of ours, n = 12 or 120 per stratum
+    assert boot.std() == pytest.approx(res.se, rel=0.06)
+
+
+def test_device_stratified_test_on_the_papers_claims_by_hand():
+    """Claim 1 (Table II): multi-task atrous + att A/B/C 72.4/68.9/62.8 vs single-device 70.7/61.1/63.3 on
+    2,518/180/180 test clips. Per device the pooled accuracy under H0 and its binomial variance with both
+    models' clips, divided by D^2 = 9: p = 0.108, not the paper's 0.008 with n = 2,878."""
+    n = {"a": 2518, "b": 180, "c": 180}
+    mt, sd = {"a": 72.4, "b": 68.9, "c": 62.8}, {"a": 70.7, "b": 61.1, "c": 63.3}
+    pooled = {"a": 0.7155, "b": 0.65, "c": 0.6305}
+    var = (pooled["a"] * (1 - pooled["a"]) * 2 / 2518 + pooled["b"] * (1 - pooled["b"]) * 2 / 180
+           + pooled["c"] * (1 - pooled["c"]) * 2 / 180) / 9
+    diff = (72.4 + 68.9 + 62.8 - 70.7 - 61.1 - 63.3) / 3 / 100            # 0.03
+    res = ST.device_stratified_ztest(mt, n, sd)
+    assert res.diff == pytest.approx(100 * diff) and res.z == pytest.approx(diff / math.sqrt(var))
+    assert res.z == pytest.approx(1.2388, abs=1e-4) and res.p == pytest.approx(0.1077, abs=1e-4)
+    assert res.n == 2878 and res.n_eff == pytest.approx(9 / (1 / 2518 + 2 / 180)) and round(res.n_eff) == 782
+    roi = {"a": 60.4, "b": 43.3, "c": 43.3}                                  # claim 2 still holds at 0.001
+    res2 = ST.device_stratified_ztest(mt, n, roi)
+    assert res2.z == pytest.approx(7.576, abs=1e-3) and res2.p < 1e-13
+
+
+def test_device_stratified_test_reduces_to_the_papers_test():
+    # one device: the paper's pooled two-proportion test
+    one = ST.device_stratified_ztest({"a": 60.0}, {"a": 200}, {"a": 45.0})
+    assert one.z == pytest.approx(stats.two_proportion_ztest(120, 200, 90, 200)[0])
+    # equal accuracies on every device: the paper's test with n replaced by the effective n
+    n = {"a": 1000, "b": 100, "c": 100}
+    eq = ST.device_stratified_ztest({d: 60.0 for d in n}, n, {d: 50.0 for d in n})
+    n_eff = ST.effective_n(n)
+    assert eq.z == pytest.approx(0.1 / math.sqrt(0.55 * 0.45 * 2 / n_eff))
+    with pytest.raises(ConfigError, match="devices differ"):
+        ST.device_stratified_ztest({"a": 1.0}, {"a": 10}, {"b": 1.0})
+    with pytest.raises(ConfigError, match="every device needs test clips"):
+        ST.effective_n({"a": 0})
+
+
+def test_holm_against_hand_computation():
+    # sorted 0.005, 0.01, 0.03, 0.04 (m = 4): 0.02, 0.03, 0.06, max(0.06, 0.04) = 0.06
+    adj = ST.holm([0.01, 0.04, 0.03, 0.005])
+    assert adj == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert np.isnan(ST.holm([0.2, np.nan, 0.01])).tolist() == [False, True, False]
+    assert ST.holm([0.2, np.nan, 0.01])[[0, 2]] == pytest.approx([0.2, 0.02])   # m = 2: NaN does not count
+    assert ST.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])                    # capped at 1
+    with pytest.raises(ConfigError, match="p-values"):
+        ST.holm([1.5])
+
+
+def test_compare_models_seed_mean_and_device_scope():
+    """Several seeds: each clip's correctness is averaged, so the Avg is the mean of the seeds' Avgs and
+    the paired test is the seed-mean model's; McNemar is per seed only. ``devices`` keeps those clips."""
+    acc = {"a": [80, 60], "b": [50, 70], "s4": [40, 20]}
+    seeds_a = [pd.concat([device_predictions(d, acc[d][k], 40) for d in acc]) for k in range(2)]
+    seeds_b = [pd.concat([device_predictions(d, 50.0, 40) for d in acc]) for _ in range(2)]
+    res = stats.compare_models(seeds_a, seeds_b, "A", "B")
+    avg_a = np.mean([np.mean([acc[d][k] for d in acc]) for k in range(2)])
+    assert res["avg_a"] == pytest.approx(avg_a) and res["avg_b"] == pytest.approx(50.0)
+    assert res["paired_diff"] == pytest.approx(avg_a - 50.0) and res["seeds"] == 2
+    assert np.isnan(res["mcnemar_p"]) and res["method"] == ""
+    one = stats.compare_models(seeds_a[:1], seeds_b[:1], "A", "B")
+    assert one["mcnemar_b"] + one["mcnemar_c"] > 0 and one["k_a"] == 32 + 20 + 16
+    unseen = stats.compare_models(seeds_a, seeds_b, "A", "B", devices=("s4",))
+    assert unseen["n"] == 40 and unseen["avg_a"] == pytest.approx(30.0) and unseen["n_eff"] == pytest.approx(40)
+    with pytest.raises(ResultsError, match="seeds classified different clips"):
+        stats.compare_models([seeds_a[0], seeds_a[1].iloc[1:]], seeds_b, "A", "B")
+
+
+def test_run_comparisons_adjusts_each_family_by_holm_on_the_seed_mean_rows(tmp_path):
+    preset = dict(PRESET, seeds_by_pooling={"att": [0, 1]}, grid={"rows": [["atrous", "att"], ["cnn_pool", "max"]]})
+    comps = C.paper_comparisons(preset, LAYERS)
+    assert [c.family for c in comps[:1]] == [""] and {c.family for c in comps[1:]} == {"table2", "table3"}
+    rng = np.random.default_rng(3)
+    for comp in comps:
+        for seed in comp.seeds:
+            for cells in (comp.model_a, comp.model_b):
+                for spec in cells:
+                    spec = CellSpec(**{**spec.to_dict(), "seed": seed})
+                    frame = pd.concat([device_predictions(d, float(rng.uniform(30, 80)), 30) for d in "abc"])
+                    if spec.device:
+                        frame = frame[frame.device == spec.device]
+                    write_preds(tmp_path, spec, frame)
+    out = stats.run_comparisons(comps, stats.predictions_loader(written_predictions(tmp_path)))
+    pooled = out[out["seed"].isna()]
+    assert len(pooled) == len(comps) and set(out.loc[out["seed"].notna(), "seeds"]) <= {"0", "1"}
+    assert set(pooled.loc[pooled["row"] == "atrous-att", "seeds"]) == {"0 1"}
+    for family in ("table2", "table3"):
+        g = pooled[pooled["family"] == family]
+        assert g["p_holm"].to_numpy() == pytest.approx(ST.holm(g["paired_p"].to_numpy()))
+        assert (g["significant"] == (g["p_holm"] < stats.FAMILY_ALPHA)).all()
+    claim = pooled[pooled["paper_claim"] != ""]
+    assert claim["p_holm"].isna().all() and claim["significant"].isna().all()
+    assert out.loc[out["seed"].notna(), "p_holm"].isna().all()
+
+
+def test_table4_family_has_learned_vs_switched_and_unseen_only_tests():
+    comps = [c for c in stats.table4_comparisons(T4_PRESET, LAYERS) if c.row == "atrous-att"]
+    got = {(c.comparison, c.scope, c.alternative) for c in comps}
+    assert ("multi_task_learned vs multi_task", "all", "two-sided") in got
+    assert ("multi_task_learned vs multi_task", "unseen", "two-sided") in got
+    assert {("teacher_forcing vs joint", "unseen", "greater"), ("multi_task vs joint", "unseen", "greater")} <= got
+    assert all(c.devices == ("s4", "s5", "s6") for c in comps if c.scope == "unseen")
+    assert all(c.devices == () for c in comps if c.scope == "all")
+    # only tests of strategies Table IV has; names are registered or the two posterior strategies of the
+    # round-3 design (caanet.vocab registers them with the training side)
+    from caanet.spec import STRATEGIES
+
+    names = {s for t in stats.TABLE4_TESTS for s in (t.strategy_a, t.strategy_b)}
+    assert names - set(STRATEGIES) <= {"multi_task_posterior", "multi_task_learned_posterior"}
+    assert {s for c in comps for s in (c.model_a[0].strategy, c.model_b[0].strategy)} <= set(STRATEGIES)
+    # every conditional strategy of Table IV is tested against joint, on all devices and on the unseen ones
+    conditional = [s for s in grid.table_strategies(T4_PRESET, "table4") if s in ("teacher_forcing",) or "multi" in s]
+    for s in conditional:
+        assert (f"{s} vs joint", "all", "greater") in got and (f"{s} vs joint", "unseen", "greater") in got
+    # a dataset without unseen devices has no unseen-only tests
+    no_unseen = {**T4_PRESET, "datasets": {**T4_PRESET["datasets"], "e20": {"devices": DEVICES9}}}
+    assert all(c.scope == "all" for c in stats.table4_comparisons(no_unseen, LAYERS))
+
+
+def test_claims_csv_gives_both_tests_for_ours_and_the_papers_numbers(tmp_path):
+    preset = dict(PRESET, seeds_by_pooling={})
+    layers = {row: 3 for row in grid.DEFAULT_ROWS}
+    for claim in C.PAPER_CLAIMS:
+        comp = C.claim_comparison(preset, claim, layers)
+        write_preds(tmp_path, comp.model_a[0], pd.concat(table2_predictions(*claim.row_a, "multi_task").values()))
+        single = table2_predictions(*claim.row_b, "single_device")
+        for spec in comp.model_b:
+            write_preds(tmp_path, spec, single[spec.device])
+    out = C.run_claims(preset, layers, stats.predictions_loader(written_predictions(tmp_path)))
+    c1, c2 = out.iloc[0], out.iloc[1]
+    assert c1["paper_n_by_device"] == "a:2518 b:180 c:180" and c1["paper_n_eff"] == pytest.approx(782.05, abs=0.01)
+    assert c1["paper_stratified_p"] == pytest.approx(0.1077, abs=1e-4) and not c1["paper_stratified_holds"]
+    assert bool(c1["paper_holds"]) and bool(c2["paper_stratified_holds"])
+    # ours reproduce the paper's per-device accuracies (to a clip): the unpaired test gives the paper's p
+    assert c1["stratified_p"] == pytest.approx(c1["paper_stratified_p"], abs=0.01)
+    assert c1["n_eff"] == pytest.approx(782.05, abs=0.01) and bool(c1["holds"])
+    assert c1["paired_diff"] == pytest.approx(c1["ours_a"] - c1["ours_b"])
+    # here the better model is right on (almost) every clip the other one gets right (McNemar c = 1): the
+    # paired test sees that correlation, which no unpaired test can, and is far stronger than either
+    assert c1["mcnemar_c"] <= 1 and c1["paired_p"] < 1e-4 < c1["p"] < c1["stratified_p"] and bool(c1["paired_holds"])
+    assert bool(c2["paired_holds"]) and c2["paired_p"] < 1e-6

@@ -18,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from caanet import stats
+
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.workflow
 
@@ -83,6 +85,7 @@ def test_report_files_exist_and_contain_every_table(pipeline):
     claims = pd.read_csv(pipeline / "results" / "stats" / "claims.csv")
     assert list(claims["claim"]) == ["claim1", "claim2"]       # one row per paper claim, always
     assert claims["paper_z"].round(2).tolist()[0] == 2.40 and claims["paper_holds"].all()
+    assert claims["paper_stratified_p"].round(3).tolist()[0] == 0.108 and claims["paper_n_eff"].round().tolist()[0] == 782
     assert "The paper's two claims" in html and 'id="training-data"' in html
 
 
@@ -103,9 +106,15 @@ def test_table4_is_trained_aggregated_tested_and_rendered(pipeline):
     single = summary[summary["strategy"] == "single_device"]
     assert not {"s4", "s5", "s6", "avg", "unseen"} & set(single["device"])
     comps = pd.read_csv(pipeline / "results" / "stats" / "comparisons.csv")
-    t4 = comps[comps["table"] == "table4"]
-    assert sorted(t4["comparison"]) == ["multi_task vs joint", "multi_task_learned vs joint", "teacher_forcing vs joint"]
-    assert t4["p_avg"].between(0, 1).all() and (t4["n"] == 9 * 20).all()   # every test clip, seen and unseen
+    t4 = comps[(comps["table"] == "table4") & comps["seed"].isna()]     # the seed-mean rows: Table IV's family
+    conditional = ["teacher_forcing", "multi_task", "multi_task_learned"]
+    assert sorted(zip(t4["comparison"], t4["scope"])) == sorted(
+        [(f"{s} vs joint", scope) for s in conditional for scope in ("all", "unseen")]
+        + [("multi_task_learned vs multi_task", "all"), ("multi_task_learned vs multi_task", "unseen")])
+    assert t4["p_avg"].between(0, 1).all() and t4["paired_p"].between(0, 1).all() and (t4["family"] == "table4").all()
+    assert (t4.loc[t4["scope"] == "all", "n"] == 9 * 20).all()        # every test clip, seen and unseen
+    assert (t4.loc[t4["scope"] == "unseen", "n"] == 3 * 20).all()     # the unseen devices' clips alone
+    assert t4["p_holm"].tolist() == pytest.approx(list(stats.holm(t4["paired_p"].to_numpy())))
     cells = pd.read_csv(pipeline / "results" / "tables" / "cells.csv", dtype={"device": str})
     tf = cells[(cells["dataset"] == "tiny2020") & (cells["strategy"] == "teacher_forcing")]
     assert set(tf["unseen_device_policy"]) == {"uniform"}                      # the default policy

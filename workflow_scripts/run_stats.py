@@ -1,15 +1,16 @@
-"""The paper's claims (claims.csv) and every per-row comparison, Table IV's included (comparisons.csv) (caanet.stats)."""
-from caanet import grid, stats
+"""The paper's claims (claims.csv) and every family of tests of Tables II-IV (comparisons.csv) (caanet.stats, caanet.claims)."""
+from caanet import claims, grid, stats
 from caanet.io import write_csv_atomic
 from caanet.workflow_support import logged
 
 with logged(snakemake.log[0], "run_stats") as log:
     preset, layers = snakemake.params.preset, grid.read_layers(snakemake.input.layers)
     loader = stats.predictions_loader(snakemake.input.predictions)
-    comparisons = stats.paper_comparisons(preset, layers) + stats.table4_comparisons(preset, layers)
+    comparisons = claims.paper_comparisons(preset, layers) + stats.table4_comparisons(preset, layers)
     df = stats.run_comparisons(comparisons, loader)
-    claims = stats.run_claims(preset, layers, loader)
+    judged = claims.run_claims(preset, layers, loader)
     write_csv_atomic(snakemake.output.comparisons, df)
-    write_csv_atomic(snakemake.output.claims, claims)
-    log.info("%d comparisons; claims:\n%s", len(df), claims[["claim", "status", "ours_a", "ours_b", "z", "p", "holds"]]
-             .to_string(index=False))
+    write_csv_atomic(snakemake.output.claims, judged)
+    log.info("%d comparisons; claims:\n%s", len(df),
+             judged[["claim", "status", "ours_a", "ours_b", "z", "p", "holds", "paired_p", "paper_p",
+                     "paper_stratified_p"]].to_string(index=False))

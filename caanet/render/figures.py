@@ -1,7 +1,8 @@
 """Figures 5-7 of the paper and the training curves (matplotlib, Agg; PNG and PDF each).
 
 * :func:`fig5_layers` - Fig. 5: accuracy per device and conditioning layer, one panel per
-  topology x pooling (teacher-forcing cells of Table I, mean over seeds, std as error bars).
+  topology x pooling (Table I's teacher-forcing cells only, :func:`table1_cells`; mean over seeds,
+  std as error bars).
 * :func:`fig6_confusion` - Fig. 6: row-normalised confusion matrices per device of one model,
   counts annotated. The workflow picks the model (:func:`caanet.workflow_support.figure_cells`):
   Table II's multi-task row with the best Avg, at its selected layer, at the seed with the best Avg
@@ -11,8 +12,8 @@
   stem without the trailing ``-{device}``); time on x, mel on y, origin lower.
 * :func:`training_curves` - loss, learning rate, lambda and device accuracy per cell.
 
-Figures are built on :class:`matplotlib.figure.Figure` (no pyplot state), with fixed colours per
-device, and written atomically as ``{out_stem}.png`` and ``{out_stem}.pdf``. Missing optional data
+Figures are built on :class:`matplotlib.figure.Figure` (no pyplot state), with a distinct colour
+per device (:func:`device_colours`, fixed for A, B, C), and written atomically as ``{out_stem}.png`` and ``{out_stem}.pdf``. Missing optional data
 (no parallel clips, no device accuracy, no seeds beyond one) is shown as what exists and said so in
 the title; malformed inputs raise :class:`caanet.errors.ResultsError` naming the file and key.
 """
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from caanet import grid
 from caanet.errors import ResultsError
 from caanet.grid import SUMMARY_DEVICES
 from caanet.io import TEXT_ENCODING, atomic_path, read_results_csv, require_columns
@@ -35,7 +37,10 @@ from caanet.spec import POOLINGS, TOPOLOGIES
 from caanet.vocab import STRATEGY_REGISTRY
 
 DEVICE_COLOURS = {"a": "#1b6ca8", "b": "#e07b00", "c": "#3a9a3a"}
-_FALLBACK_COLOURS = ("#8e44ad", "#c0392b", "#7f8c8d", "#16a085", "#d4ac0d")
+"""The paper's devices keep their colours in every figure."""
+_MORE_COLOURS = ("#8e44ad", "#c0392b", "#7f8c8d", "#16a085", "#d4ac0d", "#d63384", "#7f5539", "#17becf",
+                 "#a3a500", "#343a40", "#ff7f7f", "#6f42c1")
+"""The colours of other devices, in order; beyond them, evenly spread hues (:func:`device_colours`)."""
 CURVE_COLOURS = ("#1b6ca8", "#e07b00", "#3a9a3a", "#c0392b", "#8e44ad", "#7f5539", "#d63384", "#6c757d",
                  "#a3a500", "#17becf")
 MAX_LEGEND = 12
@@ -49,11 +54,28 @@ def device_order(devices) -> list[str]:
     return [d for d in DEVICE_COLOURS if d in devices] + sorted(d for d in devices if d not in DEVICE_COLOURS)
 
 
-def device_colour(device: str, order: list[str] | None = None) -> str:
-    if device in DEVICE_COLOURS:
-        return DEVICE_COLOURS[device]
-    others = [d for d in (order or [device]) if d not in DEVICE_COLOURS]
-    return _FALLBACK_COLOURS[others.index(device) % len(_FALLBACK_COLOURS)] if device in others else _FALLBACK_COLOURS[0]
+def device_colours(devices) -> dict[str, str]:
+    """A distinct colour for each of ``devices`` (any number): ``a``, ``b``, ``c`` their fixed ones
+    (:data:`DEVICE_COLOURS`), the others in :func:`device_order` from :data:`_MORE_COLOURS`, then hues
+    spread by the golden ratio (saturation and value alternating), skipping any colour already taken."""
+    from matplotlib.colors import hsv_to_rgb, to_hex
+
+    order = device_order(devices)
+    out = {d: DEVICE_COLOURS[d] for d in order if d in DEVICE_COLOURS}
+    used = set(DEVICE_COLOURS.values())
+    palette = iter(c for c in _MORE_COLOURS if c not in used)
+    k = 0
+    for d in order:
+        if d in out:
+            continue
+        colour = next(palette, None)
+        while colour is None or colour in used:
+            hue = (0.11 + 0.618033988749895 * k) % 1.0
+            colour = to_hex(hsv_to_rgb((hue, 0.85 - 0.3 * (k // 8 % 2), 0.8 - 0.25 * (k // 16 % 2))))
+            k += 1
+        out[d] = colour
+        used.add(colour)
+    return out
 
 
 def save_figure(fig: Figure, out_stem) -> list[Path]:
@@ -85,11 +107,21 @@ def _read_frame(obj, what: str) -> tuple[pd.DataFrame, str]:
 
 # --------------------------------------------------------------------------------------------- Fig. 5
 
+def table1_cells(cells_df, preset) -> pd.DataFrame:
+    """Fig. 5's cells: Table I's rows of ``cells.csv`` (a path or frame), selected by
+    :func:`caanet.grid.table_cells_frame` (its dataset, cells and seeds; no other table's)."""
+    df, source = _read_frame(cells_df, "cells.csv")
+    require_columns(df, ["dataset", "cell_id", "seed"], source)
+    df = df.astype({"dataset": str, "cell_id": str, "seed": "int64"})
+    return grid.table_cells_frame(df, preset, "table1")
+
+
 def fig5_layers(cells_df, out_stem, *, strategy: str = "teacher_forcing") -> list[Path]:
     """Fig. 5: accuracy [%] per device at each conditioning layer, one panel per topology x pooling.
 
-    ``cells_df`` is ``results/tables/cells.csv`` (a path or frame; one row per cell, seed, device).
-    Bars are the mean over seeds, error bars the std over seeds (where more than one seed ran).
+    ``cells_df`` holds Table I's rows of ``results/tables/cells.csv`` (a path or frame; one row per
+    cell, seed, device; :func:`table1_cells` selects them). Bars are the mean over seeds, error bars
+    the std over seeds (where more than one seed ran).
     """
     df, source = _read_frame(cells_df, "cells.csv")
     require_columns(df, ["topology", "pooling", "strategy", "cond_layer", "device", "seed", "accuracy"], source)
@@ -101,6 +133,7 @@ def fig5_layers(cells_df, out_stem, *, strategy: str = "teacher_forcing") -> lis
                    accuracy=pd.to_numeric(df["accuracy"], errors="coerce"))
     stats = df.groupby(["topology", "pooling", "cond_layer", "device"])["accuracy"].agg(["mean", "std", "count"])
     devices = device_order(df["device"])
+    colours = device_colours(devices)
     layers = sorted(df["cond_layer"].unique())
     by_topology = {t: [p for p in POOLINGS if ((df["topology"] == t) & (df["pooling"] == p)).any()] for t in TOPOLOGIES}
     by_topology = {t: ps for t, ps in by_topology.items() if ps}
@@ -123,7 +156,7 @@ def fig5_layers(cells_df, out_stem, *, strategy: str = "teacher_forcing") -> lis
                 err = [np.nan if r is None or r["count"] < 2 else r["std"] for r in rows]
                 x = np.arange(len(layers)) + (k - (len(devices) - 1) / 2) * width
                 ax.bar(x, mean, width, yerr=None if seeds < 2 else err, capsize=2, label=f"Device {dev.upper()}",
-                       color=device_colour(dev, devices))
+                       color=colours[dev])
             ax.set_title(f"{TOPOLOGY_NAMES[topology]}, {POOLING_NAMES[pooling]}", fontsize=9)
             ax.set_xticks(np.arange(len(layers)), [f"L{l}" for l in layers])
             ax.set_ylim(0, 100)
@@ -135,7 +168,9 @@ def fig5_layers(cells_df, out_stem, *, strategy: str = "teacher_forcing") -> lis
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=len(devices), fontsize=8)
     note = f"mean of {seeds} seeds, error bars: std" if seeds > 1 else "one seed"
-    fig.suptitle(f"Fig. 5: {strategy.replace('_', ' ')} conditioning at each layer ({note})", fontsize=10)
+    dataset = ", ".join(sorted(set(df["dataset"].astype(str)))) if "dataset" in df.columns else ""
+    fig.suptitle(f"Fig. 5: {strategy.replace('_', ' ')} conditioning at each layer"
+                 + (f", {dataset}" if dataset else "") + f" ({note})", fontsize=10)
     return save_figure(fig, out_stem)
 
 
@@ -376,9 +411,11 @@ def _strategy_of(label: str) -> str:
     return m.group(0) if m else "other"
 
 
-def render_all(*, cells_csv, fig6_evaluation, fig7_evaluation, fig7_attention_npz=None, metrics_csvs,
+def render_all(*, cells_csv, preset, fig6_evaluation, fig7_evaluation, fig7_attention_npz=None, metrics_csvs,
                out_dir) -> dict[str, list[Path]]:
     """Render Figs. 5-7 and the training curves into ``out_dir`` as ``{name}.png`` / ``{name}.pdf``.
+
+    Fig. 5 draws Table I's cells of ``cells_csv`` (:func:`table1_cells`, from the resolved ``preset``).
 
     ``fig6_evaluation``/``fig7_evaluation`` are the ``evaluation.json`` of the models shown;
     ``fig7_attention_npz`` the ``attention.npz`` of Fig. 7's model (``None`` for a model without
@@ -386,7 +423,7 @@ def render_all(*, cells_csv, fig6_evaluation, fig7_evaluation, fig7_attention_np
     raises :class:`ResultsError` naming it (:func:`load_attention`).
     """
     out = Path(out_dir)
-    done = {"fig5_layers": fig5_layers(cells_csv, out / "fig5_layers"),
+    done = {"fig5_layers": fig5_layers(table1_cells(cells_csv, preset), out / "fig5_layers"),
             "fig6_confusion": fig6_confusion(fig6_evaluation, out / "fig6_confusion")}
     ev, _ = load_evaluation(fig7_evaluation)
     title = f"Fig. 7: attention of the true class, {ev.get('cell_id', 'multi-task model')}{seed_note(ev)}"

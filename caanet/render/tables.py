@@ -28,6 +28,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -190,6 +191,7 @@ class Cell:
     n_seeds: int = 1
     paper: float = math.nan
     best: bool = False
+    mark: str = ""           # a footnote mark after ours (e.g. † where λ switched), not part of the number
 
     @property
     def diff(self) -> float:
@@ -234,19 +236,22 @@ def _lookup(df: pd.DataFrame, keys: list[str]) -> dict:
     return {tuple(k): r for k, r in zip(df[keys].itertuples(index=False, name=None), df.to_dict("records"))}
 
 
-def build_grid(summary_df: pd.DataFrame, table, paper_df: pd.DataFrame | None = None) -> TableGrid:
+def build_grid(summary_df: pd.DataFrame, table, paper_df: pd.DataFrame | None = None,
+               marks: Mapping[tuple[str, str, str], str] | None = None) -> TableGrid:
     """Combine our summary with the paper's values into a :class:`TableGrid` for ``table``.
 
     ``paper_df`` defaults to :func:`paper_values` of the table; pass an empty frame to print our
     numbers alone. Paper values are matched on topology, pooling, strategy, device (and the layer
     for Table I); for Tables II/III the paper's conditional numbers are at the paper's own layer.
+    ``marks`` puts a footnote mark on the Avg cell of ``(topology, pooling, strategy)`` (Tables II-IV;
+    :func:`caanet.render.switches.switch_marks`).
     """
     table = normalise_table_name(table)
     df = check_summary(summary_df)
     paper = paper_values(table) if paper_df is None else paper_df
     if table == "table1":
         return _grid_table1(df, paper)
-    return _grid_strategies(df, paper, table)
+    return _grid_strategies(df, paper, table, marks or {})
 
 
 def _grid_table1(df: pd.DataFrame, paper: pd.DataFrame) -> TableGrid:
@@ -273,7 +278,8 @@ def _grid_table1(df: pd.DataFrame, paper: pd.DataFrame) -> TableGrid:
     return TableGrid("table1", [("", [f"Layer {l}" for l in layers])], rows, cells)
 
 
-def _grid_strategies(df: pd.DataFrame, paper: pd.DataFrame, table: str) -> TableGrid:
+def _grid_strategies(df: pd.DataFrame, paper: pd.DataFrame, table: str,
+                     marks: Mapping[tuple[str, str, str], str]) -> TableGrid:
     means = strategies_frame(df, summary_columns=SUMMARY_COLUMNS_OF[table])
     ours = _lookup(df, ["topology", "pooling", "strategy", "device"])
     ref = {}
@@ -297,7 +303,7 @@ def _grid_strategies(df: pd.DataFrame, paper: pd.DataFrame, table: str) -> Table
                     mean=float(series[(s, d)]), std=float(r.get("acc_std", math.nan)),
                     n_seeds=1 if _missing(n) else int(n),
                     paper=float(ref.get((t, pl, s, d), math.nan)),
-                    best=(si == best and d == "avg"),
+                    best=(si == best and d == "avg"), mark=marks.get((t, pl, s), "") if d == "avg" else "",
                 ))
         cells.append(row)
         layer = layers.get((t, pl))
@@ -345,12 +351,17 @@ r"""A two-line cell: ours (±std) above, ``(paper, diff)`` below in \scriptsize,
 A macro rather than an inline stack so that a cell holds no ``\\`` (rows stay split by ``\\``)."""
 
 
+def _latex_mark(mark: str) -> str:
+    return r"\textsuperscript{" + latex_escape(mark).replace("†", r"\dag{}") + "}" if mark else ""
+
+
 def _latex_cell(cell: Cell) -> str:
     ours, std, ref = cell.parts()
     ours = "--" if ours == "—" else ours
     body = ours + (r"$\pm$" + std[1:] if std else "")
     if cell.best:
         body = r"\textbf{" + body + "}"
+    body += _latex_mark(cell.mark)
     if ref:
         body = "\\" + CELL_MACRO + "{" + body + "}{" + ref + "}"
     return body
@@ -419,7 +430,8 @@ def _latex_tabular(grid: TableGrid, group_ids: list[int]) -> list[str]:
 
 def render_latex(summary_df: pd.DataFrame, table, *, paper_df: pd.DataFrame | None = None,
                  caption: str | None = None, label: str | None = None,
-                 max_columns: int = MAX_VALUE_COLUMNS, max_rows: int = MAX_ROWS_PER_FLOAT) -> str:
+                 max_columns: int = MAX_VALUE_COLUMNS, max_rows: int = MAX_ROWS_PER_FLOAT,
+                 marks: Mapping[tuple[str, str, str], str] | None = None, footnote: str = "") -> str:
     """The table as LaTeX ``table`` float(s) (booktabs; needs packages booktabs and graphicx).
 
     Strategy headers are ``\\multicolumn`` groups with ``\\cmidrule`` s; the network name is printed
@@ -433,9 +445,10 @@ def render_latex(summary_df: pd.DataFrame, table, *, paper_df: pd.DataFrame | No
     with "(continued)" on a page of its own (``\\clearpage`` between floats: floats flushed together
     at the end of a ``landscape`` environment come out unrotated). A tabular is shrunk to the line
     width only when still wider. Wide tables are meant for a landscape page (``pdflscape``).
-    ``caption`` is plain text (escaped).
+    ``caption`` is plain text (escaped). ``marks``/``footnote``: footnote marks on Avg cells
+    (:func:`build_grid`) and the note explaining them, set below the last tabular.
     """
-    grid = build_grid(summary_df, table, paper_df)
+    grid = build_grid(summary_df, table, paper_df, marks)
     floats: list[list[list[int]]] = []
     for part in column_parts(grid, max_columns):
         if floats and (len(floats[-1]) + 1) * len(grid.rows) <= max_rows:
@@ -456,6 +469,8 @@ def render_latex(summary_df: pd.DataFrame, table, *, paper_df: pd.DataFrame | No
             if j:
                 lines.append(r"\par\bigskip")
             lines += _fit_to_line(_latex_tabular(grid, part))
+        if footnote and k == len(floats) - 1:
+            lines += [r"\par\smallskip", r"{\scriptsize " + latex_escape(footnote).replace("†", r"\dag{}") + "}"]
         lines.append(r"\end{table}")
         if k < len(floats) - 1:
             lines.append(r"\clearpage")  # flush one float at a time: lscape rotates only those
@@ -470,15 +485,19 @@ def _html_cell(cell: Cell) -> str:
     inner = f'<span class="ours">{html.escape(ours)}</span>'
     if std:
         inner += f'<span class="std">{html.escape(std)}</span>'
+    if cell.mark:
+        inner += f'<sup class="mark">{html.escape(cell.mark)}</sup>'
     if ref:
         inner += f' <span class="paper">{html.escape(ref)}</span>'
     return f'<td class="{cls}">{inner}</td>'
 
 
 def render_html(summary_df: pd.DataFrame, table, *, paper_df: pd.DataFrame | None = None,
-                caption: str | None = None) -> str:
-    """The table as an HTML ``<table class="caanet-table">``; the row best has class ``best``."""
-    grid = build_grid(summary_df, table, paper_df)
+                caption: str | None = None, marks: Mapping[tuple[str, str, str], str] | None = None,
+                footnote: str = "") -> str:
+    """The table as an HTML ``<table class="caanet-table">``; the row best has class ``best``; ``marks``
+    as ``<sup class="mark">`` after ours, ``footnote`` in a ``<p class="table-note">`` after the table."""
+    grid = build_grid(summary_df, table, paper_df, marks)
     out = [f'<table class="caanet-table" data-table="{grid.table}">']
     if caption:
         out.append(f"<caption>{html.escape(caption)}</caption>")
@@ -501,6 +520,8 @@ def render_html(summary_df: pd.DataFrame, table, *, paper_df: pd.DataFrame | Non
         out.append(f"<tr{cls}>{tr}{''.join(_html_cell(c) for c in row)}</tr>")
         previous = t
     out.append("</tbody></table>")
+    if footnote:
+        out.append(f'<p class="table-note">{html.escape(footnote)}</p>')
     return "\n".join(out) + "\n"
 
 
@@ -512,10 +533,11 @@ def table_name_from_path(path, default: str) -> str:
     return f"table{m.group(1)}" if m else default
 
 
-def render_all(summary_csvs, *, tex_paths, html_paths) -> None:
+def render_all(summary_csvs, *, tex_paths, html_paths, marks: Mapping[str, tuple[dict, str]] | None = None) -> None:
     """Render each summary CSV to its LaTeX and HTML file (atomic writes).
 
     The table of each CSV is read from its name (``table{n}.csv``), else from its position (1, 2, 3, 4).
+    ``marks``: per table, its footnote marks and footnote (:func:`caanet.render.switches.marks_for_tables`).
     """
     summary_csvs, tex_paths, html_paths = list(summary_csvs), list(tex_paths), list(html_paths)
     if not len(summary_csvs) == len(tex_paths) == len(html_paths):
@@ -526,25 +548,47 @@ def render_all(summary_csvs, *, tex_paths, html_paths) -> None:
         table = table_name_from_path(csv, f"table{i + 1}")
         summary = read_summary(csv)
         caption = table_caption(table, summary)
-        write_text_atomic(tex, render_latex(summary, table, caption=caption, label=f"tab:{table}"))
-        write_text_atomic(htm, render_html(summary, table, caption=caption))
+        table_marks, footnote = (marks or {}).get(table, ({}, ""))
+        write_text_atomic(tex, render_latex(summary, table, caption=caption, label=f"tab:{table}", marks=table_marks,
+                                            footnote=footnote))
+        write_text_atomic(htm, render_html(summary, table, caption=caption, marks=table_marks, footnote=footnote))
 
 
-TABLE_CAPTIONS = {
-    "table1": "Table I: average accuracy [%] over devices A, B, C with teacher-forcing conditioning at each "
-              "convolutional layer; best layer per row in bold.",
-    "table2": "Table II: accuracy [%] of the four training strategies on devices A, B, C; best average per row in bold.",
-    "table3": "Table III: accuracy [%] of the four training strategies on devices A, B, C (attention pooling); "
-              "best average per row in bold.",
-    "table4": "Table IV (beyond the paper; no paper values): accuracy [%] per device of the paper's four "
-              "strategies and multi-task with a learned λ (attention pooling), with the Avg over all devices "
-              "and the means over the devices seen and unseen in training; single-device models exist for "
-              "seen devices only, so they have no Avg and no Unseen. Best Avg per row in bold.",
-}
+NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+def count_words(n: int) -> str:
+    """``4`` -> ``"four"`` (up to ten; digits beyond)."""
+    return NUMBER_WORDS[n] if 0 <= n < len(NUMBER_WORDS) else str(n)
+
+
+def summary_devices(summary: pd.DataFrame) -> list[str]:
+    """The device labels of a summary (no pseudo-devices), sorted."""
+    return sorted(set(summary["device"].astype(str)) - set(SUMMARY_DEVICES)) if "device" in summary.columns else []
+
+
+def devices_text(devices) -> str:
+    """``["a", "b", "c"]`` -> ``"A, B, C"`` (the printed device names)."""
+    return ", ".join(DEVICE_NAMES.get(d, str(d).upper()) for d in devices)
 
 
 def table_caption(table, summary: pd.DataFrame) -> str:
-    """The caption of ``table``, naming the summary's dataset."""
+    """The caption of ``table``, derived from the summary: its devices, its strategies and its dataset."""
     table = normalise_table_name(table)
     dataset = summary["dataset"].iloc[0] if "dataset" in summary.columns and len(summary) else "unknown"
-    return f"{TABLE_CAPTIONS[table]} Dataset: {dataset}."
+    devices = devices_text(summary_devices(summary))
+    strategies = [s for s in STRATEGIES if "strategy" in summary.columns and s in set(summary["strategy"])]
+    k = count_words(len(strategies))
+    if table == "table1":
+        text = (f"Table I: average accuracy [%] over devices {devices} with teacher-forcing conditioning at each "
+                "convolutional layer; best layer per row in bold.")
+    elif table in ("table2", "table3"):
+        text = (f"Table {'II' if table == 'table2' else 'III'}: accuracy [%] of the {k} training strategies on "
+                f"devices {devices}{' (attention pooling)' if table == 'table3' else ''}; best average per row in bold.")
+    else:
+        names = ", ".join(STRATEGY_NAMES[s] for s in strategies)
+        text = (f"Table IV (beyond the paper; no paper values): accuracy [%] per device ({devices}) of {k} "
+                f"strategies ({names}; attention pooling), with the Avg over all devices and the means over the "
+                "devices seen and unseen in training; single-device models exist for seen devices only, so they "
+                "have no Avg and no Unseen. Best Avg per row in bold.")
+    return f"{text} Dataset: {dataset}."
