@@ -478,7 +478,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits with 2 on a usage error
     try:
-        return COMMANDS[args.command](args)
+        with _names_as_bytes_on_stdout():
+            return COMMANDS[args.command](args)
     except (UserError, CaanetError) as e:
         _err(str(e))
         return EXIT_USER
@@ -487,6 +488,23 @@ def main(argv=None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+
+
+@contextlib.contextmanager
+def _names_as_bytes_on_stdout():
+    """stdout writes a file name that is not UTF-8 (held with surrogate escapes) as its own bytes, as
+    :func:`_write_output` does, instead of failing with UnicodeEncodeError under a strict locale;
+    restored afterwards (``main`` may be called in-process)."""
+    stream = sys.stdout
+    errors = getattr(stream, "errors", None)
+    if errors is None or not hasattr(stream, "reconfigure"):
+        yield
+        return
+    stream.reconfigure(errors="surrogateescape")
+    try:
+        yield
+    finally:
+        stream.reconfigure(errors=errors)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,9 +36,9 @@ PARAMS = FeatureParams(clip_seconds=1.0)
 WINDOW = PARAMS.n_samples  # 44100
 
 
-def cli(*args, stdin=None, check_rc: int | None = 0) -> subprocess.CompletedProcess:
+def cli(*args, stdin=None, check_rc: int | None = 0, **env_vars) -> subprocess.CompletedProcess:
     """``python -m caanet.cli ARGS`` (str or bytes arguments) with this checkout first on the path; bytes out."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **env_vars)
     argv = [a if isinstance(a, bytes) else str(a) for a in args]
     proc = subprocess.run([sys.executable, "-m", "caanet.cli", *argv], capture_output=True, env=env, cwd=ROOT,
                           timeout=300, stdin=stdin)
@@ -165,6 +165,22 @@ def test_any_name_the_file_system_allows_is_classified(tmp_path, model, clip):
     # the folder finds them all (the one without an extension is probed and read)
     found = results(call("predict", model, folder, "--format", "json"))
     assert sorted(os.fsencode(f) for f in found) == sorted(os.path.normpath(p) for p in paths)
+
+
+def test_names_that_are_not_utf8_are_printed_under_a_strict_locale(tmp_path, model, clip):
+    """A UTF-8 locale other than C makes stdout strict: names are still written, as their bytes."""
+    raw = os.fsencode(tmp_path)
+    named_model = raw + b"/mod\xe8le.pt"
+    with open(named_model, "wb") as fh:
+        fh.write(model.read_bytes())
+    strict = {"PYTHONIOENCODING": "utf-8:strict"}
+    out = cli("inspect", named_model, **strict).stdout
+    assert b"path: " + named_model + b"\n" in out
+    out = cli("predict", named_model, clip, "--format", "csv", **strict).stdout
+    assert out.count(b"\n") == 2
+    fig = raw + b"/fig \xff.png"
+    out = cli("explain", named_model, clip, "-o", fig, **strict).stdout
+    assert out.startswith(fig + b": attention map of ") and os.path.exists(fig)
 
 
 def test_a_file_libsndfile_cannot_read_gets_one_line_naming_it(tmp_path, model, clip):
