@@ -290,3 +290,12 @@ def test_read_audio_takes_any_name_and_reads_to_the_end_of_the_stream(tmp_path):
 
     convert_file(name, target, 16000)
     assert read_audio(target)[0].shape == (1, 8000)
+
+
+def test_a_header_declaring_no_data_is_named_as_such(tmp_path):
+    """A recorder stopped before it wrote the sizes leaves data 0: libsndfile reads 0 frames."""
+    path, raw = _pcm16(tmp_path)
+    _set_u32(raw, b"data", 0)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(AudioError, match=r"clip.wav: the file holds no audio samples \(its header declares 0 bytes"):
+        read_audio(path)
