@@ -31,6 +31,7 @@ RESAMPLE_QUALITY = "HQ"  # soxr's high quality: librosa's default res_type "soxr
 # libsndfile reports a WAV whose data chunk runs past the end of the file as
 # "data : <declared> (should be <present>)" in its log, and then silently reads what is there.
 _TRUNCATED_RE = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_EMPTY_DATA_RE = re.compile(r"^data\s*:\s*0\s*$", re.MULTILINE)
 _BLOCK_ALIGN_RE = re.compile(r"^\s*Block Align\s*:\s*(\d+)", re.MULTILINE)
 # data sizes that streaming writers (a pipe, a recorder killed before it could seek back) put in the
 # header for "unknown length": libsndfile then reads to the end of the file, and so does caanet
@@ -65,44 +66,114 @@ def _truncation(extra_info: str) -> str | None:
     return None
 
 
-def _read_all(fh: sf.SoundFile) -> np.ndarray:
-    """Every frame of an open file as float32 ``(n, channels)``: in one read when libsndfile knows
-    the length and can seek, else block by block to the end (GSM 6.10 and other formats that
-    libsndfile reads but does not seek in)."""
-    if fh.seekable():
-        return fh.read(dtype="float32", always_2d=True)
-    blocks = []
-    while True:
-        block = fh.read(frames=1 << 16, dtype="float32", always_2d=True)
-        if len(block):
-            blocks.append(block)
-        if len(block) < 1 << 16:
-            break
-    return np.concatenate(blocks) if blocks else np.zeros((0, fh.channels), dtype=np.float32)
+READ_BLOCK_FRAMES = 1 << 16  # frames per read of a recording (0.5 MB of float32 stereo)
+
+
+class _ForwardReader(sf.SoundFile):
+    """A :class:`soundfile.SoundFile` read strictly forward, block by block, to the end of its stream.
+
+    soundfile trusts the header's frame count on a seekable file: it cuts every read to
+    ``frames - tell()`` (allocating all of ``frames`` for a whole-file read) and seeks after each
+    read. The count is not always there: a FLAC written by a streaming encoder declares 0 samples
+    (libsndfile reports ``SF_COUNT_MAX`` and the whole-file read asks for an array of 2**63
+    frames), an Ogg stream has none, a WAV streamer's placeholder size is not the length. Reporting
+    the file as not seekable makes soundfile read what libsndfile decodes, to the end.
+    """
+
+    def seekable(self) -> bool:  # noqa: D102 - see the class docstring
+        return False
+
+
+def _libsndfile_name(source):
+    """What is handed to libsndfile: an open file descriptor as it is, a path as bytes
+    (``os.fsencode``), so every name the file system allows reaches it unchanged (soundfile
+    encodes a str path strictly as UTF-8 and refuses names with undecodable bytes)."""
+    return source if isinstance(source, int) else os.fsencode(os.fspath(source))
+
+
+def _reason(exc: BaseException) -> str:
+    """libsndfile's own words for an error (soundfile prefixes them with the name as bytes)."""
+    return getattr(exc, "error_string", None) or str(exc)
+
+
+class AudioStream:
+    """One recording read forward, block by block, as libsndfile decodes it, to the end of the stream.
+
+    ``source``: a path (any name the file system allows; a FIFO or ``/dev/stdin`` too) or an open
+    file descriptor; ``name``: how messages name it (default: the path). The header's frame count
+    is not trusted (:class:`_ForwardReader`): a file of unknown or estimated length is read to its
+    end. ``samplerate`` and ``channels`` are known once opened; :meth:`blocks` yields float32
+    ``(n, channels)`` blocks of at most ``block_frames`` frames (``n >= 1``) and counts them in
+    ``frames_read``. Raises AudioError naming the file: unreadable, corrupt, truncated
+    (:func:`_truncation`), empty, non-finite samples. A context manager.
+    """
+
+    def __init__(self, source, *, name: str | None = None, block_frames: int = READ_BLOCK_FRAMES):
+        self.name = str(source) if name is None else name
+        self.block_frames = int(block_frames)
+        self.frames_read = 0
+        try:
+            self._fh = _ForwardReader(_libsndfile_name(source), closefd=not isinstance(source, int))
+        except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as exc:
+            raise AudioError(f"{self.name}: cannot read audio ({_reason(exc)})") from exc
+        reason = _truncation(self._fh.extra_info)
+        if reason is not None:
+            self.close()
+            raise AudioError(f"{self.name}: {reason}")
+        self.samplerate = int(self._fh.samplerate)
+        self.channels = int(self._fh.channels)
+
+    def blocks(self):
+        """Float32 ``(n, channels)`` blocks to the end of the stream (see the class docstring)."""
+        while True:
+            try:
+                block = self._fh.read(self.block_frames, dtype="float32", always_2d=True)
+            except (sf.SoundFileError, RuntimeError, OSError, ValueError) as exc:
+                raise AudioError(f"{self.name}: cannot read audio after {self.frames_read} frames "
+                                 f"({_reason(exc)})") from exc
+            if not len(block):
+                break
+            if not np.isfinite(block).all():
+                raise AudioError(f"{self.name}: the audio holds non-finite samples (NaN or inf)")
+            self.frames_read += len(block)
+            yield block
+        if self.frames_read == 0:
+            hint = (" (its header declares 0 bytes of audio data: a recording that was not finalised?)"
+                    if _EMPTY_DATA_RE.search(self._fh.extra_info or "") else "")
+            raise AudioError(f"{self.name}: the file holds no audio samples{hint}")
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "AudioStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def probe_audio(path: str | os.PathLike) -> str | None:
+    """None if libsndfile opens ``path`` as audio (its header only), else libsndfile's reason."""
+    try:
+        with _ForwardReader(_libsndfile_name(path)):
+            return None
+    except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as exc:
+        return _reason(exc)
 
 
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read an audio file as float32 ``(channels, n_samples)`` and its sample rate.
 
-    Every file libsndfile reads completely is read (any WAV subtype, WAVE_FORMAT_EXTENSIBLE, RF64,
-    W64, odd-sized chunks, streaming writers' placeholder sizes). Unreadable, corrupt, truncated
-    (:func:`_truncation`), empty or non-finite files raise AudioError naming the file and the reason.
+    Every file libsndfile reads is read completely (any WAV subtype, WAVE_FORMAT_EXTENSIBLE, RF64,
+    W64, odd-sized chunks, streaming writers' placeholder sizes, FLAC and Ogg of unknown length:
+    :class:`AudioStream`). Unreadable, corrupt, truncated (:func:`_truncation`), empty or
+    non-finite files raise AudioError naming the file and the reason.
     """
-    try:
-        with sf.SoundFile(str(path)) as fh:
-            reason = _truncation(fh.extra_info)
-            if reason is None:
-                data = _read_all(fh)
-            sample_rate = fh.samplerate
-    except (sf.SoundFileError, RuntimeError, OSError, ValueError) as exc:
-        raise AudioError(f"{path}: cannot read audio ({exc})") from exc
-    if reason is not None:
-        raise AudioError(f"{path}: {reason}")
-    if data.shape[0] == 0:
-        raise AudioError(f"{path}: the file holds no audio samples")
-    if not np.isfinite(data).all():
-        raise AudioError(f"{path}: the audio holds non-finite samples (NaN or inf)")
-    return np.ascontiguousarray(data.T), int(sample_rate)
+    with AudioStream(path) as stream:
+        blocks = list(stream.blocks())
+        sample_rate = stream.samplerate
+    data = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+    return np.ascontiguousarray(data.T), sample_rate
 
 
 def to_mono(y: np.ndarray) -> np.ndarray:
@@ -148,6 +219,60 @@ def resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return _fix_length(np.ascontiguousarray(out), resampled_length(y.shape[-1], sr_in, sr_out))
 
 
+class StreamResampler:
+    """:func:`resample` of a mono signal given block by block, in memory bounded by the block.
+
+    soxr's streaming resampler (``soxr.ResampleStream``, HQ, float32) with the same length rule
+    as :func:`resample`: :meth:`push` returns the output samples ready so far, never more than
+    ``ceil(n_in * sr_out / sr_in)`` of the input pushed so far; :meth:`finish` flushes soxr's
+    filter delay and crops or zero-pads the total to ``resampled_length(n_in, sr_in, sr_out)``.
+    The concatenated output equals ``resample(whole signal, sr_in, sr_out)`` (soxr gives the same
+    samples streamed or in one call; ``tests/test_audio.py`` checks it for several block sizes).
+    ``sr_in == sr_out`` passes blocks through unchanged.
+    """
+
+    def __init__(self, sr_in: int, sr_out: int):
+        if sr_in <= 0 or sr_out <= 0:
+            raise AudioError(f"resample: sample rates must be positive, got {sr_in} -> {sr_out}")
+        self.sr_in, self.sr_out = int(sr_in), int(sr_out)
+        self.n_in = self.n_out = 0
+        self._held = np.zeros(0, np.float32)  # output soxr gave beyond the length allowed so far
+        self._soxr = (soxr.ResampleStream(sr_in, sr_out, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+                      if sr_in != sr_out else None)
+
+    def _emit(self, y: np.ndarray, limit: int) -> np.ndarray:
+        if len(self._held):
+            y = np.concatenate([self._held, y])
+        take = max(0, min(len(y), limit - self.n_out))
+        out, self._held = y[:take], y[take:]
+        self.n_out += take
+        return out
+
+    def push(self, y: np.ndarray) -> np.ndarray:
+        """Resample the next float32 1-D block; returns the output ready so far (possibly empty)."""
+        y = np.ascontiguousarray(y, dtype=np.float32)
+        if y.ndim != 1:
+            raise AudioError(f"resample: expected a 1-D block, got shape {y.shape}")
+        self.n_in += len(y)
+        if self._soxr is None:
+            self.n_out += len(y)
+            return y
+        out = self._soxr.resample_chunk(y, last=False)
+        return self._emit(out, resampled_length(self.n_in, self.sr_in, self.sr_out))
+
+    def finish(self) -> np.ndarray:
+        """The rest of the output: soxr's delayed samples, cropped or zero-padded to the length rule."""
+        if self._soxr is None:
+            return np.zeros(0, np.float32)
+        total = resampled_length(self.n_in, self.sr_in, self.sr_out)
+        out = self._emit(self._soxr.resample_chunk(np.zeros(0, np.float32), last=True), total)
+        self._held = np.zeros(0, np.float32)
+        if self.n_out < total:
+            out = np.concatenate([out, np.zeros(total - self.n_out, np.float32)])
+            self.n_out = total
+        return out
+
+
 def _fix_length(y: np.ndarray, n: int) -> np.ndarray:
     """Zero-pad or crop the last axis to ``n`` samples."""
     if y.shape[-1] == n:
@@ -160,9 +285,9 @@ def _fix_length(y: np.ndarray, n: int) -> np.ndarray:
 
 def _info(path: str | os.PathLike) -> sf._SoundFileInfo:
     try:
-        return sf.info(str(path))
+        return sf.info(_libsndfile_name(path))
     except (sf.SoundFileError, RuntimeError, OSError, ValueError) as exc:
-        raise AudioError(f"{path}: cannot read the audio header ({exc})") from exc
+        raise AudioError(f"{path}: cannot read the audio header ({_reason(exc)})") from exc
 
 
 def needs_conversion(path: str | os.PathLike, sample_rate: int = 44100) -> bool:
@@ -176,7 +301,7 @@ def _is_valid_conversion(source: Path, target: Path, sample_rate: int) -> bool:
     try:
         if target.stat().st_mtime < source.stat().st_mtime:
             return False
-        info = sf.info(str(target))
+        info = sf.info(_libsndfile_name(target))
     except (sf.SoundFileError, RuntimeError, OSError, ValueError):
         return False
     if info.samplerate != sample_rate or info.channels != 1 or _truncation(info.extra_info):
@@ -190,7 +315,7 @@ def convert_file(source: str | os.PathLike, target: str | os.PathLike, sample_ra
     y, sr = read_audio(source)
     y = resample(to_mono(y), sr, sample_rate)
     with atomic_path(target) as tmp:
-        sf.write(str(tmp), y, sample_rate, subtype="FLOAT", format="WAV")
+        sf.write(_libsndfile_name(tmp), y, sample_rate, subtype="FLOAT", format="WAV")
 
 
 def _prepare_one(source: str, target: str, sample_rate: int) -> tuple[str, str]:

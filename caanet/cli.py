@@ -21,6 +21,7 @@ from caanet import __version__
 EXIT_OK, EXIT_USER, EXIT_USAGE = 0, 1, 2
 FORMATS = ("table", "csv", "json", "dcase")
 PROGRESS_MIN_FILES = 8  # a progress bar from this many files on (stderr only, and only on a terminal)
+BATCH_DEFAULT = 4  # caanet.inference.DEFAULT_BATCH (not imported here: --help does not load torch; a test checks)
 
 DESCRIPTION = """\
 Use a trained CAA-Net (Ren et al., IEEE TMM 2020) on audio recordings.
@@ -37,15 +38,19 @@ exit status: 0 success; 1 a bad file, model or option value (one message naming 
 PREDICT_HELP = """\
 Classify recordings: the scene (and, for multi-task models, the recording device).
 
-Any WAV or FLAC file (any sample rate, channel count and bit depth) is read, averaged to mono and
-resampled (soxr HQ) to the model's rate, exactly as the pipeline prepares its data. A recording
-longer than the model's clip length is classified in consecutive windows of that length (the last
-window ends at the recording's end) and its result is the mean of the windows' log-probabilities;
-a shorter one is zero-padded at the end, as the feature cache pads.
+Any file libsndfile reads (WAV, FLAC, MP3, Ogg Vorbis/Opus, AIFF, ...: any sample rate, channel
+count and bit depth; also a FIFO, and - for standard input) is read block by block to the end of
+its stream, averaged to mono and resampled (soxr HQ) to the model's rate, exactly as the
+pipeline prepares its data; memory does not grow with the recording's length. A recording longer
+than the model's clip length is classified in consecutive windows of that length (the last window
+ends at the recording's end) and its result is the mean of the windows' log-probabilities; a
+shorter one is zero-padded at the end, as the feature cache pads.
 
-AUDIO may be files, folders (searched recursively for .wav/.flac) and glob patterns (quote them).
-A file that cannot be used is reported on stderr naming it; the others still run; the exit
-status is then 1."""
+AUDIO may be files (any name; one starting with - goes after --), folders and glob patterns
+(quote them). A folder is searched recursively: files with an audio suffix (.wav, .flac, .mp3,
+.ogg, .opus, .aiff, ...) are classified, and any other file libsndfile opens too; the rest (text,
+images, FIFOs, broken links) are named on stderr as skipped, which is not an error. A file that
+cannot be used is reported on stderr naming it; the others still run; the exit status is then 1."""
 
 EXPLAIN_HELP = """\
 Draw the paper's Fig. 7 for one recording: its log-mel spectrogram and, below it, where the model
@@ -119,8 +124,8 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
                    help="the recording device of the audio (required by teacher-forcing models, which take it as input)")
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="torch threads (default: 1 per worker of --jobs, else torch's choice)")
-    p.add_argument("--batch-size", type=_positive_int, default=16, metavar="N",
-                   help="windows per forward pass (default: %(default)s)")
+    p.add_argument("--batch-size", type=_positive_int, default=BATCH_DEFAULT, metavar="N",
+                   help="windows per forward pass; memory grows with it, speed hardly (default: %(default)s)")
 
 
 
@@ -149,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("explain", help="draw Fig. 7 (attention / class activation map) for one recording",
                        description=EXPLAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("model", metavar="MODEL", help="a model.pt written by the workflow, or an authors' checkpoint")
-    e.add_argument("audio", metavar="AUDIO", help="one WAV or FLAC file")
+    e.add_argument("audio", metavar="AUDIO", help="one recording (any file libsndfile reads)")
     e.add_argument("-o", "--output", metavar="OUT.png", required=True, help="the figure (.png, .pdf or .svg)")
     cls = e.add_mutually_exclusive_group()
     cls.add_argument("--class", dest="class_name", metavar="NAME", help="explain this scene instead of the predicted one")
@@ -200,20 +205,54 @@ def _torch_threads(threads):
 
 
 def _write_output(text: str, output: str | None) -> None:
+    """``text`` as UTF-8 to stdout or atomically to ``output``; a file name that is not UTF-8 (held
+    with surrogate escapes, as Python decodes it) is written as its own bytes."""
+    data = text.encode("utf-8", "surrogateescape")
     if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        buffer = getattr(sys.stdout, "buffer", None)
+        if buffer is None:  # a text-only stream (tests redirect stdout to a StringIO)
+            sys.stdout.write(text)
+        else:
+            sys.stdout.flush()
+            buffer.write(data)
+            buffer.flush()
         return
-    from caanet.io import write_text_atomic
+    from caanet.io import atomic_path
 
     try:
-        write_text_atomic(output, text)
+        with atomic_path(output) as tmp:
+            tmp.write_bytes(data)
     except OSError as e:
-        raise UserError(f"{output}: cannot write ({e.strerror or e})") from None
+        raise UserError(f"{printable(output)}: cannot write ({e.strerror or e})") from None
+
+
+def printable(text: str) -> str:
+    """``text`` on one line: control characters (a newline in a file name) escaped as ``\\n``,
+    ``\\t``, ``\\xNN``, and bytes that are not UTF-8 (surrogate escapes) as ``\\xNN``."""
+    out = []
+    for ch in str(text):
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte of a file name
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\r")
+        elif code < 0x20 or 0x7F <= code < 0xA0 or 0xD800 <= code <= 0xDFFF:
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def _err(message: str) -> None:
-    print(f"caanet: error: {message}", file=sys.stderr)
+    print(f"caanet: error: {printable(message)}", file=sys.stderr)
+
+
+def _note(message: str) -> None:
+    print(f"caanet: {printable(message)}", file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------------------ predict
@@ -277,7 +316,7 @@ def format_records(records: list[dict], fmt: str, top_k: int, mf, meta: dict) ->
     header = ["file", "scene", "p", f"top {top_k}"] + (["device", "p(device)"] if multi else [])
     rows = []
     for r in records:
-        row = [r["file"], r["scene"], f"{r['probability']:.3f}",
+        row = [printable(r["file"]), r["scene"], f"{r['probability']:.3f}",
                ", ".join(f"{t['scene']} {t['probability']:.2f}" for t in r["top"])]
         if multi:
             row += [r["device"], f"{r['device_probability']:.3f}"]
@@ -295,13 +334,17 @@ def cmd_predict(args) -> int:
 def _predict(args) -> int:
     from tqdm import tqdm
 
-    from caanet.inference import Predictor, expand_audio_paths, predict_files
+    from caanet.inference import Predictor, predict_files
+    from caanet.inputs import expand_audio_paths
 
     mf = _load_model(args)
     predictor = Predictor(mf, device_label=args.device, batch_size=args.batch_size)
     if args.top_k > len(mf.scene_labels):
         raise UserError(f"--top-k {args.top_k}: the model has only {len(mf.scene_labels)} scenes")
-    paths, problems = expand_audio_paths(args.audio)
+    inputs = expand_audio_paths(args.audio)
+    paths, problems = inputs.paths, inputs.problems
+    for path, reason in inputs.skipped:
+        _note(f"skipped {path}: {reason}")
     if args.format == "dcase":  # names DCASE's format cannot hold are refused before any file is classified
         from caanet.dcase_format import check_filenames
 
@@ -354,7 +397,7 @@ def _explain(args) -> int:
     mf = _load_model(args)
     map_kind(mf.config.pooling)
     predictor = Predictor(mf, device_label=args.device, batch_size=args.batch_size)
-    if not Path(args.audio).is_file():
+    if not os.path.exists(args.audio) or os.path.isdir(args.audio):
         raise UserError(f"{args.audio}: no such file")
     ex = explain_clip(predictor, args.audio, class_name=args.class_name, top_k=args.top_k)
     try:
@@ -444,7 +487,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits with 2 on a usage error
     try:
-        return COMMANDS[args.command](args)
+        with _names_as_bytes_on_stdout():
+            return COMMANDS[args.command](args)
     except (UserError, CaanetError) as e:
         _err(str(e))
         return EXIT_USER
@@ -453,6 +497,23 @@ def main(argv=None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+
+
+@contextlib.contextmanager
+def _names_as_bytes_on_stdout():
+    """stdout writes a file name that is not UTF-8 (held with surrogate escapes) as its own bytes, as
+    :func:`_write_output` does, instead of failing with UnicodeEncodeError under a strict locale;
+    restored afterwards (``main`` may be called in-process)."""
+    stream = sys.stdout
+    errors = getattr(stream, "errors", None)
+    if errors is None or not hasattr(stream, "reconfigure"):
+        yield
+        return
+    stream.reconfigure(errors="surrogateescape")
+    try:
+        yield
+    finally:
+        stream.reconfigure(errors=errors)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -245,6 +245,70 @@ def is_reference_checkpoint(obj: dict) -> bool:
     return isinstance(sd, dict) and any(str(k).removeprefix("module.").startswith("emb.") for k in sd)
 
 
+def _refuse(path, key: str, what: str) -> ConfigError:
+    """The one form of a model file's inconsistency: ``<file>: key '<key>': <what>``."""
+    return ConfigError(f"{path}: key '{key}': {what}")
+
+
+def check_labels(path, key: str, labels, *, n_outputs: int | None, layer: str) -> list[str]:
+    """``labels`` as a list of str, refused (ConfigError ``<file>: key '<key>': ...``) unless they are a
+    list of distinct non-empty strings, ``n_outputs`` of them when given (one per output of ``layer``)."""
+    if not isinstance(labels, (list, tuple)):
+        raise _refuse(path, key, f"must be a list of names, got {type(labels).__name__}")
+    bad = [x for x in labels if not isinstance(x, str) or not x.strip()]
+    if bad:
+        raise _refuse(path, key, f"every label must be a non-empty string, got {bad[0]!r}")
+    dup = sorted({x for x in labels if list(labels).count(x) > 1})
+    if dup:
+        raise _refuse(path, key, f"duplicate label(s) {dup}")
+    if n_outputs is not None and len(labels) != n_outputs:
+        raise _refuse(path, key, f"{len(labels)} label(s) {list(labels)} for the {n_outputs} outputs of {layer}")
+    return list(labels)
+
+
+def check_statistics(path, mean, std, n_mels: int, *, keys=("norm_mean", "norm_std")) -> tuple[np.ndarray, np.ndarray]:
+    """The per-mel normalisation as float32 ``(n_mels,)`` arrays, refused unless both have that shape,
+    are finite, and ``std > 0``."""
+    out = []
+    for key, value in zip(keys, (mean, std)):
+        a = np.asarray(value, dtype=np.float32)
+        if a.shape != (n_mels,):
+            raise _refuse(path, key, f"must be {n_mels} values (one per mel bin), got shape {list(a.shape)}")
+        if not np.isfinite(a).all():
+            raise _refuse(path, key, f"holds non-finite values (NaN or inf) at mel bin(s) "
+                                     f"{np.flatnonzero(~np.isfinite(a))[:8].tolist()}")
+        out.append(a)
+    if not (out[1] > 0).all():
+        raise _refuse(path, keys[1], f"must be > 0, got {float(out[1].min())} at mel bin {int(np.argmin(out[1]))}")
+    return out[0], out[1]
+
+
+def check_weights(path, state_dict, *, key: str = "state_dict") -> None:
+    """Refuse a state dict holding a non-finite (NaN or inf) floating-point value, naming the tensor."""
+    for name, t in state_dict.items():
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise _refuse(path, f"{key}.{name}", f"holds {int((~torch.isfinite(t)).sum())} non-finite value(s) "
+                                                 "(NaN or inf)")
+
+
+def check_device_labels(path, cfg, device_labels, unseen_labels, *, key: str = "device_labels") -> tuple[list, list]:
+    """Device labels for the model's device input/output: one per device of CNN-d's output layer
+    (``predicted``) or of the one-hot conditioning (``oracle``), none missing, no duplicate (also
+    among the unseen devices); any list for an unconditioned model."""
+    n = cfg.n_devices if cfg.device_source != "none" else None
+    layer = ("CNN-d's device output layer" if cfg.device_source == "predicted"
+             else "the device conditioning (one-hot input)")
+    if n is not None and isinstance(device_labels, (list, tuple)) and not device_labels:
+        raise _refuse(path, key, f"no device labels for a model with device source {cfg.device_source!r}, "
+                                 f"whose {layer} has {n} devices")
+    devices = check_labels(path, key, device_labels, n_outputs=n, layer=layer)
+    unseen = check_labels(path, "unseen_device_labels", list(unseen_labels or []), n_outputs=None, layer="")
+    both = sorted(set(devices) & set(unseen))
+    if both:
+        raise _refuse(path, "unseen_device_labels", f"label(s) {both} are also among device_labels")
+    return devices, unseen
+
+
 def load_model_file(path) -> ModelFile:
     """Load a self-describing ``model.pt`` (weights_only) into a :class:`ModelFile`; ``path`` may also
     be a cell's output folder holding one.
@@ -283,18 +347,17 @@ def load_model_file(path) -> ModelFile:
         model.load_state_dict(obj["state_dict"], strict=True)
     except RuntimeError as e:
         raise ConfigError(f"{path}: the weights do not fit its model_config ({str(e).splitlines()[0]})") from None
-    mean = np.asarray(obj["norm_mean"], dtype=np.float32)
-    std = np.asarray(obj["norm_std"], dtype=np.float32)
-    if mean.shape != (params.n_mels,) or std.shape != (params.n_mels,) or not (std > 0).all():
-        raise ConfigError(f"{path}: norm_mean/norm_std must be {params.n_mels} values (std > 0), got shapes "
-                          f"{mean.shape}/{std.shape}")
     if params.n_frames != cfg.input_shape[0] or params.n_mels != cfg.input_shape[1]:
         raise ConfigError(f"{path}: feature_params give ({params.n_frames}, {params.n_mels}) frames x mels, the "
                           f"model_config.input_shape is {list(cfg.input_shape)}")
+    check_weights(path, obj["state_dict"])
+    mean, std = check_statistics(path, obj["norm_mean"], obj["norm_std"], params.n_mels)
+    scenes = check_labels(path, "scene_labels", obj["scene_labels"], n_outputs=cfg.n_classes,
+                          layer="the scene output layer")
+    devices, unseen = check_device_labels(path, cfg, obj["device_labels"], obj.get("unseen_device_labels"))
     return ModelFile(
         path=path, kind="caanet", model=model.eval(), config=cfg, params=params, mean=mean, std=std,
-        scene_labels=list(obj["scene_labels"]), device_labels=list(obj["device_labels"]),
-        unseen_device_labels=list(obj.get("unseen_device_labels") or []),
+        scene_labels=scenes, device_labels=devices, unseen_device_labels=unseen,
         fidelity=str(obj["fidelity"]), cell_id=obj.get("cell_id"), spec=obj.get("spec"),
         train_config=obj.get("train_config"), caanet_version=obj.get("caanet_version"),
         code_version=obj.get("code_version"), training=obj.get("training") or {},
@@ -329,9 +392,14 @@ def load_reference_model(path, *, network: str, pooling: str | None = None, stra
         raise ConfigError(f"{path}: an authors' checkpoint holds no normalisation statistics; pass --norm-from "
                           "a feature cache (.h5) of the data it was trained on")
     mean, std, params, scenes, devices = normalisation_from_cache(norm_from)
+    mean, std = check_statistics(norm_from, mean, std, params.n_mels, keys=("logmel (training split's per-mel mean)",
+                                                                           "logmel (training split's per-mel std)"))
+    scenes = check_labels(norm_from, "scene_labels", scenes, n_outputs=None, layer="")
+    devices = check_labels(norm_from, "device_labels", devices, n_outputs=None, layer="")
     model = load_reference_state_dict(
         str(path), network=network, pooling=pooling, strategy=strategy, cond_layer=cond_layer,
         n_classes=len(scenes), n_devices=len(devices), input_shape=(params.n_frames, params.n_mels))
+    check_weights(path, model.state_dict())
     return ModelFile(path=path, kind="reference", model=model.eval(), config=model.config, params=params,
                      mean=mean, std=std, scene_labels=scenes, device_labels=devices, fidelity="reference",
                      cell_id=None, training={"norm_from": str(norm_from)})
@@ -347,6 +415,7 @@ def is_model_file(path) -> bool:
     return head.startswith(b"PK") or head[:2] == b"\x80\x02"
 
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ModelFile", "is_model_file", "is_reference_checkpoint", "load_model_file",
+__all__ = ["FORMAT", "FORMAT_VERSION", "ModelFile", "check_device_labels", "check_labels", "check_statistics",
+           "check_weights", "is_model_file", "is_reference_checkpoint", "load_model_file",
            "load_reference_model", "model_payload", "normalisation_from_cache", "save_model_file",
            "training_summary", "write_training_model_file"]

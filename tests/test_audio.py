@@ -267,3 +267,35 @@ def test_a_missing_frame_is_still_truncation(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(AudioError, match=r"clip.wav: truncated: the header declares 2004 bytes.*holds 2002"):
         read_audio(path)
+
+
+def test_read_audio_takes_any_name_and_reads_to_the_end_of_the_stream(tmp_path):
+    """A name with bytes that are not UTF-8 reaches libsndfile unchanged, and a FLAC whose STREAMINFO
+    gives no length (libsndfile: SF_COUNT_MAX frames) is read to its end, in the pipeline's reader too."""
+    y = np.stack([sine(440, 8000, 0.5), sine(660, 8000, 0.5)])
+    name = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.flac")
+    sf.write(os.fsencode(name), y.T, 8000, subtype="PCM_16", format="FLAC")
+    want, _ = read_audio(name)
+    raw = bytearray(open(os.fsencode(name), "rb").read())
+    raw[8 + 13] &= 0xF0  # STREAMINFO's 36-bit total-samples field: 0, unknown
+    raw[8 + 14:8 + 18] = b"\0\0\0\0"
+    streamed = tmp_path / "streamed.flac"
+    streamed.write_bytes(bytes(raw))
+    assert sf.info(str(streamed)).frames == 2**63 - 1
+    got, rate = read_audio(streamed)
+    assert rate == 8000 and got.shape == (2, 4000)
+    np.testing.assert_array_equal(got, want)
+    target = os.fsdecode(os.fsencode(tmp_path) + b"/out \xff/x.wav")
+    from caanet.audio import convert_file
+
+    convert_file(name, target, 16000)
+    assert read_audio(target)[0].shape == (1, 8000)
+
+
+def test_a_header_declaring_no_data_is_named_as_such(tmp_path):
+    """A recorder stopped before it wrote the sizes leaves data 0: libsndfile reads 0 frames."""
+    path, raw = _pcm16(tmp_path)
+    _set_u32(raw, b"data", 0)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(AudioError, match=r"clip.wav: the file holds no audio samples \(its header declares 0 bytes"):
+        read_audio(path)

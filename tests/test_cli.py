@@ -175,7 +175,7 @@ def test_bad_inputs_exit_1_naming_the_file_and_the_rest_still_run(tmp_path, worl
     assert out["file"].tolist() == [good]
     (tmp_path / "empty").mkdir()
     rc, out, err = call_cli("predict", world["models"]["trained"], tmp_path / "empty", str(tmp_path / "*.flac"), good)
-    assert rc == 1 and "empty: folder holds no" in err and "*.flac: no file matches" in err
+    assert rc == 1 and "empty: the folder holds no audio" in err and "*.flac: no file matches" in err
     assert good in out
 
 
