@@ -92,6 +92,27 @@ def conditioning_input(device: torch.Tensor, n_devices: int, unseen: str | None 
     return replace_unseen_rows(one_hot, is_unseen, unseen)
 
 
+POSTERIOR_TEMPERATURE = 1.0
+POSTERIOR_STRAIGHT_THROUGH = False
+
+
+def posterior_input(device_logprob: torch.Tensor, *, temperature: float | None = None,
+                    straight_through: bool | None = None) -> torch.Tensor:
+    """Eq. 1's device vector from CNN-d's log-probabilities ``(batch, n_devices)``, differentiable
+    (strategies ``multi_task_posterior``, ``multi_task_learned_posterior``; beyond the paper).
+
+    ``softmax(device_logprob / temperature)`` (float32), no detach: the scene loss reaches CNN-d.
+    ``straight_through``: the forward value is the argmax one-hot, the gradient the softmax's.
+    """
+    t = POSTERIOR_TEMPERATURE if temperature is None else float(temperature)
+    st = POSTERIOR_STRAIGHT_THROUGH if straight_through is None else bool(straight_through)
+    soft = torch.softmax(device_logprob.float() / t, dim=1)
+    if not st:
+        return soft
+    hard = device_one_hot(soft.detach().argmax(dim=1), soft.shape[1], soft.dtype, check=False)
+    return hard + soft - soft.detach()
+
+
 def replace_unseen_rows(one_hot: torch.Tensor, is_unseen: torch.Tensor, unseen: str) -> torch.Tensor:
     """``one_hot`` ``(batch, N)`` with the rows where ``is_unseen`` ``(batch,)`` holds set to zeros or 1/N."""
     if unseen not in REPLACING_POLICIES:
