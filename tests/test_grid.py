@@ -578,3 +578,20 @@ def test_seen_and_unseen_means_against_hand_computation():
                                  reference_device="a", unseen_devices={"tiny2020": UNSEEN3})
     assert set(plain["device"]) == {"a", "b", "c", "avg", "bc"}
     assert pick(plain, device="avg")["acc_mean"] == pytest.approx(40.0)
+
+
+def test_default_presets_table4_has_three_seeds_of_every_strategy_and_holds_out_everywhere():
+    """Issue 17: Table IV of the default preset has >= 3 seeds and both conditionings (argmax and posterior)
+    of both lambda rules; every dataset of the default grid holds its validation clips out of every cell."""
+    import yaml
+
+    from caanet.config import resolve
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    preset = resolve({**config, "preset": "default"})
+    cells = grid.table4_cells(preset, {row: 2 for row in grid.TABLE3_ROWS})
+    assert {c.seed for c in cells} == {0, 1, 2}
+    assert {c.strategy for c in cells} >= {"multi_task", "multi_task_learned", "multi_task_posterior",
+                                           "multi_task_learned_posterior"}
+    assert len(cells) == 3 * 3 * (6 + 6)
+    assert all(grid.holds_validation(preset, d) for d in ("embedded2018", "embedded2019", "embedded2020"))
