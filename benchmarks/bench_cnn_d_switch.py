@@ -48,7 +48,9 @@ def cache_path(preset: dict, dataset: str) -> Path:
 def step_flops(preset: dict, dataset: str, row: tuple[str, str], layer: int, device_channels, strategy: str) -> int:
     fp = feature_params(preset, dataset)
     cfg = train_config(train_settings(preset), preset["name"])
-    spec = CellSpec(dataset, row[0], row[1], strategy, cond_layer=layer if strategy != "joint" else None)
+    conditional = strategy not in ("joint", "single_device")
+    spec = CellSpec(dataset, row[0], row[1], strategy, cond_layer=layer if conditional else None,
+                    device="a" if strategy == "single_device" else None)
     n_seen = len(grid.seen_devices_of(preset, dataset))
     mc = ModelConfig.from_spec(spec, n_classes=len(scene_labels(preset, dataset)), n_devices=n_seen,
                                channels=cfg.channels, device_channels=device_channels,
@@ -115,6 +117,21 @@ def main(argv=None) -> int:
         print(f"  device_channels {dc}: CNN-d adds {cnn_d / 1e6:.1f} MFLOP per step; multi_task / joint "
               f"step FLOPs over the {len(rows)} rows: mean {mean_ratio:.3f}, "
               f"min {min(m / j for _, m, j in extra):.3f}, max {max(m / j for _, m, j in extra):.3f}")
+    print("\nthe whole default run's training FLOPs (every cell x iterations; Table I's layers taken as 1):")
+    layers = {row: 1 for row in rows}
+    cells = grid.all_cells(preset, layers)
+    for dc in args.widths:
+        total = cnn_d_total = 0
+        n_cnn_d = 0
+        for c in cells:
+            f = step_flops(preset, c.dataset, (c.topology, c.pooling), c.cond_layer or 1, dc, c.strategy)
+            total += f * base.iterations
+            if c.device_source == "predicted":
+                n_cnn_d += 1
+                cnn_d_total += (f - step_flops(preset, c.dataset, (c.topology, c.pooling), c.cond_layer, dc,
+                                               "teacher_forcing")) * base.iterations
+        print(f"  device_channels {dc}: {len(cells)} cells, {total / 1e12:.2f} TFLOP; CNN-d in {n_cnn_d} cells: "
+              f"{cnn_d_total / 1e12:.2f} TFLOP ({100 * cnn_d_total / total:.1f} %)")
     return 0
 
 

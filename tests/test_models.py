@@ -381,3 +381,26 @@ def test_roi_heads_accept_sizes_not_divisible_by_the_region():
     assert model(torch.randn(2, 40, 20)).scene.shape == (2, 10)
     att = build_model(ModelConfig("cnn_nopool", "roi_att", channels=(4, 8, 8, 16), input_shape=(40, 20)))
     assert att(torch.randn(1, 40, 20)).attention.shape == (1, 10, 3, 2)
+
+
+def test_posterior_input_by_hand():
+    """log-probabilities log([0.7, 0.2, 0.1]): the posterior is [0.7, 0.2, 0.1] (the default: temperature 1,
+    no straight-through); at temperature 0.5 it is p**2 / sum(p**2); straight-through forwards the one-hot
+    and back-propagates the softmax's gradient."""
+    from caanet.models.conditioning import POSTERIOR_STRAIGHT_THROUGH, POSTERIOR_TEMPERATURE, posterior_input
+
+    assert (POSTERIOR_TEMPERATURE, POSTERIOR_STRAIGHT_THROUGH) == (1.0, False)
+    p = torch.tensor([[0.7, 0.2, 0.1]])
+    logp = p.log().requires_grad_(True)
+    torch.testing.assert_close(posterior_input(logp), p)
+    torch.testing.assert_close(posterior_input(logp, temperature=0.5), p**2 / (p**2).sum())
+    weights = torch.tensor([[1.0, -2.0, 0.5]])
+    (posterior_input(logp) * weights).sum().backward()
+    soft_grad = logp.grad.clone()
+    logp.grad = None
+    st = posterior_input(logp, straight_through=True)
+    assert st.tolist() == [[1.0, 0.0, 0.0]]
+    (st * weights).sum().backward()
+    torch.testing.assert_close(logp.grad, soft_grad)
+    # d/dz_j sum_i w_i softmax(z)_i = p_j (w_j - sum_i w_i p_i)
+    torch.testing.assert_close(soft_grad, p * (weights - (weights * p).sum()))
