@@ -222,6 +222,23 @@ def test_hold_validation_gives_every_cell_the_same_training_clips(tiny_cache, tm
     assert not (tmp_path / "z").exists()
 
 
+def test_a_cell_that_only_holds_the_split_out_may_find_none_of_its_device(tiny_cache, monkeypatch):
+    """When the validation locations hold no clip of device b, the single-device cell of b told to hold the
+    split out trains on all of b's clips (as the joint cell does); one that uses the split (best_val) is
+    refused."""
+    from caanet.data import loader
+
+    real = loader.validation_split_filenames
+    monkeypatch.setattr(loader, "validation_split_filenames",
+                        lambda cache, fraction, seed: {f for f in real(cache, fraction, seed) if f.endswith("-a.wav")})
+    one = training.prepare_data(tiny_cache, spec("cnn_pool-max-single_device-b"), tiny_cfg(), hold_validation=True)
+    assert one.val_idx.size == 0 and one.train_idx.size == len(one.train)
+    joint = training.prepare_data(tiny_cache, spec("cnn_pool-max-joint"), tiny_cfg(), hold_validation=True)
+    assert 0 < joint.val_idx.size and (joint.train.device[joint.train_idx] == 1).sum() == len(one.train)
+    with pytest.raises(TrainingError, match="no validation clips"):
+        training.prepare_data(tiny_cache, spec("cnn_pool-max-single_device-b"), tiny_cfg(selection="best_val"))
+
+
 def test_validation_share_is_equal_for_every_device():
     """DCASE 2018 Task 1B's shape: device A at every location, B and C (parallel, few clips) at a third
     of them. Each device loses the same share (within one location's worth), every scene is held out."""

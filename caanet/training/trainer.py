@@ -118,14 +118,16 @@ def prepare_data(features, spec: CellSpec, cfg: TrainConfig, *, score_validation
                  hold_validation: bool = False) -> CellData:
     """Load the cell's clips (one device's for ``single_device``), carve the validation split (only where
     :func:`~caanet.training.config.needs_validation`: the cell uses one, or ``hold_validation``), fit and
-    apply the per-mel-bin normalisation (:func:`caanet.data.loader.prepare_cell_data`). ``features``: the
-    cache's path or an open cache."""
+    apply the per-mel-bin normalisation (:func:`caanet.data.loader.prepare_cell_data`). A cell that only
+    holds the split out (``hold_validation``) may find none of its device's clips in it (a single-device
+    cell): it then trains on all of them, like the others of its dataset. ``features``: the cache's path
+    or an open cache."""
     fid = get_fidelity(spec.fidelity)
+    uses = needs_validation(spec, cfg, fid, score_validation=score_validation)
     with open_cache(features) as cache:
         return prepare_cell_data(
             cache, cell_id=spec.cell_id, devices=[spec.device] if spec.strategy == "single_device" else None,
-            hold_out_validation=needs_validation(spec, cfg, fid, score_validation=score_validation,
-                                                 hold_validation=hold_validation),
+            hold_out_validation=uses or bool(hold_validation), require_validation=uses,
             val_fraction=cfg.val_fraction, seed=spec.seed)
 
 
