@@ -198,7 +198,8 @@ def load_reference_state_dict(
 
     ``network``: ``cnn_pool``/``cnn_nopool``/``atrous`` (then ``pooling`` is required) or a reference
     class name such as ``CnnAtrous_Attention``. ``strategy`` picks the device source
-    (multi_task: CNN-d; teacher_forcing: oracle; joint/single_device: none). Every reference key must
+    (multi_task: CNN-d; teacher_forcing: oracle; joint/single_device: none) and, for CNN-d, the device
+    input (the authors': argmax; the posterior strategies' weights, exported by caanet, load too). Every reference key must
     be used and every parameter filled, else :class:`ConfigError` lists the missing/unexpected keys;
     only buffers PyTorch 0.4.0 did not write may be missing (:func:`missing_keys_allowed`).
     """
@@ -218,6 +219,7 @@ def load_reference_state_dict(
         n_devices=n_devices,
         cond_layer=cond_layer,
         device_source=source,
+        device_input=STRATEGY_REGISTRY[strategy].device_input,
         input_shape=tuple(input_shape),
         fidelity="reference",
         **_infer_widths(sd),

@@ -92,7 +92,7 @@ def window_maps(predictor: Predictor, x: np.ndarray) -> tuple[np.ndarray, str]:
     if kind == "attention":
         return predictor.forward(x).attention.float().numpy(), kind
     x4 = model._check_input(xt)
-    one_hot, _ = model.device_one_hot(x4, predictor._device_tensor(xt.shape[0]))
+    one_hot, _ = model.device_vector(x4, predictor._device_tensor(xt.shape[0]))
     cond = model.conditioning(one_hot) if one_hot is not None else None
     feats = model.backbone(x4, cond, cfg.cond_layer).float()
     fc = model.head.fc

@@ -34,10 +34,14 @@ Expansion (Sec. IV-C):
   reused, not retrained.
 * Table III: ``table3_rows`` on table3's dataset, conditioned at Table I's layer for the same
   (topology, pooling), as the paper does.
-* Table IV (beyond the paper): ``table3_rows`` x all five strategies (:data:`TABLE4_STRATEGIES`, the
-  learned lambda's ``multi_task_learned`` included) on table4's dataset (2020-style, with unseen
+* Table IV (beyond the paper): ``table3_rows`` x every registered strategy (:data:`TABLE4_STRATEGIES`:
+  the learned lambda's ``multi_task_learned`` and the posterior conditioning's ``multi_task_posterior``
+  and ``multi_task_learned_posterior`` included) on table4's dataset (2020-style, with unseen
   devices), conditioned at Table I's layer like Table III; ``tables.table4.seeds`` replaces
   ``seeds``/``seeds_by_pooling`` for its cells when given.
+
+Training data, like for like: when any cell on a dataset uses a validation split, every cell on it
+holds out the same one (:func:`holds_validation`, :mod:`caanet.holdout`).
 
 Single-device cells exist for the seen devices only (:func:`seen_devices_of`): a device of
 ``datasets.D.unseen_devices`` has no training clip.
@@ -85,7 +89,8 @@ TABLE3_ROWS: tuple[Row, ...] = (("cnn_pool", "att"), ("cnn_nopool", "att"), ("at
 
 TABLES = ("table1", "table2", "table3", "table4")
 TABLE4_STRATEGIES: tuple[str, ...] = STRATEGIES
-"""Table IV's columns (beyond the paper): the paper's four strategies and multi-task with the learned lambda."""
+"""Table IV's columns (beyond the paper): every registered strategy, i.e. the paper's four, multi-task with
+the learned lambda, and both multi-task rules with CNN-d's posterior as the device input."""
 DEFAULT_SEEDS = (0,)
 DEFAULT_FIDELITY = "paper"
 DEFAULT_LAYER_SELECTION = "test"
@@ -107,6 +112,11 @@ CLIP_COLUMNS = ["n_train_clips", "n_validation_clips", "validation_accuracy"]
 LOG_LOSS_COLUMNS = ["log_loss"]
 """Optional column of :func:`collect_cells`: DCASE's log loss of the device's test clips
 (``evaluation.json``'s ``log_loss.per_device``; NaN for a file written before it existed)."""
+LAMBDA_COLUMNS = ["lambda_switched_at", "device_accuracy", "device_accuracy_seen"]
+"""Optional columns of :func:`collect_cells` (NaN where absent: cells without CNN-d, older files): the
+iteration after which Eq. 2's switch set lambda low (NaN: it never fired, or the cell has no switch),
+and CNN-d's test accuracy in percent over all devices and over the seen devices (the same on each of a
+cell's device rows)."""
 POLICY_COLUMNS = ["unseen_device_policy", "bf16_autocast"]
 """Optional columns of :func:`collect_cells`: the cell's policy for test clips of unseen devices
 (``evaluation.json``'s ``unseen_device_policy``; empty where no unseen device was evaluated) and
@@ -270,6 +280,39 @@ def reference_devices(preset: Mapping | GridConfig) -> dict[str, str]:
     return _datasets(preset["datasets"])[1]
 
 
+def holds_validation(preset: Mapping, dataset: str) -> bool:
+    """Whether every cell of the preset's grid on ``dataset`` holds out a validation split (issue 17 §3:
+    like for like; :mod:`caanet.holdout`).
+
+    True when any cell of a table on ``dataset`` uses one itself
+    (:func:`caanet.holdout.cell_uses_validation`): a strategy of one of those tables whose switched
+    lambda is measured on validation (``training.lambda_on``, else the fidelity's default), every cell
+    under ``training.selection: best_val``, Table I's cells under ``grid.layer_selection: validation``.
+    All of them then hold out the same clips (same seed, same locations), so every cell of a row trains
+    on the same clips. ``preset``: the merged preset (its ``training`` mapping is read; absent keys take
+    the schema's defaults, which equal :class:`caanet.training.TrainConfig`'s). False for a dataset no
+    table uses.
+    """
+    from caanet.config import subschema
+    from caanet.fidelity import lambda_source
+    from caanet.holdout import cell_uses_validation
+
+    cfg = grid_config(preset)
+    training = dict((preset.get("training") if isinstance(preset, Mapping) else None) or {})
+    defaults = subschema("#/$defs/training")["properties"]
+    selection = training.get("selection", defaults["selection"]["default"])
+    source = lambda_source(cfg.fidelity, training.get("lambda_on", defaults["lambda_on"]["default"]))
+    scored = cfg.layer_selection == "validation" and cfg.table_datasets["table1"] == dataset
+    for table, table_dataset in cfg.table_datasets.items():
+        if table_dataset != dataset:
+            continue
+        strategies = ("teacher_forcing",) if table == "table1" else table_strategies(cfg, table)
+        if any(cell_uses_validation(s, selection=selection, lambda_source=source,
+                                    score_validation=scored and table == "table1") for s in strategies):
+            return True
+    return False
+
+
 def scores_validation(preset: Mapping | GridConfig, spec: CellSpec) -> bool:
     """Whether the cell ``spec`` must hold out and score a validation split for the layer selection:
     a Table I cell (teacher forcing on table1's dataset, a grid row and layer) under
@@ -335,7 +378,8 @@ def table1_cells(preset: Mapping | GridConfig) -> list[CellSpec]:
 
 
 def table_strategies(preset: Mapping | GridConfig, table: str) -> tuple[str, ...]:
-    """The strategy columns of ``table``: ``grid.strategies`` for Tables II/III, all five for Table IV."""
+    """The strategy columns of ``table``: ``grid.strategies`` for Tables II/III, every registered one
+    (:data:`TABLE4_STRATEGIES`) for Table IV."""
     _check_table(table)
     return TABLE4_STRATEGIES if table == "table4" else grid_config(preset).strategies
 
@@ -473,6 +517,7 @@ def _cell_rows(path: Path) -> list[dict]:
         if not isinstance(n, int) or not isinstance(k, int) or n <= 0 or not 0 <= k <= n:
             raise ResultsError(f"{where}: n = {n!r}, n_correct = {k!r} must be ints with 0 <= n_correct <= n, n > 0")
         val_acc = ev.get("validation_accuracy")
+        lam = {key: ev.get(key) for key in LAMBDA_COLUMNS}
         rows.append(dict(dataset=spec.dataset, cell_id=spec.cell_id, topology=spec.topology, pooling=spec.pooling,
                          strategy=spec.strategy, cond_layer=spec.cond_layer, device=str(device), seed=spec.seed,
                          accuracy=100.0 * float(acc), n=n, n_correct=k,
@@ -480,6 +525,10 @@ def _cell_rows(path: Path) -> list[dict]:
                          n_validation_clips=(ev.get("n_validation_clips_per_device") or {}).get(device, math.nan),
                          validation_accuracy=math.nan if val_acc is None else 100.0 * float(val_acc),
                          log_loss=_log_loss_of(ev, device, path),
+                         lambda_switched_at=math.nan if lam["lambda_switched_at"] is None
+                         else int(lam["lambda_switched_at"]),
+                         **{k: math.nan if lam[k] is None else 100.0 * float(lam[k])
+                            for k in ("device_accuracy", "device_accuracy_seen")},
                          unseen_device_policy=ev.get("unseen_device_policy"),
                          bf16_autocast=ev.get("bf16_autocast")))
     return rows
@@ -502,9 +551,9 @@ def collect_cells(eval_json_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     Columns: ``dataset, cell_id, topology, pooling, strategy, cond_layer, device, seed, accuracy, n,
     n_correct`` and :data:`CLIP_COLUMNS`: the device's training and held-out validation clips, and the
     cell's validation Avg in percent (the same on each of its device rows; NaN where none), then
-    :data:`LOG_LOSS_COLUMNS` (DCASE's log loss of the device's clips) and :data:`POLICY_COLUMNS` (the
-    unseen-device policy, empty where none applied). A file read twice, or two files of the same
-    (cell, seed), raise :class:`ResultsError`.
+    :data:`LOG_LOSS_COLUMNS` (DCASE's log loss of the device's clips), :data:`LAMBDA_COLUMNS` (when Eq. 2's
+    switch fired, CNN-d's accuracy) and :data:`POLICY_COLUMNS` (the unseen-device policy, empty where
+    none applied). A file read twice, or two files of the same (cell, seed), raise :class:`ResultsError`.
     """
     rows: list[dict] = []
     seen: dict[tuple, Path] = {}
@@ -516,10 +565,11 @@ def collect_cells(eval_json_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
             raise ResultsError(f"{path}: cell {key[1]} seed {key[2]} of {key[0]} was already read from {seen[key]}")
         seen[key] = path
         rows += cell_rows
-    df = pd.DataFrame(rows, columns=CELL_COLUMNS + CLIP_COLUMNS + LOG_LOSS_COLUMNS + POLICY_COLUMNS)
+    df = pd.DataFrame(rows, columns=CELL_COLUMNS + CLIP_COLUMNS + LOG_LOSS_COLUMNS + LAMBDA_COLUMNS + POLICY_COLUMNS)
     return df.astype({"cond_layer": "Int64", "seed": "int64", "n": "int64", "n_correct": "int64",
                       "accuracy": "float64", "n_train_clips": "float64", "n_validation_clips": "float64",
-                      "validation_accuracy": "float64", "log_loss": "float64"})
+                      "validation_accuracy": "float64", "log_loss": "float64", "lambda_switched_at": "Int64",
+                      "device_accuracy": "float64", "device_accuracy_seen": "float64"})
 
 
 def filter_cells(cells_df: pd.DataFrame, specs: Iterable[CellSpec]) -> pd.DataFrame:

@@ -107,6 +107,12 @@ class CellSpec:
         return STRATEGY_REGISTRY[self.strategy].device_source if self.strategy in STRATEGY_REGISTRY else "none"
 
     @property
+    def device_input(self) -> str | None:
+        """How CNN-d's prediction conditions the scene network (``argmax`` or ``posterior``,
+        :data:`caanet.vocab.DEVICE_INPUTS`); None for strategies without CNN-d."""
+        return STRATEGY_REGISTRY[self.strategy].device_input if self.strategy in STRATEGY_REGISTRY else None
+
+    @property
     def lambda_rule(self) -> str | None:
         """Eq. 2's lambda rule of a multi-task cell (:data:`LAMBDA_RULES`), None for other strategies."""
         return STRATEGY_REGISTRY[self.strategy].lambda_rule if self.strategy in STRATEGY_REGISTRY else None

@@ -65,13 +65,17 @@ class Strategy:
     """A training strategy (Sec. III-B, Fig. 2). ``device_source``: how the scene network gets its
     device: ``none``, the true label (``oracle``: teacher forcing) or CNN-d's prediction
     (``predicted``: multi-task); ``lambda_rule``: Eq. 2's rule of a multi-task strategy (``None``
-    otherwise); ``in_paper``: one of the paper's four columns (Tables II/III, the default grid)."""
+    otherwise); ``device_input``: how CNN-d's prediction becomes Eq. 1's device vector
+    (:data:`DEVICE_INPUTS`: ``argmax``, the paper's one-hot, through which no gradient flows, or
+    ``posterior``, CNN-d's differentiable posterior; ``None`` for strategies without CNN-d);
+    ``in_paper``: one of the paper's four columns (Tables II/III, the default grid)."""
 
     name: str
     display: str
     device_source: str = "none"
     lambda_rule: str | None = None
     in_paper: bool = True
+    device_input: str | None = None
 
     @property
     def conditional(self) -> bool:
@@ -145,18 +149,30 @@ def register_pooling(name: str, display: str, builder: str, *, roi: bool = False
 
 
 def register_strategy(name: str, display: str, *, device_source: str = "none", lambda_rule: str | None = None,
-                      in_paper: bool = True) -> Strategy:
+                      in_paper: bool = True, device_input: str | None = None) -> Strategy:
+    """Register a strategy; a CNN-d strategy (``device_source="predicted"``) needs a ``lambda_rule`` and a
+    ``device_input``, the others have neither (ValueError otherwise)."""
     if device_source not in DEVICE_SOURCES:
         raise ValueError(f"strategy {name!r}: device_source {device_source!r} is not one of {list(DEVICE_SOURCES)}")
     if lambda_rule is not None and lambda_rule not in LAMBDA_RULE_NAMES:
         raise ValueError(f"strategy {name!r}: lambda_rule {lambda_rule!r} is not one of {list(LAMBDA_RULE_NAMES)}")
-    return STRATEGY_REGISTRY.register(Strategy(name, display, device_source, lambda_rule, in_paper))
+    if device_input is not None and device_input not in DEVICE_INPUTS:
+        raise ValueError(f"strategy {name!r}: device_input {device_input!r} is not one of {list(DEVICE_INPUTS)}")
+    with_cnn_d = device_source == "predicted"
+    if with_cnn_d != (lambda_rule is not None) or with_cnn_d != (device_input is not None):
+        raise ValueError(f"strategy {name!r}: lambda_rule and device_input are given exactly for "
+                         "device_source='predicted' (CNN-d)")
+    return STRATEGY_REGISTRY.register(Strategy(name, display, device_source, lambda_rule, in_paper, device_input))
 
 
 # --- the small vocabularies ----------------------------------------------------------------------
 
 DEVICE_SOURCES = ("none", "oracle", "predicted")
 """How a scene network gets its device (``ModelConfig.device_source``)."""
+DEVICE_INPUTS = ("argmax", "posterior")
+"""How CNN-d's prediction conditions the scene network (Eq. 1's device vector): the paper's one-hot of
+its argmax (no gradient reaches CNN-d from the scene loss), or its posterior (beyond the paper:
+differentiable, so the scene loss also trains CNN-d; :func:`caanet.models.conditioning.posterior_input`)."""
 LAMBDA_RULE_NAMES = ("switch", "learned")
 """Eq. 2's lambda rules: the paper's sticky switch, or homoscedastic uncertainty weighting
 (beyond the paper: Kendall, Gal and Cipolla, CVPR 2018)."""
@@ -190,13 +206,18 @@ register_pooling("roi", "roi", "caanet.models.heads:roi_head", roi=True)
 register_pooling("att", "att", "caanet.models.heads:att_head", attention=True)
 register_pooling("roi_att", "roi+att", "caanet.models.heads:roi_att_head", roi=True, attention=True)
 
-# Sec. III-B, Fig. 2; multi_task_learned is beyond the paper (Kendall et al. 2018)
+# Sec. III-B, Fig. 2; beyond the paper: multi_task_learned (Kendall et al. 2018) and the posterior
+# conditioning of the two multi-task rules (issue 17: with the argmax, lambda acts on no shared parameter)
 register_strategy("single_device", "Single-device")
 register_strategy("joint", "Joint")
 register_strategy("teacher_forcing", "Teacher forcing", device_source="oracle")
-register_strategy("multi_task", "Multi-task", device_source="predicted", lambda_rule="switch")
+register_strategy("multi_task", "Multi-task", device_source="predicted", lambda_rule="switch", device_input="argmax")
 register_strategy("multi_task_learned", "Multi-task (learned λ)", device_source="predicted", lambda_rule="learned",
-                  in_paper=False)
+                  in_paper=False, device_input="argmax")
+register_strategy("multi_task_posterior", "Multi-task (posterior)", device_source="predicted", lambda_rule="switch",
+                  in_paper=False, device_input="posterior")
+register_strategy("multi_task_learned_posterior", "Multi-task (posterior, learned λ)", device_source="predicted",
+                  lambda_rule="learned", in_paper=False, device_input="posterior")
 
 
 # --- derived -------------------------------------------------------------------------------------

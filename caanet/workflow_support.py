@@ -88,11 +88,14 @@ def cell_spec(preset: dict, dataset: str, cell: str, seed) -> CellSpec:
 
 def train_options(preset: dict, dataset: str, cell: str, seed) -> dict:
     """The keyword options of ``train_cell`` that the preset's grid decides for this cell: whether it
-    scores a validation split for the layer selection, and the dataset's reference device."""
+    scores a validation split for the layer selection, whether it holds one out because a cell of its
+    dataset uses one (:func:`caanet.grid.holds_validation`: every cell of a dataset trains on the same
+    clips), and the dataset's reference device."""
     from caanet import grid
 
     spec = cell_spec(preset, dataset, cell, seed)
     return {"score_validation": grid.scores_validation(preset, spec),
+            "hold_validation": grid.holds_validation(preset, dataset),
             "reference_device": grid.reference_devices(preset)[dataset]}
 
 

@@ -265,6 +265,28 @@ def test_inspect_model_and_cache(world):
     assert rc == 1 and "nothing.pt" in err
 
 
+def test_posterior_model_file_round_trips_and_predicts_its_cells_predictions(tmp_path, world):
+    """A model of the posterior conditioning (beyond the paper) is written, loaded and run like any other:
+    its model file says ``device_input: posterior`` and ``predict`` reproduces the cell's predictions."""
+    spec = CellSpec.from_id("cnn_pool-att-multi_task_learned_posterior-L2", dataset="tiny", seed=0)
+    tc = TrainConfig(iterations=6, batch_size=8, channels=(2, 4, 4, 8), device_channels=(2, 4), val_fraction=0.0,
+                     checkpoint_every=6, log_every=6)
+    train_cell(world["cache"], spec, tc, tmp_path / "cell", threads=1)
+    mf = load_model_file(tmp_path / "cell" / "model.pt")
+    assert mf.config.device_input == "posterior" and mf.device_source == "predicted"
+    assert torch.load(tmp_path / "cell" / "model.pt", weights_only=True)["model_config"]["device_input"] == "posterior"
+    wavs = _test_wavs(world)
+    rc, out, err = call_cli("predict", tmp_path / "cell" / "model.pt", *wavs, "--format", "csv")
+    assert rc == 0, err
+    got = pd.read_csv(io.StringIO(out))
+    got["filename"] = [str(Path(f).relative_to(world["tmp"] / "ds")) for f in got["file"]]
+    both = pd.read_csv(tmp_path / "cell" / "predictions.csv").merge(got, on="filename", suffixes=("_cell", ""))
+    assert len(both) == len(wavs)
+    assert (both["pred_scene"] == both["scene"]).all() and (both["pred_device"] == both["device"]).all()
+    rc, out, _ = call_cli("inspect", tmp_path / "cell" / "model.pt")
+    assert rc == 0 and "multi_task_learned_posterior" in out
+
+
 # ------------------------------------------------------------------------------------ authors' checkpoints
 
 def test_authors_checkpoint_with_architecture_options(tmp_path, world):

@@ -286,6 +286,31 @@ def test_models_apply_the_policy_to_unseen_rows_only():
         ModelConfig(device_source="none", unseen_device="zero", **{**common, "cond_layer": None})
 
 
+def test_posterior_models_apply_the_policy_to_unseen_rows_only():
+    """The posterior conditioning under each unseen-device policy: ``predicted`` feeds CNN-d's posterior
+    for every clip (no device label read); ``zero``/``uniform`` replace the unseen clips' rows and keep
+    the posterior of the seen ones, still differentiable into CNN-d."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 32, 16)
+    d = torch.tensor([1, 4, 0])  # 3 seen devices; index 4 is unseen
+    common = dict(topology="cnn_pool", pooling="max", n_devices=3, cond_layer=2, channels=(2, 4, 4, 8),
+                  device_channels=(2, 4), input_shape=(32, 16), device_source="predicted", device_input="posterior")
+    models = {p: build_model(ModelConfig(unseen_device=p, **common)) for p in ("predicted", "zero", "uniform")}
+    state = models["predicted"].state_dict()
+    for m in models.values():
+        m.load_state_dict(state)
+    posterior = models["predicted"].eval()(x).device.exp().detach()
+    torch.testing.assert_close(_captured_conditioning(models["predicted"], x, d), posterior)
+    for policy, fill in (("zero", 0.0), ("uniform", 1 / 3)):
+        got = _captured_conditioning(models[policy], x, d)
+        torch.testing.assert_close(got[[0, 2]], posterior[[0, 2]])
+        assert torch.allclose(got[1], torch.full((3,), fill))
+    model = models["zero"].train()
+    out = model(x, d)
+    out.scene.sum().backward()
+    assert torch.any(model.device_net.fc.weight.grad != 0)  # the seen rows carry the scene loss into CNN-d
+
+
 # ------------------------------------------------------------------------------ learned lambda
 
 def test_uncertainty_weighting_value_and_gradients_by_hand():
@@ -361,7 +386,8 @@ def _mean_of_class_wise(preds: pd.DataFrame, devices, scenes) -> float:
 
 @pytest.mark.parametrize("cell_id", [
     "cnn_pool-max-single_device-s2", "cnn_pool-avg-joint", "atrous-att-teacher_forcing-L2",
-    "cnn_nopool-max-multi_task-L3", "cnn_pool-max-multi_task_learned-L1",
+    "cnn_nopool-max-multi_task-L3", "cnn_pool-max-multi_task_learned-L1", "cnn_pool-max-multi_task_posterior-L2",
+    "atrous-att-multi_task_learned_posterior-L1",
 ])
 def test_every_strategy_with_nine_devices_three_unseen(cache9, tmp_path, cell_id):
     s = spec(cell_id)
@@ -402,6 +428,8 @@ def test_every_strategy_with_nine_devices_three_unseen(cache9, tmp_path, cell_id
     ("cnn_pool-max-multi_task-L2", "predicted", False),
     ("cnn_pool-max-multi_task-L2", "zero", True),
     ("cnn_pool-max-multi_task-L2", "uniform", True),
+    ("cnn_pool-max-multi_task_posterior-L2", "predicted", False),
+    ("cnn_pool-max-multi_task_learned_posterior-L2", "zero", True),
 ])
 def test_each_unseen_device_policy(cache9, tmp_path, cell_id, policy, oracle):
     key = "teacher_forcing" if "teacher" in cell_id else "multi_task"

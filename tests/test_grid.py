@@ -251,7 +251,8 @@ def test_collect_cells_and_filter(tmp_path):
     paths = [write_eval(grid.cell_dir(tmp_path, tf) / "evaluation.json", tf, {"a": (0.7, 7), "b": (0.5, 5)}),
              write_eval(grid.cell_dir(tmp_path, sd) / "evaluation.json", sd, {"b": (0.25, 3)})]
     df = grid.collect_cells(paths)
-    assert list(df.columns) == (grid.CELL_COLUMNS + grid.CLIP_COLUMNS + grid.LOG_LOSS_COLUMNS + grid.POLICY_COLUMNS)
+    assert list(df.columns) == (grid.CELL_COLUMNS + grid.CLIP_COLUMNS + grid.LOG_LOSS_COLUMNS + grid.LAMBDA_COLUMNS
+                                + grid.POLICY_COLUMNS)
     assert len(df) == 3
     assert df["n_train_clips"].isna().all()          # an evaluation.json without clip counts
     assert df["log_loss"].isna().all()               # ... and without log loss
@@ -486,11 +487,61 @@ def test_train_options_carry_the_layer_selection_and_reference_device():
               "datasets": {"d": {"devices": ["p1", "zoom", "p2"], "reference_device": "zoom"}},
               "grid": {"rows": [["atrous", "att"]], "layers": [1, 2], "layer_selection": "validation"}}
     assert ws.train_options(preset, "d", "atrous-att-teacher_forcing-L2", "0") == {
-        "score_validation": True, "reference_device": "zoom"}
+        "score_validation": True, "hold_validation": True, "reference_device": "zoom"}
     assert ws.train_options(preset, "d", "atrous-att-joint", "1") == {"score_validation": False,
+                                                                      "hold_validation": True,
                                                                       "reference_device": "zoom"}
     paper = dict(preset, grid={"rows": [["atrous", "att"]], "layers": [1, 2]})
     assert ws.train_options(paper, "d", "atrous-att-teacher_forcing-L2", "0")["score_validation"] is False
+
+
+def holdout_preset(strategies, **extra):
+    preset = {"tables": {"table1": {"dataset": "d"}, "table2": {"dataset": "d"}, "table3": {"dataset": "e"}},
+              "datasets": {"d": {"devices": ["a", "b", "c"]}, "e": {"devices": ["a", "b", "c"]},
+                           "f": {"devices": ["a", "b"]}},
+              "grid": {"rows": [["atrous", "att"]], "layers": [1, 2], "strategies": strategies}}
+    for key, value in extra.items():
+        preset[key] = {**preset.get(key, {}), **value}
+    return preset
+
+
+def test_holds_validation_is_decided_per_dataset_by_any_cell_that_uses_a_split():
+    """Like for like (issue 17 §3): one cell of a dataset using a validation split makes every cell of that
+    dataset hold the same one out; no such cell, no hold-out."""
+    paper4 = ["single_device", "joint", "teacher_forcing", "multi_task"]
+    no_switch = ["single_device", "joint", "teacher_forcing", "multi_task_learned"]
+    held = lambda preset: {d: grid.holds_validation(preset, d) for d in ("d", "e", "f")}  # noqa: E731
+    # paper fidelity measures the switched lambda on validation: Tables I-II's d and Table III's e hold out
+    assert held(holdout_preset(paper4)) == {"d": True, "e": True, "f": False}
+    assert held(holdout_preset(["joint", "multi_task_posterior"])) == {"d": True, "e": True, "f": False}
+    # the learned lambda, and the authors' lambda on the test fold, need no split: nobody holds out
+    assert held(holdout_preset(no_switch)) == {"d": False, "e": False, "f": False}
+    assert held(dict(holdout_preset(paper4), fidelity="reference")) == {"d": False, "e": False, "f": False}
+    assert held(holdout_preset(paper4, training={"lambda_on": "test"})) == {"d": False, "e": False, "f": False}
+    assert held(dict(holdout_preset(paper4, training={"lambda_on": "validation"}), fidelity="reference"))["e"]
+    # best_val selects every cell's weights on validation; layer_selection: validation scores Table I's d
+    assert held(holdout_preset(no_switch, training={"selection": "best_val"})) == {"d": True, "e": True, "f": False}
+    assert held(holdout_preset(no_switch, grid={"layer_selection": "validation"})) == {"d": True, "e": False,
+                                                                                      "f": False}
+    # Table IV has every strategy, multi_task included, whatever grid.strategies says
+    with_t4 = holdout_preset(no_switch, tables={"table4": {"dataset": "f"}})
+    assert held(with_t4) == {"d": False, "e": False, "f": True}
+
+
+def test_every_cell_of_a_dataset_gets_the_same_hold_out_option_and_table_i_tf_cells_stay_shared():
+    """The option is a function of the dataset alone, so Table I's teacher-forcing cells are still the very
+    jobs of Table II (one spec, one set of options) and a row's cells all train on the same clips."""
+    from caanet import workflow_support as ws
+
+    preset = holdout_preset(["single_device", "joint", "teacher_forcing", "multi_task"])
+    layers = {row: 2 for row in grid.TABLE3_ROWS}
+    t1, t2 = grid.table1_cells(preset), grid.table2_cells(preset, layers)
+    tf2 = [c for c in t2 if c.strategy == "teacher_forcing"]
+    assert tf2 and set(tf2) <= set(t1)
+    options = {(c.dataset, ws.train_options(preset, c.dataset, c.cell_id, c.seed)["hold_validation"])
+               for c in grid.all_cells(preset, layers)}
+    assert options == {("d", True), ("e", True)}
+    assert len(grid.all_cells(preset, layers)) == len(set(t1) | set(t2) | set(grid.table3_cells(preset, layers)))
 
 
 # --------------------------------------------------------------------------- Table IV (beyond the paper)
@@ -506,11 +557,15 @@ def table4_preset(**table4):
     return preset
 
 
-def test_table4_cells_are_attention_rows_by_five_strategies_single_device_for_seen_devices_only():
+def test_table4_cells_are_attention_rows_by_every_strategy_single_device_for_seen_devices_only():
     preset = table4_preset(seeds=[0])
     layers = {("cnn_pool", "att"): 3, ("cnn_nopool", "att"): 2, ("atrous", "att"): 4}
     cells = grid.table4_cells(preset, layers)
-    assert len(cells) == 3 * (6 + 4)                       # 6 seen devices + joint, TF, MT, MT-learned
+    # every registered strategy, the posterior conditioning's two included
+    assert grid.TABLE4_STRATEGIES == ("single_device", "joint", "teacher_forcing", "multi_task", "multi_task_learned",
+                                      "multi_task_posterior", "multi_task_learned_posterior")
+    # 6 seen devices + joint, TF, MT, MT-learned, MT-posterior, MT-learned-posterior
+    assert len(cells) == 3 * (6 + 6)
     assert {c.dataset for c in cells} == {"tiny2020"} and {c.seed for c in cells} == {0}
     singles = [c for c in cells if c.strategy == "single_device"]
     assert sorted({c.device for c in singles}) == ["a", "b", "c", "s1", "s2", "s3"]
@@ -518,7 +573,7 @@ def test_table4_cells_are_attention_rows_by_five_strategies_single_device_for_se
     learned = [c for c in cells if c.strategy == "multi_task_learned"]
     assert {(c.topology, c.cond_layer) for c in learned} == {("cnn_pool", 3), ("cnn_nopool", 2), ("atrous", 4)}
     # tables.table4.seeds replaces seeds_by_pooling (att: 0, 1, 2) for Table IV only
-    assert len(grid.table4_cells(table4_preset(), layers)) == 3 * 10 * 3
+    assert len(grid.table4_cells(table4_preset(), layers)) == 3 * 12 * 3
     assert grid.seeds_for(preset, "att", "table4") == [0] and grid.seeds_for(preset, "att", "table3") == [0, 1, 2]
     assert set(cells) <= set(grid.all_cells(preset, {**LAYERS, **layers}))
     assert grid.table_cells(preset, "table4", layers) == cells
@@ -599,14 +654,18 @@ def test_table_cells_frame_selects_exactly_a_tables_cells():
     assert set(t4["dataset"]) == {"tiny2020"} and set(t4["seed"]) == {0}
 
 
-def test_default_preset_runs_table4_with_at_least_three_seeds():
-    """Table IV's tests need the power of several seeds (issue 17): the default preset trains each of its
-    cells with three."""
+def test_default_presets_table4_has_three_seeds_of_every_strategy_and_holds_out_everywhere():
+    """Issue 17: Table IV of the default preset has >= 3 seeds and both conditionings (argmax and posterior)
+    of both lambda rules; every dataset of the default grid holds its validation clips out of every cell."""
     import yaml
 
     from caanet.config import resolve
 
-    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text(encoding="utf-8"))
-    preset = resolve({**raw, "preset": "default"})
-    assert grid.seeds_for(preset, "att", "table4") == [0, 1, 2]
-    assert {c.seed for c in grid.table4_cells(preset, {r: 1 for r in grid.TABLE3_ROWS})} == {0, 1, 2}
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    preset = resolve({**config, "preset": "default"})
+    cells = grid.table4_cells(preset, {row: 2 for row in grid.TABLE3_ROWS})
+    assert {c.seed for c in cells} == {0, 1, 2}
+    assert {c.strategy for c in cells} >= {"multi_task", "multi_task_learned", "multi_task_posterior",
+                                           "multi_task_learned_posterior"}
+    assert len(cells) == 3 * 3 * (6 + 6)
+    assert all(grid.holds_validation(preset, d) for d in ("embedded2018", "embedded2019", "embedded2020"))

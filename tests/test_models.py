@@ -232,6 +232,9 @@ def test_predict_log_proba_is_eval_and_no_grad():
         (dict(input_shape=(64,)), "input_shape"),
         (dict(pooling="roi", roi_size=40), "roi_size"),
         (dict(fidelity="folklore"), "fidelity"),
+        (dict(device_source="predicted", cond_layer=2, device_input="softmax"), "device_input"),
+        (dict(device_source="oracle", cond_layer=2, device_input="posterior"), "device_input"),
+        (dict(device_input="argmax"), "device_input"),
     ],
 )
 def test_bad_configs_are_rejected_naming_the_field(kwargs, field):
@@ -257,6 +260,11 @@ def test_from_spec_maps_strategy_to_device_source():
     assert (sd.device_source, sd.cond_layer, sd.n_devices) == ("none", None, 2)
     with pytest.raises(SpecError):
         ModelConfig.from_spec(CellSpec("d", "atrous", "att", "multi_task"))
+    assert mt.device_input == "argmax" and tf.device_input is None and sd.device_input is None
+    for strategy, device_input in (("multi_task_learned", "argmax"), ("multi_task_posterior", "posterior"),
+                                   ("multi_task_learned_posterior", "posterior")):
+        mc = ModelConfig.from_spec(CellSpec("d", "atrous", "att", strategy, cond_layer=3), **SMALL)
+        assert (mc.device_source, mc.device_input) == ("predicted", device_input)
 
 
 def test_config_dict_round_trip():
@@ -266,6 +274,59 @@ def test_config_dict_round_trip():
     assert ModelConfig.from_dict(d) == cfg
     with pytest.raises(ConfigError, match=r"'ModelConfig\.depth': got 5; expected a known key"):
         ModelConfig.from_dict({**d, "depth": 5})
+    assert d["device_input"] == "argmax"
+    # a model file written before the posterior conditioning has no device_input: it is the paper's argmax
+    del d["device_input"]
+    assert ModelConfig.from_dict(d) == cfg
+    posterior = small("atrous", "att", device_source="predicted", cond_layer=2, device_input="posterior")
+    assert ModelConfig.from_dict(posterior.to_dict()) == posterior
+
+
+def test_posterior_conditions_on_cnn_ds_softmax():
+    """The posterior variant's Eq. 1 input is exp(CNN-d's log-probabilities), rows summing to 1, and the
+    argmax variant's the one-hot of its argmax; both from the same CNN-d weights."""
+    torch.manual_seed(0)
+    post = build_model(small("cnn_pool", "max", device_source="predicted", cond_layer=2, device_input="posterior"))
+    arg = build_model(small("cnn_pool", "max", device_source="predicted", cond_layer=2))
+    arg.load_state_dict(post.state_dict())
+    x = torch.randn(4, 64, 32)
+    captured = {}
+    for name, model in (("posterior", post), ("argmax", arg)):
+        model.eval()
+        handle = model.conditioning.register_forward_hook(lambda m, a, o, name=name: captured.update({name: a[0]}))
+        with torch.no_grad():
+            out = model(x)
+        handle.remove()
+        captured[name + "_logp"] = out.device
+    torch.testing.assert_close(captured["posterior"], captured["posterior_logp"].exp())
+    torch.testing.assert_close(captured["posterior"].sum(1), torch.ones(4))
+    assert not torch.equal(captured["posterior"], captured["argmax"])
+    assert torch.equal(captured["argmax"].argmax(1), captured["posterior"].argmax(1))
+    assert set(captured["argmax"].flatten().tolist()) == {0.0, 1.0}
+
+
+def test_cnn_d_initialisation_is_independent_of_the_scene_network():
+    """With ``device_net_seed`` CNN-d's initial weights depend on that seed alone, not on the scene network
+    built before it, and the global random stream is left as it was (the scene network of the next model is
+    unaffected)."""
+    def device_net(topology, pooling, layer, channels, seed=0):
+        torch.manual_seed(123)
+        cfg = ModelConfig(topology, pooling, device_source="predicted", cond_layer=layer, channels=channels,
+                          device_channels=(4, 8), input_shape=(64, 32))
+        model = build_model(cfg, device_net_seed=seed)
+        return {k: v for k, v in model.state_dict().items() if k.startswith("device_net.")}, torch.rand(1)
+
+    a, after_a = device_net("cnn_pool", "max", 1, (4, 8, 8, 16))
+    b, after_b = device_net("atrous", "att", 3, (8, 8, 16, 16))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    c, _ = device_net("cnn_pool", "max", 1, (4, 8, 8, 16), seed=1)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    torch.manual_seed(123)  # the same scene network and conditioning, without CNN-d
+    build_model(ModelConfig("cnn_pool", "max", device_source="oracle", cond_layer=1, channels=(4, 8, 8, 16),
+                            input_shape=(64, 32)))
+    assert torch.equal(after_a, torch.rand(1))  # CNN-d drew nothing from the global stream
+    with pytest.raises(ConfigError, match="device_net_seed"):
+        build_model(small("cnn_pool", "max", device_source="predicted", cond_layer=1), device_net_seed=-1)
 
 
 def test_build_model_rejects_non_config():
@@ -320,3 +381,26 @@ def test_roi_heads_accept_sizes_not_divisible_by_the_region():
     assert model(torch.randn(2, 40, 20)).scene.shape == (2, 10)
     att = build_model(ModelConfig("cnn_nopool", "roi_att", channels=(4, 8, 8, 16), input_shape=(40, 20)))
     assert att(torch.randn(1, 40, 20)).attention.shape == (1, 10, 3, 2)
+
+
+def test_posterior_input_by_hand():
+    """log-probabilities log([0.7, 0.2, 0.1]): the posterior is [0.7, 0.2, 0.1] (the default: temperature 1,
+    no straight-through); at temperature 0.5 it is p**2 / sum(p**2); straight-through forwards the one-hot
+    and back-propagates the softmax's gradient."""
+    from caanet.models.conditioning import POSTERIOR_STRAIGHT_THROUGH, POSTERIOR_TEMPERATURE, posterior_input
+
+    assert (POSTERIOR_TEMPERATURE, POSTERIOR_STRAIGHT_THROUGH) == (1.0, False)
+    p = torch.tensor([[0.7, 0.2, 0.1]])
+    logp = p.log().requires_grad_(True)
+    torch.testing.assert_close(posterior_input(logp), p)
+    torch.testing.assert_close(posterior_input(logp, temperature=0.5), p**2 / (p**2).sum())
+    weights = torch.tensor([[1.0, -2.0, 0.5]])
+    (posterior_input(logp) * weights).sum().backward()
+    soft_grad = logp.grad.clone()
+    logp.grad = None
+    st = posterior_input(logp, straight_through=True)
+    assert st.tolist() == [[1.0, 0.0, 0.0]]
+    (st * weights).sum().backward()
+    torch.testing.assert_close(logp.grad, soft_grad)
+    # d/dz_j sum_i w_i softmax(z)_i = p_j (w_j - sum_i w_i p_i)
+    torch.testing.assert_close(soft_grad, p * (weights - (weights * p).sum()))

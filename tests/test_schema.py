@@ -88,6 +88,7 @@ def test_schema_vocabularies_equal_the_code():
     from caanet import vocab
 
     assert DEFS["device_source"]["enum"] == list(vocab.DEVICE_SOURCES)
+    assert DEFS["device_input"]["enum"] == list(vocab.DEVICE_INPUTS)
     assert DEFS["unseen_device_policy"]["enum"] == list(vocab.UNSEEN_DEVICE_POLICIES)
     assert DEFS["device_label"]["not"]["enum"] == list(grid.SUMMARY_DEVICES)
     assert props("synth")["layout"]["enum"] == sorted(LAYOUTS)

@@ -200,6 +200,45 @@ def test_only_cells_that_use_a_validation_split_hold_one_out(tiny_cache):
                                  score_validation=True).val_idx.size
 
 
+def test_hold_validation_gives_every_cell_the_same_training_clips(tiny_cache, tmp_path):
+    """Like for like (issue 17 §3): told by the grid to hold the split out, a joint, a teacher-forcing and a
+    single-device cell train on exactly the clips the multi-task cell (which uses the split) trains on."""
+    cfg = tiny_cfg()
+    multi = training.prepare_data(tiny_cache, spec("cnn_pool-max-multi_task-L1"), cfg)
+    used = set(multi.train.filename[multi.train_idx])
+    assert multi.val_idx.size > 0
+    for cell in ("cnn_pool-max-joint", "atrous-att-teacher_forcing-L2", "cnn_pool-max-multi_task_learned-L1"):
+        data = training.prepare_data(tiny_cache, spec(cell), cfg, hold_validation=True)
+        assert set(data.train.filename[data.train_idx]) == used, cell
+    one = training.prepare_data(tiny_cache, spec("cnn_pool-max-single_device-b"), cfg, hold_validation=True)
+    assert set(one.train.filename[one.train_idx]) == {f for f in used if f.endswith("-b.wav")}
+    ev = train_cell(tiny_cache, spec("cnn_pool-max-joint"), tiny_cfg(iterations=2), tmp_path / "j",
+                    hold_validation=True)
+    assert ev["n_train_clips"] == multi.train_idx.size and ev["n_validation_clips"] == multi.val_idx.size
+    assert ev["validation_accuracy"] is not None
+    with pytest.raises(ConfigError, match=r"'training.val_fraction': got 0.0; expected a number > 0: a cell of tiny"):
+        train_cell(tiny_cache, spec("cnn_pool-max-joint"), tiny_cfg(val_fraction=0.0), tmp_path / "z",
+                   hold_validation=True)
+    assert not (tmp_path / "z").exists()
+
+
+def test_a_cell_that_only_holds_the_split_out_may_find_none_of_its_device(tiny_cache, monkeypatch):
+    """When the validation locations hold no clip of device b, the single-device cell of b told to hold the
+    split out trains on all of b's clips (as the joint cell does); one that uses the split (best_val) is
+    refused."""
+    from caanet.data import loader
+
+    real = loader.validation_split_filenames
+    monkeypatch.setattr(loader, "validation_split_filenames",
+                        lambda cache, fraction, seed: {f for f in real(cache, fraction, seed) if f.endswith("-a.wav")})
+    one = training.prepare_data(tiny_cache, spec("cnn_pool-max-single_device-b"), tiny_cfg(), hold_validation=True)
+    assert one.val_idx.size == 0 and one.train_idx.size == len(one.train)
+    joint = training.prepare_data(tiny_cache, spec("cnn_pool-max-joint"), tiny_cfg(), hold_validation=True)
+    assert 0 < joint.val_idx.size and (joint.train.device[joint.train_idx] == 1).sum() == len(one.train)
+    with pytest.raises(TrainingError, match="no validation clips"):
+        training.prepare_data(tiny_cache, spec("cnn_pool-max-single_device-b"), tiny_cfg(selection="best_val"))
+
+
 def test_validation_share_is_equal_for_every_device():
     """DCASE 2018 Task 1B's shape: device A at every location, B and C (parallel, few clips) at a third
     of them. Each device loses the same share (within one location's worth), every scene is held out."""

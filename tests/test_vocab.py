@@ -18,7 +18,26 @@ def test_registries_hold_the_paper_vocabulary_in_order():
     assert vocab.TOPOLOGY_REGISTRY.names() == ("cnn_pool", "cnn_nopool", "atrous")
     assert vocab.POOLING_REGISTRY.names() == ("flatten", "max", "avg", "roi", "att", "roi_att")
     assert vocab.STRATEGY_REGISTRY.names() == ("single_device", "joint", "teacher_forcing", "multi_task",
-                                               "multi_task_learned")
+                                               "multi_task_learned", "multi_task_posterior",
+                                               "multi_task_learned_posterior")
+
+
+def test_cnn_d_strategies_name_their_lambda_rule_and_device_input():
+    """The paper's argmax conditioning and the posterior beyond it, each with both lambda rules; only the
+    paper's four strategies are in_paper."""
+    got = {s.name: (s.lambda_rule, s.device_input, s.in_paper) for s in vocab.STRATEGY_REGISTRY
+           if s.device_source == "predicted"}
+    assert got == {"multi_task": ("switch", "argmax", True), "multi_task_learned": ("learned", "argmax", False),
+                   "multi_task_posterior": ("switch", "posterior", False),
+                   "multi_task_learned_posterior": ("learned", "posterior", False)}
+    assert all(s.device_input is None and s.lambda_rule is None for s in vocab.STRATEGY_REGISTRY
+               if s.device_source != "predicted")
+    assert vocab.STRATEGY_REGISTRY["multi_task_learned_posterior"].display == "Multi-task (posterior, learned λ)"
+    with pytest.raises(ValueError, match="device_input"):
+        vocab.register_strategy("mt_bogus", "x", device_source="predicted", lambda_rule="switch", device_input="soft")
+    with pytest.raises(ValueError, match="exactly for"):
+        vocab.register_strategy("mt_bogus", "x", device_source="predicted", lambda_rule="switch")
+    assert "mt_bogus" not in vocab.STRATEGY_REGISTRY
 
 
 @pytest.mark.parametrize("defn,registry", [
@@ -42,8 +61,10 @@ def test_derived_tuples_and_names():
     assert spec.TOPOLOGIES == vocab.TOPOLOGY_REGISTRY.names()
     assert spec.POOLINGS == heads.POOLINGS == vocab.POOLING_REGISTRY.names()
     assert spec.PAPER_STRATEGIES == ("single_device", "joint", "teacher_forcing", "multi_task")
-    assert spec.CONDITIONAL == ("teacher_forcing", "multi_task", "multi_task_learned")
-    assert spec.LAMBDA_RULES == {"multi_task": "switch", "multi_task_learned": "learned"}
+    assert spec.CONDITIONAL == ("teacher_forcing", "multi_task", "multi_task_learned", "multi_task_posterior",
+                                "multi_task_learned_posterior")
+    assert spec.LAMBDA_RULES == {"multi_task": "switch", "multi_task_learned": "learned",
+                                 "multi_task_posterior": "switch", "multi_task_learned_posterior": "learned"}
     assert tables.POOLING_NAMES["roi_att"] == "roi+att" and tables.TOPOLOGY_NAMES["atrous"] == "Atrous CNN"
     assert tables.STRATEGY_NAMES["multi_task_learned"] == "Multi-task (learned λ)"
     assert backbones.get_topology("atrous").dilations == (1, 2, 4, 8)

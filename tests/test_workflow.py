@@ -89,15 +89,17 @@ def test_report_files_exist_and_contain_every_table(pipeline):
     assert "The paper's two claims" in html and 'id="training-data"' in html
 
 
-TINY_TABLE4_JOBS = 1 * (6 + 4)
+TINY_TABLE4_JOBS = 1 * (6 + 6)
 """Table IV on the tiny preset: one attention row (atrous-att) x (single-device per seen device of
-tiny2020's six + joint, teacher forcing, multi-task, multi-task with the learned lambda), one seed."""
+tiny2020's six + joint, teacher forcing, and the four multi-task strategies: switched and learned lambda,
+each with the argmax and the posterior conditioning), one seed."""
 
 
 def test_table4_is_trained_aggregated_tested_and_rendered(pipeline):
     summary = pd.read_csv(pipeline / "results" / "tables" / "table4.csv", dtype={"device": str})
     assert set(summary["dataset"]) == {"tiny2020"}
-    assert set(summary["strategy"]) == {"single_device", "joint", "teacher_forcing", "multi_task", "multi_task_learned"}
+    assert set(summary["strategy"]) == {"single_device", "joint", "teacher_forcing", "multi_task", "multi_task_learned",
+                                        "multi_task_posterior", "multi_task_learned_posterior"}
     joint = summary[summary["strategy"] == "joint"]
     assert set(joint["device"]) == {"a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6", "avg", "bc", "seen", "unseen"}
     acc = dict(zip(joint["device"], joint["acc_mean"]))
@@ -144,7 +146,28 @@ def test_dry_run_plans_table4s_jobs(pipeline, tmp_path):
     layers = pd.read_csv(work / "results" / "tables" / "layers.csv")
     layer = int(layers[(layers["topology"] == "atrous") & (layers["pooling"] == "att")]["cond_layer"].item())
     assert sorted(c.split("-", 2)[2] for _, c, _ in planned if "single_device" not in c) == [
-        "joint", f"multi_task-L{layer}", f"multi_task_learned-L{layer}", f"teacher_forcing-L{layer}"]
+        "joint", f"multi_task-L{layer}", f"multi_task_learned-L{layer}", f"multi_task_learned_posterior-L{layer}",
+        f"multi_task_posterior-L{layer}", f"teacher_forcing-L{layer}"]
+
+
+def test_every_cell_of_a_dataset_trains_on_the_same_clips(pipeline):
+    """Like for like (issue 17 §3): on each dataset a multi-task cell measures lambda on a validation split
+    (paper fidelity), so every cell of it, Table I's included, holds the same clips out: per seed and
+    device, one number of training clips. cells.csv carries when lambda switched and CNN-d's accuracy."""
+    cells = pd.read_csv(pipeline / "results" / "tables" / "cells.csv", dtype={"device": str})
+    assert set(cells["dataset"]) == {"tiny2018", "tiny2019", "tiny2020"}
+    # every cell holds the split out (a single-device cell may find none of its device's clips in it)
+    held = cells[cells["strategy"] != "single_device"].groupby(["dataset", "cell_id", "seed"])["n_validation_clips"]
+    assert (held.sum() > 0).all()
+    trained = cells["n_train_clips"].notna()
+    assert set(cells.loc[~trained, "device"]) == {"s4", "s5", "s6"}     # the unseen devices have no training clip
+    per_device = cells[trained].groupby(["dataset", "seed", "device"])["n_train_clips"].nunique()
+    assert (per_device == 1).all(), per_device[per_device > 1]
+    cnn_d = cells["strategy"].str.startswith("multi_task")
+    assert cells.loc[cnn_d, "device_accuracy"].between(0, 100).all()
+    assert cells.loc[~cnn_d, ["lambda_switched_at", "device_accuracy", "device_accuracy_seen"]].isna().all().all()
+    learned = cells["strategy"].isin(["multi_task_learned", "multi_task_learned_posterior"])
+    assert cells.loc[learned, "lambda_switched_at"].isna().all()      # no switch in the learned rule
 
 
 @pytest.mark.parametrize("deleted, rule", [

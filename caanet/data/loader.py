@@ -104,13 +104,16 @@ def validation_split_filenames(cache, val_fraction: float, seed: int) -> set[str
 
 
 def prepare_cell_data(cache, *, cell_id: str, devices: Sequence[str] | None, hold_out_validation: bool,
-                      val_fraction: float, seed: int) -> CellData:
+                      val_fraction: float, seed: int, require_validation: bool | None = None) -> CellData:
     """Read a cell's clips from an open cache (:func:`open_cache`), carve the validation split (only when
     ``hold_out_validation``), fit and apply the per-mel-bin normalisation.
 
     ``devices``: the devices whose clips the cell uses (None: all). The validation clips are those of
-    :func:`validation_split_filenames` (``val_fraction``, ``seed``). Raises SpecError when a split has no
-    clips and TrainingError when a validation split is needed but none can be held out.
+    :func:`validation_split_filenames` (``val_fraction``, ``seed``). ``require_validation`` (default:
+    ``hold_out_validation``): the cell uses the split, so an empty one is an error; a cell that only
+    holds it out so as to train on the same clips as the others of its dataset may find none of its
+    devices' clips in it (then it trains on all of them, as the others do). Raises SpecError when a
+    split has no clips and TrainingError when a required validation split is empty.
     """
     train_fs = cache.select(split="train", devices=devices)
     test_fs = cache.select(split="test", devices=devices)
@@ -123,7 +126,9 @@ def prepare_cell_data(cache, *, cell_id: str, devices: Sequence[str] | None, hol
     if hold_out_validation:
         is_val = np.isin(train.filename, list(validation_split_filenames(cache, val_fraction, seed)))
     train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
-    if hold_out_validation and val_idx.size == 0:
+    if require_validation is None:
+        require_validation = hold_out_validation
+    if hold_out_validation and require_validation and val_idx.size == 0:
         raise TrainingError(f"cell {cell_id}: no validation clips: {cache.path} has too few recording "
                             "locations per scene and device to hold any out of training")
     mean, std = fit_normalisation(train.x, train_idx)

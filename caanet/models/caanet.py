@@ -21,11 +21,13 @@ from caanet.models.conditioning import (
     DeviceConditioning,
     conditioning_input,
     device_one_hot,
+    posterior_input,
     replace_unseen_rows,
 )
 from caanet.models.device_cnn import DeviceCNN
 from caanet.models.heads import build_head, roi_output_shape
 from caanet.vocab import (  # noqa: F401  (DEVICE_SOURCES re-exported)
+    DEVICE_INPUTS,
     DEVICE_SOURCES,
     POOLING_REGISTRY,
     REPLACING_POLICIES,
@@ -56,6 +58,11 @@ class ModelConfig:
     replace its one-hot by zeros / ``1/n_devices`` (oracle: the given index; predicted: CNN-d's
     argmax is replaced only where a given index is unseen); ``predicted`` (CNN-d only) keeps CNN-d's
     argmax for every clip.
+    ``device_input`` (``device_source="predicted"`` only, :data:`caanet.vocab.DEVICE_INPUTS`): how
+    CNN-d's prediction becomes Eq. 1's device vector: ``argmax`` (the paper's one-hot, no gradient
+    into CNN-d; ``None`` given for a CNN-d model reads as ``argmax``, so older model files load) or
+    ``posterior`` (:func:`caanet.models.conditioning.posterior_input`, differentiable); the
+    unseen-device policies act on either as on the one-hot (rows of unseen clips replaced).
     ``input_shape`` is ``(n_frames, n_mels)``; the ``flatten`` and ``roi`` heads' linear layers
     depend on it, the other heads accept any input size.
     """
@@ -73,12 +80,15 @@ class ModelConfig:
     input_shape: tuple[int, int] = (320, 64)
     fidelity: str = "paper"
     unseen_device: str | None = None
+    device_input: str | None = None
 
     def __post_init__(self):
         for name in ("channels", "device_channels", "input_shape"):
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
                 setattr(self, name, tuple(value))
+        if self.device_source == "predicted" and self.device_input is None:
+            self.device_input = "argmax"  # the paper's (and every model file written before posteriors)
         self.validate()
 
     def validate(self) -> "ModelConfig":
@@ -104,6 +114,11 @@ class ModelConfig:
                 bad("cond_layer", "None when device_source='none'")
         elif self.cond_layer is None or not 1 <= self.cond_layer <= n_blocks:
             bad("cond_layer", f"an integer 1..{n_blocks} when device_source={self.device_source!r}")
+        if self.device_source == "predicted":
+            if self.device_input not in DEVICE_INPUTS:
+                bad("device_input", f"one of {list(DEVICE_INPUTS)} when device_source='predicted'")
+        elif self.device_input is not None:
+            bad("device_input", f"None when device_source={self.device_source!r} (no CNN-d)")
         if self.unseen_device is not None:
             allowed = UNSEEN_POLICIES_BY_SOURCE[self.device_source]
             if self.unseen_device not in allowed:
@@ -167,6 +182,7 @@ class ModelConfig:
             n_devices=n_devices,
             cond_layer=spec.cond_layer if spec.device_source != "none" else None,
             device_source=spec.device_source,
+            device_input=spec.device_input,
             channels=channels,
             device_channels=device_channels,
             input_shape=input_shape,
@@ -191,9 +207,14 @@ class CAANet(nn.Module):
     ``device_source="oracle"``, the true device as indices ``(batch,)`` or as the reference code's
     one-hot ``(batch, n_devices)`` (indices are also read, for CNN-d models with ``unseen_device``
     zero/uniform, to spot clips of unseen devices; ignored otherwise).
+
+    ``device_net_seed``: when given, CNN-d is initialised from its own random stream, seeded from it
+    (:func:`device_net_init_seed`), not from torch's global one: its initial weights are then the
+    same whatever the scene network (topology, pooling, widths, layer) built before it. Without it
+    (loading a model file, counting FLOPs) CNN-d draws from the global stream like the rest.
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, *, device_net_seed: int | None = None):
         super().__init__()
         cfg.validate()
         self.config = cfg
@@ -209,9 +230,14 @@ class CAANet(nn.Module):
         self.conditioning = (
             DeviceConditioning(cfg.n_devices, cfg.channels[cfg.cond_layer - 1]) if cfg.device_source != "none" else None
         )
-        self.device_net = (
-            DeviceCNN(cfg.n_devices, cfg.device_channels, cfg.kernel_size) if cfg.device_source == "predicted" else None
-        )
+        self.device_net = None
+        if cfg.device_source == "predicted":
+            if device_net_seed is None:
+                self.device_net = DeviceCNN(cfg.n_devices, cfg.device_channels, cfg.kernel_size)
+            else:
+                with torch.random.fork_rng(devices=[]):  # the global stream is left as it was
+                    torch.manual_seed(device_net_init_seed(device_net_seed))
+                    self.device_net = DeviceCNN(cfg.n_devices, cfg.device_channels, cfg.kernel_size)
         # channels-last (NHWC) convolutions are about twice as fast with oneDNN on CPU and use
         # tensor cores on CUDA; parameters keep their logical shapes, so checkpoints are unaffected
         self.to(memory_format=torch.channels_last)
@@ -224,8 +250,10 @@ class CAANet(nn.Module):
             raise ConfigError(f"CAANet input must be a float tensor, got dtype {x.dtype}")
         return x.unsqueeze(1).contiguous(memory_format=torch.channels_last)
 
-    def device_one_hot(self, x4: torch.Tensor, device: torch.Tensor | None):
-        """``(one_hot or None, CNN-d log-probabilities or None)`` for the configured device source."""
+    def device_vector(self, x4: torch.Tensor, device: torch.Tensor | None):
+        """``(Eq. 1's device vector (batch, n_devices) or None, CNN-d log-probabilities or None)`` for the
+        configured device source: the true one-hot (oracle), CNN-d's argmax one-hot or its posterior
+        (predicted, :attr:`ModelConfig.device_input`), unseen clips' rows replaced by the policy."""
         cfg = self.config
         if cfg.device_source == "none":
             return None, None
@@ -239,8 +267,12 @@ class CAANet(nn.Module):
                 raise ConfigError(f"device has shape {tuple(device.shape)} but the batch is {x4.shape[0]}")
             return conditioning_input(device.to(x4.device), cfg.n_devices, cfg.unseen_device, torch.float32), None
         device_logprob = self.device_net(x4)
-        # argmax: no gradient flows from the scene loss into CNN-d (reference item 4)
-        one_hot = device_one_hot(device_logprob.detach().argmax(dim=1), cfg.n_devices, torch.float32, check=False)
+        if cfg.device_input == "posterior":
+            # beyond the paper: differentiable, so the scene loss also trains CNN-d
+            one_hot = posterior_input(device_logprob)
+        else:
+            # argmax: no gradient flows from the scene loss into CNN-d (reference item 4)
+            one_hot = device_one_hot(device_logprob.detach().argmax(dim=1), cfg.n_devices, torch.float32, check=False)
         if device is not None and cfg.unseen_device in REPLACING_POLICIES:
             if device.shape[:1] != x4.shape[:1]:
                 raise ConfigError(f"device has shape {tuple(device.shape)} but the batch is {x4.shape[0]}")
@@ -249,7 +281,7 @@ class CAANet(nn.Module):
 
     def forward(self, x: torch.Tensor, device: torch.Tensor | None = None) -> ModelOutput:
         x4 = self._check_input(x)
-        one_hot, device_logprob = self.device_one_hot(x4, device)
+        one_hot, device_logprob = self.device_vector(x4, device)
         cond = self.conditioning(one_hot) if one_hot is not None else None
         feats = self.backbone(x4, cond, self.config.cond_layer)
         scene, attention = self.head(feats)
@@ -281,8 +313,20 @@ class CAANet(nn.Module):
         return model.requires_grad_(False)
 
 
-def build_model(cfg: ModelConfig) -> CAANet:
-    """The :class:`CAANet` described by ``cfg``."""
+def device_net_init_seed(seed: int) -> int:
+    """The seed of CNN-d's own initialisation stream for a cell of seed ``seed`` (>= 0): a value derived
+    from it (numpy's SeedSequence with a fixed salt), so that CNN-d's first draws are not the scene
+    network's first draws of the same seed."""
+    import numpy as np
+
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"device_net_seed={seed!r} must be an integer >= 0")
+    return int(np.random.SeedSequence([seed, 0xCD]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def build_model(cfg: ModelConfig, *, device_net_seed: int | None = None) -> CAANet:
+    """The :class:`CAANet` described by ``cfg``; ``device_net_seed``: CNN-d's own initialisation seed
+    (see :class:`CAANet`)."""
     if not isinstance(cfg, ModelConfig):
         raise ConfigError(f"build_model needs a ModelConfig, got {type(cfg).__name__}")
-    return CAANet(cfg)
+    return CAANet(cfg, device_net_seed=device_net_seed)

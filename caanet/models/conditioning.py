@@ -92,6 +92,37 @@ def conditioning_input(device: torch.Tensor, n_devices: int, unseen: str | None 
     return replace_unseen_rows(one_hot, is_unseen, unseen)
 
 
+POSTERIOR_TEMPERATURE = 1.0
+POSTERIOR_STRAIGHT_THROUGH = False
+"""The posterior conditioning's one design choice, here only: the plain posterior (temperature 1, no
+straight-through estimator). Measured (``benchmarks/bench_posterior.py``, default preset with CNN-d
+``[4, 8, 8]``, atrous + attention conditioned at layer 3, switched lambda, seeds 0-2): scene Avg
+35.7 % (posterior) / 34.0 % (straight-through) / 34.7 % (the paper's argmax) on embedded2018 and
+28.1 / 26.1 / 25.3 % on embedded2020 (std over seeds 1-5 points): the estimator that forwards the
+argmax is not better, so neither it nor a temperature below 1 (which moves the posterior toward the
+argmax) is needed; the posterior is already peaked where CNN-d is sure (mean largest probability
+0.85 on embedded2018's three devices, 0.62 on embedded2020's six seen ones)."""
+
+
+def posterior_input(device_logprob: torch.Tensor, *, temperature: float | None = None,
+                    straight_through: bool | None = None) -> torch.Tensor:
+    """Eq. 1's device vector from CNN-d's log-probabilities ``(batch, n_devices)``, differentiable
+    (strategies ``multi_task_posterior``, ``multi_task_learned_posterior``; beyond the paper).
+
+    ``softmax(device_logprob / temperature)`` (float32, rows summing to 1), no detach: the scene loss
+    reaches CNN-d. ``straight_through``: the forward value is the argmax one-hot, the gradient the
+    softmax's. Both default to :data:`POSTERIOR_TEMPERATURE` / :data:`POSTERIOR_STRAIGHT_THROUGH` (the
+    measured choice); the arguments exist for the experiment that made it.
+    """
+    t = POSTERIOR_TEMPERATURE if temperature is None else float(temperature)
+    st = POSTERIOR_STRAIGHT_THROUGH if straight_through is None else bool(straight_through)
+    soft = torch.softmax(device_logprob.float() / t, dim=1)
+    if not st:
+        return soft
+    hard = device_one_hot(soft.detach().argmax(dim=1), soft.shape[1], soft.dtype, check=False)
+    return hard + soft - soft.detach()
+
+
 def replace_unseen_rows(one_hot: torch.Tensor, is_unseen: torch.Tensor, unseen: str) -> torch.Tensor:
     """``one_hot`` ``(batch, N)`` with the rows where ``is_unseen`` ``(batch,)`` holds set to zeros or 1/N."""
     if unseen not in REPLACING_POLICIES:

@@ -19,10 +19,10 @@ from caanet.devices import DEFAULT_UNSEEN_POLICY, normalise_unseen_policy
 from caanet.errors import ConfigError, config_error, reject_unknown_keys
 from caanet.fidelity import Fidelity, get_fidelity
 from caanet.fidelity import lambda_source as _lambda_source
+from caanet.holdout import SELECTIONS, cell_uses_validation
 from caanet.spec import CellSpec
 
 SCHEMA_POINTER = "#/$defs/training"  # the schema's entry describing a preset's ``training:`` mapping
-SELECTIONS = ("last", "best_val")
 _TUPLE_FIELDS = ("betas", "channels", "device_channels")
 
 
@@ -329,15 +329,18 @@ def lambda_source(cfg: TrainConfig, fidelity: Fidelity | str) -> str:
 
 
 def needs_validation(spec: CellSpec, cfg: TrainConfig, fidelity: Fidelity | str, *,
-                     score_validation: bool = False) -> bool:
+                     score_validation: bool = False, hold_validation: bool = False) -> bool:
     """Whether this cell holds a validation split out of its training data.
 
-    Only cells that use one do: a multi-task cell whose lambda rule measures on the validation split,
-    every cell under ``selection="best_val"``, and a cell asked to score the validation split
-    (``score_validation``: Table I's cells under ``layer_selection: validation``). Every other cell
-    trains on the whole official training split."""
-    uses_lambda = spec.strategy == "multi_task" and lambda_source(cfg, fidelity) == "validation"
-    return cfg.selection == "best_val" or uses_lambda or bool(score_validation)
+    A cell that uses one does (:func:`caanet.holdout.cell_uses_validation`): a multi-task cell whose
+    switched lambda measures on the validation split, every cell under ``selection="best_val"``, and a
+    cell asked to score the validation split (``score_validation``: Table I's cells under
+    ``layer_selection: validation``); and every cell told to by its grid (``hold_validation``: another
+    cell on its dataset uses one, :func:`caanet.grid.holds_validation`, so that all train on the same
+    clips). Every other cell trains on the whole official training split."""
+    own = cell_uses_validation(spec.strategy, selection=cfg.selection, lambda_source=lambda_source(cfg, fidelity),
+                               score_validation=score_validation)
+    return own or bool(hold_validation)
 
 
 def effective_config(spec: CellSpec, cfg: TrainConfig) -> TrainConfig:

@@ -101,7 +101,7 @@ def check_spec(features, spec: CellSpec, cfg: TrainConfig) -> tuple[list, list]:
     if spec.strategy == "single_device" and spec.device not in device_labels:
         raise SpecError(f"cell {spec.cell_id}: device {spec.device!r} is not in the cache {path} "
                         f"(devices: {device_labels})")
-    if spec.strategy == "multi_task" and lambda_source(cfg, fid) == "validation" and cfg.val_fraction == 0:
+    if spec.lambda_rule == "switch" and lambda_source(cfg, fid) == "validation" and cfg.val_fraction == 0:
         raise config_error("training.val_fraction", cfg.val_fraction,
                            f"a number > 0: the lambda rule of {spec.cell_id} measures CNN-d on a validation split")
     return scene_labels, device_labels
@@ -115,15 +115,20 @@ def validation_filenames(features, spec: CellSpec, cfg: TrainConfig) -> set[str]
         return validation_split_filenames(cache, cfg.val_fraction, spec.seed)
 
 
-def prepare_data(features, spec: CellSpec, cfg: TrainConfig, *, score_validation: bool = False) -> CellData:
+def prepare_data(features, spec: CellSpec, cfg: TrainConfig, *, score_validation: bool = False,
+                 hold_validation: bool = False) -> CellData:
     """Load the cell's clips (one device's for ``single_device``), carve the validation split (only where
-    :func:`~caanet.training.config.needs_validation`), fit and apply the per-mel-bin normalisation
-    (:func:`caanet.data.loader.prepare_cell_data`). ``features``: the cache's path or an open cache."""
+    :func:`~caanet.training.config.needs_validation`: the cell uses one, or ``hold_validation``), fit and
+    apply the per-mel-bin normalisation (:func:`caanet.data.loader.prepare_cell_data`). A cell that only
+    holds the split out (``hold_validation``) may find none of its device's clips in it (a single-device
+    cell): it then trains on all of them, like the others of its dataset. ``features``: the cache's path
+    or an open cache."""
     fid = get_fidelity(spec.fidelity)
+    uses = needs_validation(spec, cfg, fid, score_validation=score_validation)
     with open_cache(features) as cache:
         return prepare_cell_data(
             cache, cell_id=spec.cell_id, devices=[spec.device] if spec.strategy == "single_device" else None,
-            hold_out_validation=needs_validation(spec, cfg, fid, score_validation=score_validation),
+            hold_out_validation=uses or bool(hold_validation), require_validation=uses,
             val_fraction=cfg.val_fraction, seed=spec.seed)
 
 
@@ -140,7 +145,7 @@ class CellTrainer:
 
         self.spec, self.cfg, self.data, self.dev, self.say = spec, cfg, data, dev, say
         self.fidelity = get_fidelity(spec.fidelity)
-        self.multi = spec.device_source == "predicted"  # multi_task or multi_task_learned: CNN-d and Eq. 2
+        self.multi = spec.device_source == "predicted"  # the multi-task strategies: CNN-d and Eq. 2
         self.learned = spec.lambda_rule == "learned"
         n_seen = data.n_seen if data.n_seen is not None else len(data.device_labels)
         self.unseen_policy = unseen_policy_for(cfg.unseen_device, spec.strategy)
@@ -153,7 +158,9 @@ class CellTrainer:
             spec, n_classes=len(data.scene_labels), n_devices=n_seen, channels=cfg.channels,
             device_channels=cfg.device_channels, input_shape=(int(n_frames), int(n_mels)),
             unseen_device=self.unseen_policy)
-        self.model = build_model(self.model_cfg).to(dev)  # initialised from torch's seed (set by the caller)
+        # the scene network is initialised from torch's seed (set by the caller), CNN-d from its own stream
+        # of the cell's seed: every argmax multi-task cell of a dataset and seed trains the same CNN-d
+        self.model = build_model(self.model_cfg, device_net_seed=spec.seed).to(dev)
         self.model.train()
         self.rule = learned_or_switched_rule(spec, cfg, self.fidelity, dev)
         params = list(self.model.parameters()) + (self.rule.parameters() if self.learned else [])
@@ -349,12 +356,14 @@ class CellTrainer:
         present = [d for d in data.device_labels if counts["train"][d] + counts["validation"][d] > 0]
         val_acc = (validation_accuracy(self.model, data, dev=self.dev, cfg=cfg, oracle=self.oracle)
                    if data.val_idx.size else None)
+        n_seen = data.n_seen if data.n_seen is not None else len(data.device_labels)
         evaluation = {
             "cell_id": self.spec.cell_id, "spec": self.spec.to_dict(),
             "scene_labels": data.scene_labels, "device_labels": data.device_labels,
-            **evaluate_predictions(preds_df, data.scene_labels, data.device_labels, reference_device=reference_device),
+            **evaluate_predictions(preds_df, data.scene_labels, data.device_labels, reference_device=reference_device,
+                                   unseen_devices=data.device_labels[n_seen:]),
             "log_loss": log_loss_summary(preds_df, data.scene_labels, data.device_labels,
-                                         seen_devices=data.device_labels[:data.n_seen or len(data.device_labels)]),
+                                         seen_devices=data.device_labels[:n_seen]),
             "reference_device": reference_device or data.device_labels[0],
             "iterations": cfg.iterations, "train_seconds": round(train_seconds, 3),
             "device_accuracy": float(np.mean(device_pred == data.test.device)) if device_pred is not None else None,
@@ -386,7 +395,8 @@ class CellTrainer:
 def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, threads: int | None = None,
                device="auto", log=None, code_version: str | None = None,
                callback: Callable[[int], None] | None = None, score_validation: bool = False,
-               reference_device: str | None = None, still_wanted: Callable[[], bool] | None = None) -> dict:
+               hold_validation: bool = False, reference_device: str | None = None,
+               still_wanted: Callable[[], bool] | None = None) -> dict:
     """Train and evaluate one table cell; write the contract's outputs into ``out_dir``; return evaluation.json.
 
     ``threads`` sets torch's intra-op threads (inter-op 1) so a job uses the cores its rule declares.
@@ -398,6 +408,8 @@ def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, thre
     each completed iteration (a test hook; an exception raised there aborts the job like a kill,
     leaving the last periodic checkpoint). ``score_validation``: hold a validation split out and
     record the accuracy on it (Table I's cells under ``layer_selection: validation``).
+    ``hold_validation``: hold the validation split out although this cell does not use it, because
+    another cell of its dataset does (the grid's like-for-like rule, :func:`caanet.grid.holds_validation`).
     ``reference_device``: the device left out of ``mean_bc`` (default: the cache's first). A fidelity
     that runs float32 (``reference``) turns ``cfg.amp`` off (:func:`effective_config`). Nothing is
     written before the spec, config and cache have been checked. ``still_wanted()`` is asked before
@@ -416,13 +428,18 @@ def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, thre
             raise config_error("training.val_fraction", cfg.val_fraction,
                                f"a number > 0: {spec.cell_id}'s layer is selected on a validation split "
                                "(grid.layer_selection: validation)")
+        if hold_validation and cfg.val_fraction == 0:
+            raise config_error("training.val_fraction", cfg.val_fraction,
+                               f"a number > 0: a cell of {spec.dataset} uses a validation split, so every cell "
+                               f"of it, {spec.cell_id} included, holds the same clips out")
         if reference_device is not None and reference_device not in cache.device_labels:
             raise ConfigError(f"reference_device={reference_device!r} is not one of the devices {cache.device_labels} "
                               f"of {features_path}")
         dev = _resolve_device(device)
         _set_threads(threads)
         keep_freed_memory()  # no page faults for every step's activations (caanet.runtime)
-        data = seen_devices_first(cache, prepare_data(cache, spec, cfg, score_validation=score_validation))
+        data = seen_devices_first(cache, prepare_data(cache, spec, cfg, score_validation=score_validation,
+                                                      hold_validation=hold_validation))
         feature_params = cache.params.to_dict()
     ck_path = out_dir / "checkpoints" / "last.pt"
     with _determinism(cfg.deterministic, spec.seed), _StopFlag() as stop:
