@@ -582,6 +582,15 @@ def table4_section(entry: dict | None, summary: pd.DataFrame | None, cells_df: p
             "n_significant": sum(t["holds"] for t in tests), "level": SIGNIFICANCE}
 
 
+def _table5(preset: dict, summaries_given: dict, results_dir, comparisons) -> dict | None:
+    """Table V's section (:func:`caanet.render.field.table5_section`) from ``table5.csv`` when given or found."""
+    from caanet.render import field
+
+    path = _result_file(summaries_given.get(Path(rpaths.TABLE.format(n=5)).name), results_dir, rpaths.TABLE, n=5)
+    summary = field.read_table5(path) if path is not None and path.exists() else None
+    return field.table5_section(preset, summary, comparisons)
+
+
 def _result_file(given, results_dir, template: str, **fields) -> Path | None:
     """``given``, else ``template``'s file under ``results_dir`` (:mod:`caanet.paths`), else None."""
     if given is not None:
@@ -674,6 +683,7 @@ def build_context(*, preset: dict, results_dir=None, summaries=None, layers_csv=
         "oracle_note": ORACLE_NOTE,
         "table4": table4_section(table4_entry, summaries.get("table4"), cells_df, comparisons,
                                  unseen.get(table4_entry["dataset"], ()) if table4_entry else ()),
+        "table5": _table5(preset, summaries_given, results_dir, comparisons),  # Table V: caanet.render.field
         "figures": figure_entries(figures),
         "compute": compute_cost(summaries, bench),
         "warnings": warnings,
