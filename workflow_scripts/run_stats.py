@@ -1,12 +1,14 @@
-"""The paper's claims (claims.csv) and every per-row comparison, Table IV's included (comparisons.csv) (caanet.stats)."""
-from caanet import grid, stats
+"""The paper's claims (claims.csv) and every per-row comparison, Tables IV's and V's included (comparisons.csv)
+(caanet.stats, caanet.field)."""
+from caanet import field, grid, stats
 from caanet.io import write_csv_atomic
 from caanet.workflow_support import logged
 
 with logged(snakemake.log[0], "run_stats") as log:
     preset, layers = snakemake.params.preset, grid.read_layers(snakemake.input.layers)
     loader = stats.predictions_loader(snakemake.input.predictions)
-    comparisons = stats.paper_comparisons(preset, layers) + stats.table4_comparisons(preset, layers)
+    comparisons = (stats.paper_comparisons(preset, layers) + stats.table4_comparisons(preset, layers)
+                   + field.table5_comparisons(preset, layers))
     df = stats.run_comparisons(comparisons, loader)
     claims = stats.run_claims(preset, layers, loader)
     write_csv_atomic(snakemake.output.comparisons, df)
