@@ -284,7 +284,7 @@ _MIXED_CNN_D = ("CNN-d is trained on the untransformed clip with its true device
                 "clip's statistics or response come from another device, so that label would be wrong), while "
                 "the scene network is conditioned on CNN-d's output for the transformed input it sees, as at "
                 "test time, where CNN-d sees what the scene network sees. Teacher forcing would feed the "
-                "original device's one-hot with another device's statistics: not combined.")
+                "original device's one-hot with another device's statistics or response: not combined.")
 register_method("none", "None (the paper's training)")
 register_method(
     "freq_mixstyle", "Freq-MixStyle",
