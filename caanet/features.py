@@ -176,20 +176,53 @@ def _frames(y: np.ndarray, params: FeatureParams) -> np.ndarray:
     return view[:: params.hop_length]
 
 
-def _logmel_frames(frames: np.ndarray, params: FeatureParams, out: np.ndarray) -> np.ndarray:
-    """Write the log-mel of ``(T, n_fft)`` frames into ``out`` ``(T, n_mels)`` float32."""
+def _magnitude_blocks(frames: np.ndarray, params: FeatureParams):
+    """``(start, |STFT|)`` of consecutive blocks of ``(T, n_fft)`` frames: float64 ``(block, n_fft//2+1)``
+    magnitudes without the density scaling (scipy's framing, detrend and window; the scaling is in the
+    mel matrix of :func:`_analysis`)."""
     import scipy.fft  # here, not at the top: a training job reads caches without importing scipy
 
-    window, mel_t = _analysis(params)
+    window, _ = _analysis(params)
     for start in range(0, frames.shape[0], FRAME_BLOCK):
         block = frames[start:start + FRAME_BLOCK]
         means = block.mean(axis=-1, dtype=np.float64)
         x = np.subtract(block, means[:, None], dtype=np.float64)  # detrend='constant'
         x *= window
-        spec = scipy.fft.rfft(x, axis=-1, overwrite_x=True)  # float64: float32 misses 1e-4 on tones
-        np.matmul(np.abs(spec).astype(np.float32), mel_t, out=out[start:start + FRAME_BLOCK])
+        yield start, np.abs(scipy.fft.rfft(x, axis=-1, overwrite_x=True))  # float64: float32 misses 1e-4 on tones
+
+
+def _logmel_frames(frames: np.ndarray, params: FeatureParams, out: np.ndarray,
+                   gain: np.ndarray | None = None) -> np.ndarray:
+    """Write the log-mel of ``(T, n_fft)`` frames into ``out`` ``(T, n_mels)`` float32; ``gain``
+    ``(n_fft//2+1,)`` multiplies each STFT magnitude bin before the mel filterbank."""
+    _, mel_t = _analysis(params)
+    for start, mag in _magnitude_blocks(frames, params):
+        if gain is not None:
+            mag *= gain
+        np.matmul(mag.astype(np.float32), mel_t, out=out[start:start + FRAME_BLOCK])
     out += np.float32(params.log_offset)
     return np.log(out, out=out)
+
+
+def _check_gain(gain, params: FeatureParams) -> np.ndarray | None:
+    if gain is None:
+        return None
+    gain = np.asarray(gain, dtype=np.float64)
+    if gain.shape != (params.n_fft // 2 + 1,) or not np.all(np.isfinite(gain)) or np.any(gain < 0):
+        raise ValueError(f"logmel: gain must be {params.n_fft // 2 + 1} finite values >= 0 (one per STFT bin), "
+                         f"got shape {gain.shape}")
+    return gain
+
+
+def mean_stft_magnitude(y: np.ndarray, params: FeatureParams = FeatureParams()) -> np.ndarray:
+    """The mean over frames of the STFT magnitude of a mono signal: float64 ``(n_fft//2+1,)``, the
+    STFT of :func:`logmel` (framing, detrend, window; no density scaling). The spectra that spectrum
+    correction and device-response estimates compare (:mod:`caanet.methods.device_response`)."""
+    frames = _frames(_as_signal(y, 1), params)
+    total = np.zeros(params.n_fft // 2 + 1)
+    for _, mag in _magnitude_blocks(frames, params):
+        total += mag.sum(axis=0)
+    return total / frames.shape[0]
 
 
 def _as_signal(y, ndim: int) -> np.ndarray:
@@ -202,18 +235,22 @@ def _as_signal(y, ndim: int) -> np.ndarray:
     return y
 
 
-def logmel(y: np.ndarray, params: FeatureParams = FeatureParams(), *, out: np.ndarray | None = None) -> np.ndarray:
+def logmel(y: np.ndarray, params: FeatureParams = FeatureParams(), *, out: np.ndarray | None = None,
+           gain: np.ndarray | None = None) -> np.ndarray:
     """Log-mel spectrogram ``(n_frames, n_mels)`` float32 of a mono signal at params.sample_rate.
 
-    ``out``: an optional C-contiguous float32 ``(n_frames, n_mels)`` array to write into.
+    ``out``: an optional C-contiguous float32 ``(n_frames, n_mels)`` array to write into. ``gain``: an
+    optional ``(n_fft//2+1,)`` per-bin factor on the STFT magnitude before the mel filterbank
+    (spectrum correction, :mod:`caanet.methods.spectrum_correction`); ValueError for another shape.
     """
+    gain = _check_gain(gain, params)
     frames = _frames(_as_signal(y, 1), params)
     shape = (frames.shape[0], params.n_mels)
     if out is None:
         out = np.empty(shape, dtype=np.float32)
     elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"logmel: out must be C-contiguous float32 {shape}, got {out.dtype} {out.shape}")
-    return _logmel_frames(frames, params, out)
+    return _logmel_frames(frames, params, out, gain)
 
 
 def logmel_batch(y: np.ndarray, params: FeatureParams = FeatureParams()) -> np.ndarray:
@@ -240,16 +277,21 @@ def fit_length(y: np.ndarray, n_samples: int) -> tuple[np.ndarray, str]:
     return np.pad(y, pad), "padded"
 
 
-def clip_features(path: str | os.PathLike, params: FeatureParams, *,
-                  out: np.ndarray | None = None) -> tuple[np.ndarray, str]:
-    """Log-mel of one audio file (down-mixed, length fitted) and its fit_length status."""
+def clip_signal(path: str | os.PathLike, params: FeatureParams) -> tuple[np.ndarray, str]:
+    """One audio file as the cache sees it: down-mixed, length fitted (and its fit_length status)."""
     y, sr = read_audio(path)
     if sr != params.sample_rate:
         raise AudioError(
             f"{path}: sample rate {sr} Hz, the features need {params.sample_rate} Hz (run prepare_audio first)"
         )
-    y, status = fit_length(to_mono(y), params.n_samples)
-    return logmel(y, params, out=out), status
+    return fit_length(to_mono(y), params.n_samples)
+
+
+def clip_features(path: str | os.PathLike, params: FeatureParams, *,
+                  out: np.ndarray | None = None, gain: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """Log-mel of one audio file (:func:`clip_signal`) and its fit_length status; ``gain`` as :func:`logmel`."""
+    y, status = clip_signal(path, params)
+    return logmel(y, params, out=out, gain=gain), status
 
 
 def single_threaded_blas():
@@ -265,13 +307,18 @@ def single_threaded_blas():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _features_chunk(paths: Sequence[str], params: FeatureParams) -> tuple[np.ndarray, list[str]]:
+def _features_chunk(paths: Sequence[str], params: FeatureParams,
+                    gains: Sequence[np.ndarray | None] | None = None) -> tuple[np.ndarray, list[str]]:
     out = np.empty((len(paths), params.n_frames, params.n_mels), dtype=np.float32)
     statuses = []
     with single_threaded_blas():
         for i, path in enumerate(paths):
-            statuses.append(clip_features(path, params, out=out[i])[1])
+            statuses.append(clip_features(path, params, out=out[i], gain=None if gains is None else gains[i])[1])
     return out, statuses
+
+
+def _gain_chunk(chunk: tuple[Sequence[str], Sequence[np.ndarray | None]], params: FeatureParams):
+    return _features_chunk(chunk[0], params, chunk[1])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -304,13 +351,18 @@ def build_cache(
     device_labels: Sequence[str],
     n_jobs: int = 1,
     log: Log | None = None,
+    gains: dict[str, np.ndarray] | None = None,
+    extra_attrs: dict[str, str] | None = None,
 ) -> dict:
     """Compute the log-mel of every clip and write the HDF5 cache of the contract, atomically.
 
     Rows keep the index's order; workers compute contiguous chunks and the parent writes them in
     order, so the file is the same for any ``n_jobs``. Clips of the wrong length are zero-padded or
     cropped to ``params.clip_seconds`` and counted (attrs ``n_padded``/``n_cropped``, and the log).
-    Returns a small summary dict.
+    ``gains`` (``{device: (n_fft//2+1,) gain}``, every device of the index): each clip's STFT magnitude
+    is multiplied by its device's gain before the mel filterbank (a derived cache: spectrum
+    correction); ``extra_attrs``: more string attributes (what the cache derives from). Returns a
+    small summary dict.
     """
     log = LOGGER.info if log is None else log
     df = audio_index_df.reset_index(drop=True)
@@ -328,6 +380,13 @@ def build_cache(
     paths = df["audio_path"].astype(str).tolist()
     names = df["filename"].astype(str).tolist()
     chunks = contiguous_chunks(n, n_jobs, per_job=4, max_size=32)
+    clip_gains = None
+    if gains is not None:
+        missing = sorted(set(df["device"]) - set(gains))
+        if missing:
+            raise DatasetError(f"audio index: no gain for device(s) {missing} (gains given for {sorted(gains)})")
+        checked = {d: _check_gain(g, params) for d, g in gains.items()}
+        clip_gains = [checked[d] for d in df["device"]]
     _analysis(params)  # build window and filters once, before workers fork
     examples: dict[str, list[str]] = {"padded": [], "cropped": []}
     counts = {"ok": 0, "padded": 0, "cropped": 0}
@@ -336,7 +395,12 @@ def build_cache(
         with open_hdf5(tmp, "w") as h5:
             dset = h5.create_dataset("logmel", shape=(n, t, m), dtype=np.float32, chunks=(min(16, n), t, m))
             path_chunks = [paths[r.start:r.stop] for r in chunks]
-            for rows, (feats, statuses) in zip(chunks, map_chunks(_features_chunk, path_chunks, n_jobs, params)):
+            if clip_gains is None:
+                results = map_chunks(_features_chunk, path_chunks, n_jobs, params)
+            else:
+                results = map_chunks(_gain_chunk, [(p, clip_gains[r.start:r.stop]) for p, r in zip(path_chunks, chunks)],
+                                     n_jobs, params)
+            for rows, (feats, statuses) in zip(chunks, results):
                 dset[rows.start:rows.stop] = feats
                 for i, status in zip(rows, statuses):
                     counts[status] += 1
@@ -355,6 +419,7 @@ def build_cache(
                 "padded_examples": json.dumps(examples["padded"]),
                 "cropped_examples": json.dumps(examples["cropped"]),
                 "caanet_version": caanet.__version__,
+                **{str(k): str(v) for k, v in (extra_attrs or {}).items()},
             })
 
     log(f"build_cache: {n} clips of {dataset} -> {out_path} ({t} frames x {m} mels)")

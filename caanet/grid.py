@@ -9,7 +9,9 @@ The grid of a preset (``config.yaml``, already merged) is read from these keys::
       strategies:   [single_device, joint, teacher_forcing, multi_task]   # Tables II/III columns
       layer_selection: test                      # test (the paper's) | validation (leak-free)
     tables: {table1: {dataset: D1}, table2: {dataset: D2}, table3: {dataset: D3},
-             table4: {dataset: D4, seeds: [0]}}        # table4 optional; its seeds override seeds*
+             table4: {dataset: D4, seeds: [0]},        # table4 optional; its seeds override seeds*
+             table5: {dataset: D4, rows: [[atrous, att]], strategies: [joint, multi_task],
+                      methods: [none, freq_mixstyle, ...], seeds: [0, 1, 2]}}     # optional
     seeds: [0]                                   # default seeds of every cell
     seeds_by_pooling: {att: [0, 1, 2]}           # optional per-pooling override
     fidelity: paper
@@ -23,7 +25,8 @@ conditioning layer: ``test``, the paper's method (the best of the four **test** 
 gives the conditional strategies of Tables II/III a winner's-curse advantage), or ``validation``
 (Table I's cells hold out a validation split and the best validation Avg picks the layer; leak-free).
 
-Only ``tables.table1`` is required among the tables; an absent ``table2``/``table3``/``table4`` has no cells.
+Only ``tables.table1`` is required among the tables; an absent ``table2``/``table3``/``table4``/``table5`` has
+no cells.
 
 Expansion (Sec. IV-C):
 
@@ -39,6 +42,10 @@ Expansion (Sec. IV-C):
   and ``multi_task_learned_posterior`` included) on table4's dataset (2020-style, with unseen
   devices), conditioned at Table I's layer like Table III; ``tables.table4.seeds`` replaces
   ``seeds``/``seeds_by_pooling`` for its cells when given.
+* Table V (beyond the paper): ``tables.table5``'s rows x strategies x device-robustness methods
+  (:data:`caanet.vocab.METHOD_REGISTRY`), each method with the strategies it combines with
+  (``Method.combines_with``), conditional strategies at Table I's layer. Its cells of method ``none``
+  are the very same :class:`CellSpec` s as Table IV's when both use one dataset and seeds: shared jobs.
 
 Training data, like for like: when any cell on a dataset uses a validation split, every cell on it
 holds out the same one (:func:`holds_validation`, :mod:`caanet.holdout`).
@@ -71,8 +78,8 @@ from scipy import stats as _sps
 from caanet.config import MISSING, validate_section
 from caanet.errors import ConfigError, ResultsError, SpecError, config_error
 from caanet.io import TEXT_ENCODING
-from caanet.spec import CONDITIONAL, LAYERS, PAPER_STRATEGIES, POOLINGS, STRATEGIES, TOPOLOGIES, CellSpec
-from caanet.vocab import LAYER_SELECTIONS
+from caanet.spec import CONDITIONAL, LAYERS, METHODS, PAPER_STRATEGIES, POOLINGS, STRATEGIES, TOPOLOGIES, CellSpec
+from caanet.vocab import LAYER_SELECTIONS, METHOD_REGISTRY
 
 Row = tuple[str, str]
 
@@ -87,10 +94,17 @@ DEFAULT_ROWS: tuple[Row, ...] = (
 TABLE3_ROWS: tuple[Row, ...] = (("cnn_pool", "att"), ("cnn_nopool", "att"), ("atrous", "att"))
 """The rows of Table III (DCASE 2019): the attention models of the three topologies."""
 
-TABLES = ("table1", "table2", "table3", "table4")
+TABLES = ("table1", "table2", "table3", "table4", "table5")
 TABLE4_STRATEGIES: tuple[str, ...] = STRATEGIES
 """Table IV's columns (beyond the paper): every registered strategy, i.e. the paper's four, multi-task with
 the learned lambda, and both multi-task rules with CNN-d's posterior as the device input."""
+DEFAULT_TABLE5_ROWS: tuple[Row, ...] = (("atrous", "att"),)
+"""Table V's rows by default: the CAA-Net row (atrous + attention)."""
+DEFAULT_TABLE5_STRATEGIES: tuple[str, ...] = ("joint", "multi_task")
+"""Table V's strategies by default: joint training and the multi-task variant (``tables.table5.strategies``
+names the variant Table IV shows best)."""
+DEFAULT_TABLE5_METHODS: tuple[str, ...] = METHODS
+"""Table V's methods by default: every registered one."""
 DEFAULT_SEEDS = (0,)
 DEFAULT_FIDELITY = "paper"
 DEFAULT_LAYER_SELECTION = "test"
@@ -101,9 +115,9 @@ SUMMARY_DEVICES = ("avg", "bc", "seen", "unseen")
 """Pseudo-devices of the summaries: ``avg`` over all devices, ``bc`` over the non-reference ones, and,
 for a dataset with unseen devices (``datasets.D.unseen_devices``), ``seen``/``unseen`` over each kind."""
 
-CELL_COLUMNS = ["dataset", "cell_id", "topology", "pooling", "strategy", "cond_layer", "device", "seed",
+CELL_COLUMNS = ["dataset", "cell_id", "topology", "pooling", "strategy", "method", "cond_layer", "device", "seed",
                 "accuracy", "n", "n_correct"]
-SUMMARY_COLUMNS = ["table", "dataset", "topology", "pooling", "strategy", "cond_layer", "device",
+SUMMARY_COLUMNS = ["table", "dataset", "topology", "pooling", "strategy", "method", "cond_layer", "device",
                    "acc_mean", "acc_std", "acc_ci_low", "acc_ci_high", "n_seeds",
                    "ll_mean", "ll_std", "ll_ci_low", "ll_ci_high"]
 LAYER_COLUMNS = ["topology", "pooling", "cond_layer", "acc_mean", "selected_on"]
@@ -151,6 +165,38 @@ class GridConfig:
     layer_selection: str = "test"              # LAYER_SELECTIONS
     unseen_devices: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # dataset -> unseen
     table_seeds: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)     # tables.<t>.seeds
+    table5: "Table5Config | None" = None                   # tables.table5 (None: no Table V)
+
+
+@dataclass(frozen=True)
+class Table5Config:
+    """Table V's grid (``tables.table5``): rows, strategies and methods (defaults
+    :data:`DEFAULT_TABLE5_ROWS`, :data:`DEFAULT_TABLE5_STRATEGIES`, :data:`DEFAULT_TABLE5_METHODS`)."""
+
+    rows: tuple[Row, ...] = DEFAULT_TABLE5_ROWS
+    strategies: tuple[str, ...] = DEFAULT_TABLE5_STRATEGIES
+    methods: tuple[str, ...] = DEFAULT_TABLE5_METHODS
+
+
+def _table5(value: Mapping | None) -> Table5Config | None:
+    """``tables.table5`` normalised (already checked by the schema); a method combined with none of the
+    strategies is refused (it would have no cell)."""
+    if value is None:
+        return None
+    cfg = Table5Config(rows=_rows(value.get("rows", DEFAULT_TABLE5_ROWS)),
+                       strategies=tuple(value.get("strategies", DEFAULT_TABLE5_STRATEGIES)),
+                       methods=tuple(value.get("methods", DEFAULT_TABLE5_METHODS)))
+    if "single_device" in cfg.strategies:
+        raise config_error("tables.table5.strategies", list(cfg.strategies),
+                           "multi-device strategies (single-device training has a model per device; no method "
+                           "is combined with it)")
+    for method in cfg.methods:
+        if not any(METHOD_REGISTRY[method].combines_with(s) for s in cfg.strategies):
+            allowed = [s for s in STRATEGIES if METHOD_REGISTRY[method].combines_with(s)]
+            raise config_error("tables.table5.methods", method,
+                               f"a method combined with one of the strategies {list(cfg.strategies)} "
+                               f"({method} is combined with {allowed})")
+    return cfg
 
 
 # The schema's subschema of each preset key that grid_config reads (rules/schemas/config.schema.yaml).
@@ -256,6 +302,7 @@ def grid_config(preset: Mapping | GridConfig) -> GridConfig:
         layer_selection=grid.get("layer_selection", DEFAULT_LAYER_SELECTION),
         unseen_devices=_unseen_devices(preset["datasets"]),
         table_seeds={t: tuple(e["seeds"]) for t, e in preset["tables"].items() if "seeds" in e},
+        table5=_table5(preset["tables"].get("table5")),
     )
 
 
@@ -339,11 +386,12 @@ def seeds_for(preset: Mapping | GridConfig, pooling: str, table: str | None = No
 
 
 def _cells(cfg: GridConfig, dataset: str, topology: str, pooling: str, strategy: str,
-           cond_layer: int | None = None, device: str | None = None, table: str | None = None) -> list[CellSpec]:
+           cond_layer: int | None = None, device: str | None = None, table: str | None = None,
+           method: str = "none") -> list[CellSpec]:
     """One cell per seed of this pooling (of ``table``'s own seeds where it gives them), validated."""
     return [
         CellSpec(dataset=dataset, topology=topology, pooling=pooling, strategy=strategy,
-                 cond_layer=cond_layer, device=device, seed=seed, fidelity=cfg.fidelity).validate()
+                 cond_layer=cond_layer, device=device, seed=seed, fidelity=cfg.fidelity, method=method).validate()
         for seed in seeds_for(cfg, pooling, table)
     ]
 
@@ -379,8 +427,11 @@ def table1_cells(preset: Mapping | GridConfig) -> list[CellSpec]:
 
 def table_strategies(preset: Mapping | GridConfig, table: str) -> tuple[str, ...]:
     """The strategy columns of ``table``: ``grid.strategies`` for Tables II/III, every registered one
-    (:data:`TABLE4_STRATEGIES`) for Table IV."""
+    (:data:`TABLE4_STRATEGIES`) for Table IV, ``tables.table5.strategies`` for Table V (empty without it)."""
     _check_table(table)
+    if table == "table5":
+        cfg = grid_config(preset)
+        return cfg.table5.strategies if cfg.table5 is not None else ()
     return TABLE4_STRATEGIES if table == "table4" else grid_config(preset).strategies
 
 
@@ -430,14 +481,44 @@ def table4_cells(preset: Mapping | GridConfig, layers: Mapping[Row, int]) -> lis
     return _strategy_cells(cfg, "table4", cfg.table3_rows, layers)
 
 
+def _table5_cells(cfg: GridConfig, layers: Mapping[Row, int] | None) -> list[CellSpec]:
+    """Table V's cells (see :func:`table5_cells`); with ``layers=None`` only the unconditioned ones."""
+    if cfg.table5 is None or "table5" not in cfg.table_datasets:
+        return []
+    dataset = cfg.table_datasets["table5"]
+    out: list[CellSpec] = []
+    for row in cfg.table5.rows:
+        topology, pooling = row
+        for strategy in cfg.table5.strategies:
+            conditional = strategy in CONDITIONAL
+            if conditional and layers is None:
+                continue
+            layer = _layer_of(layers, row, "table5") if conditional else None
+            for method in cfg.table5.methods:
+                if METHOD_REGISTRY[method].combines_with(strategy):
+                    out += _cells(cfg, dataset, topology, pooling, strategy, cond_layer=layer, table="table5",
+                                  method=method)
+    return out
+
+
+def table5_cells(preset: Mapping | GridConfig, layers: Mapping[Row, int]) -> list[CellSpec]:
+    """Table V (beyond the paper): ``tables.table5``'s rows x strategies x methods on its dataset, each
+    method with the strategies it combines with (``caanet.vocab.Method.combines_with``), conditional
+    strategies at Table I's layer for the row; seeds from ``tables.table5.seeds`` where given. The cells
+    of method ``none`` equal Table IV's (same dataset, strategy, layer and seeds): shared jobs. Empty
+    without ``tables.table5``. Single-device training is not a column (no method combines with it)."""
+    return _table5_cells(grid_config(preset), layers)
+
+
 def table_cells(preset: Mapping | GridConfig, table: str, layers: Mapping[Row, int] | None = None) -> list[CellSpec]:
-    """The cells of one table by name (``layers`` is needed for table2/table3/table4)."""
+    """The cells of one table by name (``layers`` is needed for table2 to table5)."""
     _check_table(table)
     if table == "table1":
         return table1_cells(preset)
     if layers is None:
         raise ConfigError(f"{table}: needs the conditioning layers selected from Table I")
-    return {"table2": table2_cells, "table3": table3_cells, "table4": table4_cells}[table](preset, layers)
+    return {"table2": table2_cells, "table3": table3_cells, "table4": table4_cells,
+            "table5": table5_cells}[table](preset, layers)
 
 
 def all_cells(preset: Mapping | GridConfig, layers: Mapping[Row, int] | None = None) -> list[CellSpec]:
@@ -452,6 +533,7 @@ def all_cells(preset: Mapping | GridConfig, layers: Mapping[Row, int] | None = N
     cells += _strategy_cells(cfg, "table2", cfg.rows, layers)
     cells += _strategy_cells(cfg, "table3", cfg.table3_rows, layers)
     cells += _strategy_cells(cfg, "table4", cfg.table3_rows, layers)
+    cells += _table5_cells(cfg, layers)
     return list(dict.fromkeys(cells))
 
 
@@ -519,7 +601,8 @@ def _cell_rows(path: Path) -> list[dict]:
         val_acc = ev.get("validation_accuracy")
         lam = {key: ev.get(key) for key in LAMBDA_COLUMNS}
         rows.append(dict(dataset=spec.dataset, cell_id=spec.cell_id, topology=spec.topology, pooling=spec.pooling,
-                         strategy=spec.strategy, cond_layer=spec.cond_layer, device=str(device), seed=spec.seed,
+                         strategy=spec.strategy, method=spec.method, cond_layer=spec.cond_layer, device=str(device),
+                         seed=spec.seed,
                          accuracy=100.0 * float(acc), n=n, n_correct=k,
                          n_train_clips=(ev.get("n_train_clips_per_device") or {}).get(device, math.nan),
                          n_validation_clips=(ev.get("n_validation_clips_per_device") or {}).get(device, math.nan),
@@ -548,7 +631,7 @@ def _log_loss_of(ev: Mapping, device: str, path) -> float:
 def collect_cells(eval_json_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """One row per (cell, seed, device) of ``evaluation.json`` files; ``accuracy`` in percent.
 
-    Columns: ``dataset, cell_id, topology, pooling, strategy, cond_layer, device, seed, accuracy, n,
+    Columns: ``dataset, cell_id, topology, pooling, strategy, method, cond_layer, device, seed, accuracy, n,
     n_correct`` and :data:`CLIP_COLUMNS`: the device's training and held-out validation clips, and the
     cell's validation Avg in percent (the same on each of its device rows; NaN where none), then
     :data:`LOG_LOSS_COLUMNS` (DCASE's log loss of the device's clips), :data:`LAMBDA_COLUMNS` (when Eq. 2's
@@ -588,8 +671,20 @@ def table_cells_frame(cells_df: pd.DataFrame, preset: Mapping | GridConfig, tabl
     return filter_cells(cells_df, table_cells(preset, table, layers))
 
 
+def with_method(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its ``method`` column filled: ``none`` where absent or empty (frames and CSVs written
+    before Table V had none; the paper's training)."""
+    df = df.copy()
+    if "method" not in df.columns:
+        df["method"] = "none"
+    else:
+        method = df["method"].astype(object)
+        df["method"] = method.where(method.notna() & (method != ""), "none")
+    return df
+
+
 def _check_cells_frame(cells_df: pd.DataFrame) -> None:
-    missing = [c for c in CELL_COLUMNS if c not in cells_df.columns]
+    missing = [c for c in CELL_COLUMNS if c not in cells_df.columns and c != "method"]
     if missing:
         raise ResultsError(f"cells frame: columns {missing} are missing (expected {CELL_COLUMNS})")
     dup = cells_df.duplicated(["dataset", "cell_id", "seed", "device"], keep=False)
@@ -613,11 +708,11 @@ def _model_seed_rows(cells_df: pd.DataFrame, reference_device: str | Mapping[str
     ``avg`` and no ``unseen``: its mean over the seen devices alone is not the Avg of the others.
     """
     unseen_devices = unseen_devices or {}
-    keys = ["dataset", "topology", "pooling", "strategy", "cond_layer"]
-    df = cells_df.copy()
+    keys = ["dataset", "topology", "pooling", "strategy", "method", "cond_layer"]
+    df = with_method(cells_df)
     df["cond_layer"] = df["cond_layer"].astype("Int64")
     df["_layer"] = df["cond_layer"].fillna(0).astype(int)   # groupby drops NA keys
-    gkeys = ["dataset", "topology", "pooling", "strategy", "_layer"]
+    gkeys = ["dataset", "topology", "pooling", "strategy", "method", "_layer"]
     values = ["accuracy"] + [c for c in LOG_LOSS_COLUMNS if c in df.columns]  # each averaged alike
     out = [df[keys + ["device", "seed"] + values]]
     for _, model in df.groupby(gkeys, sort=False):
@@ -677,12 +772,13 @@ def summarise_table(cells_df: pd.DataFrame, table: str, *,
     """Aggregate (cell, seed, device) rows over seeds into one table's long format.
 
     ``cells_df`` holds the table's cells only (see :func:`filter_cells`/:func:`table_cells`).
-    Columns: ``table, dataset, topology, pooling, strategy, cond_layer, device, acc_mean, acc_std,
-    acc_ci_low, acc_ci_high, n_seeds, ll_mean, ll_std, ll_ci_low, ll_ci_high``; ``device`` is each device
-    label plus ``avg`` (mean over all devices) and ``bc`` (mean over the non-reference devices), each
-    computed per seed first. ``ll_*`` are the same statistics of DCASE's log loss (the cells frame's
-    ``log_loss``, :data:`LOG_LOSS_COLUMNS`), its pseudo-devices the same means of the per-device log
-    losses; NaN where a seed lacks it (a frame without the column: all NaN).
+    Columns: ``table, dataset, topology, pooling, strategy, method, cond_layer, device, acc_mean, acc_std,
+    acc_ci_low, acc_ci_high, n_seeds, ll_mean, ll_std, ll_ci_low, ll_ci_high`` (``method``: the
+    device-robustness method, ``none`` outside Table V); ``device`` is each device label plus ``avg``
+    (mean over all devices) and ``bc`` (mean over the non-reference devices), each computed per seed
+    first. ``ll_*`` are the same statistics of DCASE's log loss (the cells frame's ``log_loss``,
+    :data:`LOG_LOSS_COLUMNS`), its pseudo-devices the same means of the per-device log losses; NaN
+    where a seed lacks it (a frame without the column: all NaN).
     ``reference_device`` (required: there is no silent default) is one label or a dataset -> label
     mapping (:func:`reference_devices`). ``unseen_devices`` (dataset -> labels, :func:`unseen_devices`)
     adds ``seen``/``unseen`` (the means over each kind, per seed first); a model lacking the unseen
@@ -693,10 +789,10 @@ def summarise_table(cells_df: pd.DataFrame, table: str, *,
     if cells_df.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     long = _model_seed_rows(cells_df, reference_device, unseen_devices)
-    keys = ["dataset", "topology", "pooling", "strategy", "cond_layer", "device"]
+    keys = ["dataset", "topology", "pooling", "strategy", "method", "cond_layer", "device"]
     long["_layer"] = long["cond_layer"].fillna(0).astype(int)
     rows = []
-    for _, g in long.groupby(["dataset", "topology", "pooling", "strategy", "_layer", "device"], sort=False):
+    for _, g in long.groupby(["dataset", "topology", "pooling", "strategy", "method", "_layer", "device"], sort=False):
         mean, std, lo, hi, n = mean_ci(g["accuracy"].to_numpy())
         ll = g["log_loss"] if "log_loss" in g.columns else pd.Series([math.nan])
         ll_mean, ll_std, ll_lo, ll_hi, _ = mean_ci(ll.to_numpy()) if ll.notna().all() else (math.nan,) * 5
@@ -709,9 +805,9 @@ def summarise_table(cells_df: pd.DataFrame, table: str, *,
         "ds": _order_key(out["dataset"], list(dict.fromkeys(out["dataset"]))),
         "t": _order_key(out["topology"], TOPOLOGIES), "p": _order_key(out["pooling"], POOLINGS),
         "s": _order_key(out["strategy"], STRATEGIES), "l": out["cond_layer"].fillna(0).astype(int),
-        "d": _order_key(out["device"], devices),
+        "m": _order_key(out["method"], METHODS), "d": _order_key(out["device"], devices),
     })
-    idx = order.sort_values(["ds", "t", "p", "s", "l", "d"], kind="stable").index
+    idx = order.sort_values(["ds", "t", "p", "s", "l", "m", "d"], kind="stable").index
     return out.loc[idx].reset_index(drop=True)
 
 

@@ -38,6 +38,7 @@ from caanet.data.loader import normalise_
 from caanet.errors import AudioError, CaanetError, ConfigError
 from caanet.features import fit_length, logmel, logmel_batch, single_threaded_blas
 from caanet.inputs import STDIN
+from caanet.vocab import METHOD_REGISTRY
 
 # windows per forward pass: 4, 8 and 16 take the same CPU time per window (measured, default-preset atrous
 # CNN on 10 s windows), and the activations grow with it (~25, ~55, ~125 MB): 4 keeps predict's peak RSS
@@ -313,6 +314,12 @@ class Predictor:
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size {batch_size}: must be >= 1")
         self.device_index = None
+        method = (getattr(mf, "spec", None) or {}).get("method", "none")
+        if method in METHOD_REGISTRY and METHOD_REGISTRY[method].derived == "replace":
+            raise ConfigError(f"{mf.path} was trained on features transformed by {METHOD_REGISTRY[method].display} "
+                              f"(method {method!r}, a derived feature cache); this command computes the plain "
+                              "log-mel, so its predictions would not be the model's. Evaluate it on its cache "
+                              "(the cell's predictions.csv)")
         if mf.device_source == "oracle":
             if device_label is None:
                 raise ConfigError(f"{mf.path}: a teacher-forcing model takes the recording device as input; "

@@ -1,7 +1,7 @@
 """Where every stage writes: each result path of the workflow, spelled once.
 
 The rules (``rules/*.smk``) use these templates as their input, output, log and benchmark patterns
-(the ``{dataset}``, ``{cell}``, ``{seed}`` and ``{fhash}`` fields are Snakemake wildcards); code
+(the ``{dataset}``, ``{cell}``, ``{seed}``, ``{fhash}`` and ``{method}`` fields are Snakemake wildcards); code
 formats them with :meth:`str.format` or the helpers below. Nothing else in the workflow or in
 ``caanet`` spells a path under ``results/`` or ``reports/`` (``tests/test_paths.py`` checks the rules
 and workflow scripts). Paths are relative to the working directory of the run.
@@ -45,6 +45,14 @@ AUDIO44K_INDEX = f"{AUDIO44K_DIR}/index.csv"
 FEATURES = f"{RESULTS}/features/{{dataset}}-{{fhash}}.h5"
 """The log-mel cache; ``fhash`` is :meth:`caanet.features.FeatureParams.hash`."""
 
+# --- stage 2b: device-robustness methods (Table V, caanet.methods) ----------------------------------
+METHOD_FIT = f"{RESULTS}/methods/{{dataset}}-{{fhash}}/{{method}}.npz"
+"""What a method fits on a dataset's TRAINING split (spectrum correction's gains, the device impulse
+responses): rule ``fit_method``."""
+METHOD_FEATURES = f"{RESULTS}/features/{{dataset}}-{{fhash}}+{{method}}.h5"
+"""A method's derived feature cache (the spectrum-corrected log-mels; the convolved log-mels of the
+reference device's training clips): rule ``build_method_features``."""
+
 # --- stage 3: one training job per cell and seed ---------------------------------------------------
 CELL_KEY = "{dataset}/{cell}/seed{seed}"
 """A training job's name below ``cells/``, ``logs/train_cell/`` and ``benchmarks/train_cell/``."""
@@ -61,6 +69,7 @@ examples for a model without an attention pooling)."""
 
 # --- stage 4: tables and statistics ----------------------------------------------------------------
 TABLE = f"{RESULTS}/tables/table{{n}}.csv"
+"""Tables I-V's summaries (``n`` 1-5; Table V's has a ``method`` column besides the others')."""
 LAYERS = f"{RESULTS}/tables/layers.csv"
 CELLS = f"{RESULTS}/tables/cells.csv"
 COMPLEXITY = f"{RESULTS}/tables/complexity.csv"

@@ -15,6 +15,7 @@ from caanet.errors import SpecError, reject_unknown_keys
 from caanet.vocab import (  # noqa: F401  (FIDELITIES, LAYERS, UNSEEN_DEVICE_POLICIES re-exported)
     FIDELITIES,
     LAYERS,
+    METHOD_REGISTRY,
     POOLING_REGISTRY,
     STRATEGY_REGISTRY,
     TOPOLOGY_REGISTRY,
@@ -33,13 +34,16 @@ CONDITIONAL = tuple(s.name for s in STRATEGY_REGISTRY if s.conditional)
 # beyond the paper: Kendall, Gal and Cipolla, CVPR 2018). The strategy carries the rule, so a cell id
 # names it and one table can hold both.
 LAMBDA_RULES = {s.name: s.lambda_rule for s in STRATEGY_REGISTRY if s.lambda_rule is not None}
+# Device-robustness methods (Table V, beyond the paper); "none" is the paper's training.
+METHODS = METHOD_REGISTRY.names()
 
 _ID_RE = re.compile(cell_id_regex(strict=False))
 
 
 @dataclass(frozen=True)
 class CellSpec:
-    """One training job: a table cell for one seed."""
+    """One training job: a table cell for one seed. ``method``: a device-robustness method combined with
+    the strategy (:data:`caanet.vocab.METHOD_REGISTRY`; ``none``, the paper's training, by default)."""
 
     dataset: str
     topology: str
@@ -49,6 +53,7 @@ class CellSpec:
     device: str | None = None
     seed: int = 0
     fidelity: str = "paper"
+    method: str = "none"
 
     def validate(self) -> "CellSpec":
         def bad(key, value, allowed):
@@ -60,6 +65,13 @@ class CellSpec:
                 bad(key, getattr(self, key), registry.names())
         if self.fidelity not in FIDELITIES:
             bad("fidelity", self.fidelity, FIDELITIES)
+        if self.method not in METHOD_REGISTRY:
+            bad("method", self.method, METHOD_REGISTRY.names())
+        method = METHOD_REGISTRY[self.method]
+        if not method.combines_with(self.strategy):
+            allowed = [s for s in STRATEGY_REGISTRY.names() if method.combines_with(s)]
+            raise SpecError(f"cell spec {self.cell_id_unchecked()!r}: method {self.method!r} is not combined with "
+                            f"strategy {self.strategy!r}; it is with {allowed} ({method.combination})")
         if STRATEGY_REGISTRY[self.strategy].conditional:
             if not isinstance(self.cond_layer, int) or isinstance(self.cond_layer, bool) or self.cond_layer not in LAYERS:
                 raise SpecError(
@@ -90,11 +102,12 @@ class CellSpec:
             parts.append(f"L{self.cond_layer}")
         if self.device is not None:
             parts.append(str(self.device))
-        return "-".join(parts)
+        return "-".join(parts) + ("" if self.method == "none" else f"+{self.method}")
 
     @property
     def cell_id(self) -> str:
-        """The name used in folders, tables and the report, e.g. ``atrous-att-multi_task-L3``."""
+        """The name used in folders, tables and the report, e.g. ``atrous-att-multi_task-L3`` or
+        ``atrous-att-joint+freq_mixstyle`` (``+{method}`` unless the method is ``none``)."""
         return self.validate().cell_id_unchecked()
 
     @property
@@ -121,7 +134,10 @@ class CellSpec:
     def from_id(cls, cell_id: str, *, dataset: str, seed: int = 0, fidelity: str = "paper") -> "CellSpec":
         m = _ID_RE.match(cell_id)
         if not m:
-            raise SpecError(f"cell id {cell_id!r} is not of the form topology-pooling-strategy[-L<layer>][-<device>]")
+            raise SpecError(f"cell id {cell_id!r} is not of the form "
+                            "topology-pooling-strategy[-L<layer>][-<device>][+<method>]")
+        if m.group("method") == "none":
+            raise SpecError(f"cell id {cell_id!r}: the method 'none' is written by leaving '+none' out")
         layer = m.group("layer")
         return cls(
             dataset=dataset,
@@ -132,6 +148,7 @@ class CellSpec:
             device=m.group("device"),
             seed=seed,
             fidelity=fidelity,
+            method=m.group("method") or "none",
         ).validate()
 
     def to_dict(self) -> dict:

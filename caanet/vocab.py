@@ -11,7 +11,8 @@ they are equal: ``tests/test_vocab.py``).
 Adding a pooling head takes one :func:`register_pooling` call below plus its builder (an
 ``nn.Module`` factory in :mod:`caanet.models.heads`, named here by ``"module:function"`` so that
 this module, imported by the workflow at parse time, does not import torch), plus the schema's
-``pooling`` enum (which the test keeps equal to this registry).
+``pooling`` enum (which the test keeps equal to this registry). A device-robustness method (Table V,
+beyond the paper) is one :func:`register_method` call naming its code (:mod:`caanet.methods`).
 
 The smaller vocabularies (unseen-device policies, lambda rules, fidelities, conditioning layers,
 layer selections, dataset sources) are plain tuples here, each defined once.
@@ -83,6 +84,65 @@ class Strategy:
         return self.device_source != "none"
 
 
+DERIVED_USES = ("replace", "augment")
+"""How a training job uses a method's derived feature cache: it trains and tests on it instead of the
+plain cache (``replace``: spectrum correction), or draws training inputs from it beside the plain
+cache (``augment``: device impulse response augmentation)."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """A device-robustness method (Table V, beyond the paper), combined with a training strategy.
+
+    Each hook is ``"module:name"`` (imported only where used, so the workflow parses without torch):
+
+    * ``settings``: a frozen dataclass of the method's settings (``methods.<name>`` of a preset; its
+      types, ranges and defaults are the schema's ``#/$defs/methods/properties/<name>``);
+    * ``transform``: a class ``(settings, *, seed, data, derived) -> callable`` whose instance maps a
+      training batch ``(x, positions, iteration) -> x`` (training only; its randomness a pure function
+      of the cell's seed and the iteration, so a resumed job is exact);
+    * ``fit``: ``(audio_index, params, settings, *, reference_device, out_path, log)``: fits what the
+      method needs from the TRAINING split (rule ``fit_method``);
+    * ``features``: ``(audio_index, params, settings, fit_path, out_path, *, dataset, scene_labels,
+      device_labels, reference_device, n_jobs, log)``: builds its derived feature cache (rule
+      ``build_method_features``), used as ``derived`` says (:data:`DERIVED_USES`).
+
+    ``test_device_labels``: the method reads each TEST clip's true device label (oracle information,
+    like teacher forcing; evaluation.json says so). ``device_sources``: the strategies it combines with,
+    by their device source (single-device training never: a method for robustness across devices needs
+    several); ``combination``: why, and what CNN-d sees. ``citation``: the method's source.
+    """
+
+    name: str
+    display: str
+    settings: str | None = None
+    transform: str | None = None
+    fit: str | None = None
+    features: str | None = None
+    derived: str | None = None
+    test_device_labels: bool = False
+    device_sources: tuple[str, ...] = ("none", "oracle", "predicted")
+    combination: str = ""
+    citation: str = ""
+
+    def load(self, hook: str):
+        """The object named by hook ``hook`` (``settings``, ``transform``, ``fit`` or ``features``); imports its
+        module. None when the method has no such hook."""
+        ref = getattr(self, hook)
+        if ref is None:
+            return None
+        module, _, name = ref.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def combines_with(self, strategy: str) -> bool:
+        """Whether the method is meaningful with ``strategy`` (a registered strategy name): the paper's
+        training (method ``none``) with every strategy, any other method with the strategies of its
+        ``device_sources`` except single-device training."""
+        if self.name == "none":
+            return True
+        return strategy != "single_device" and STRATEGY_REGISTRY[strategy].device_source in self.device_sources
+
+
 E = TypeVar("E")
 
 
@@ -137,6 +197,7 @@ class Registry(Generic[E]):
 TOPOLOGY_REGISTRY: Registry[Topology] = Registry("topology")
 POOLING_REGISTRY: Registry[Pooling] = Registry("pooling")
 STRATEGY_REGISTRY: Registry[Strategy] = Registry("strategy")
+METHOD_REGISTRY: Registry[Method] = Registry("method")
 
 
 def register_topology(name: str, display: str, *, dilations: tuple[int, ...], pool: bool) -> Topology:
@@ -163,6 +224,25 @@ def register_strategy(name: str, display: str, *, device_source: str = "none", l
         raise ValueError(f"strategy {name!r}: lambda_rule and device_input are given exactly for "
                          "device_source='predicted' (CNN-d)")
     return STRATEGY_REGISTRY.register(Strategy(name, display, device_source, lambda_rule, in_paper, device_input))
+
+
+def register_method(name: str, display: str, *, settings: str | None = None, transform: str | None = None,
+                    fit: str | None = None, features: str | None = None, derived: str | None = None,
+                    test_device_labels: bool = False, device_sources: tuple[str, ...] = ("none", "oracle", "predicted"),
+                    combination: str = "", citation: str = "") -> Method:
+    """Register a device-robustness method (:class:`Method`); its name becomes the cell-id suffix
+    ``+{name}``. A derived feature cache needs ``features`` and ``derived`` together."""
+    if (features is None) != (derived is None):
+        raise ValueError(f"method {name!r}: a derived feature cache needs both 'features' and 'derived'")
+    if derived is not None and derived not in DERIVED_USES:
+        raise ValueError(f"method {name!r}: derived {derived!r} is not one of {list(DERIVED_USES)}")
+    if derived == "augment" and transform is None:
+        raise ValueError(f"method {name!r}: an 'augment' cache is drawn from by a training transform; give 'transform'")
+    bad = [s for s in device_sources if s not in DEVICE_SOURCES]
+    if bad:
+        raise ValueError(f"method {name!r}: device_sources {bad} are not among {list(DEVICE_SOURCES)}")
+    return METHOD_REGISTRY.register(Method(name, display, settings, transform, fit, features, derived,
+                                           bool(test_device_labels), tuple(device_sources), combination, citation))
 
 
 # --- the small vocabularies ----------------------------------------------------------------------
@@ -219,17 +299,62 @@ register_strategy("multi_task_posterior", "Multi-task (posterior)", device_sourc
 register_strategy("multi_task_learned_posterior", "Multi-task (posterior, learned λ)", device_source="predicted",
                   lambda_rule="learned", in_paper=False, device_input="posterior")
 
+# Table V (beyond the paper): device-robustness methods of the field, each written from its paper
+# (caanet/methods/). "none" is the paper's training and omitted from cell ids.
+_MIXED_CNN_D = ("CNN-d is trained on the untransformed clip with its true device label (a transformed "
+                "clip's statistics or response come from another device, so that label would be wrong), while "
+                "the scene network is conditioned on CNN-d's output for the transformed input it sees, as at "
+                "test time, where CNN-d sees what the scene network sees. Teacher forcing would feed the "
+                "original device's one-hot with another device's statistics or response: not combined.")
+register_method("none", "None (the paper's training)")
+register_method(
+    "freq_mixstyle", "Freq-MixStyle",
+    settings="caanet.methods.freq_mixstyle:FreqMixStyleSettings",
+    transform="caanet.methods.freq_mixstyle:FreqMixStyle",
+    device_sources=("none", "predicted"),
+    combination=_MIXED_CNN_D,
+    citation=("B. Kim et al., 2022 (MixStyle, K. Zhou et al., ICLR 2021, on frequency-wise statistics of "
+              "spectrograms); F. Schmid et al., CP-JKU submission to DCASE 2022 Task 1 (technical report); "
+              "p = 0.4, alpha = 0.3 as in the DCASE 2024/2025 Task 1 baselines"),
+)
+register_method(
+    "spectrum_correction", "Spectrum correction",
+    fit="caanet.methods.spectrum_correction:fit",
+    features="caanet.methods.spectrum_correction:build_features",
+    derived="replace",
+    test_device_labels=True,
+    combination=("The correction is a fixed input transform, the same in training and test, so CNN-d and the "
+                 "scene network both see corrected clips; CNN-d can still name the device "
+                 "(a per-frequency gain leaves the noise floor, compression and distortion), so the table says "
+                 "whether conditioning adds to the correction."),
+    citation=("M. Kośmider, 'Spectrum correction: acoustic scene classification with mismatched recording "
+              "devices', Interspeech 2020 (doi 10.21437/Interspeech.2020-3088); DCASE 2019 Task 1B winner"),
+)
+register_method(
+    "dir_augment", "Device IR augmentation",
+    settings="caanet.methods.dir_augment:DIRAugmentSettings",
+    transform="caanet.methods.dir_augment:DIRAugment",
+    fit="caanet.methods.dir_augment:fit",
+    features="caanet.methods.dir_augment:build_features",
+    derived="augment",
+    device_sources=("none", "predicted"),
+    combination=_MIXED_CNN_D,
+    citation=("T. Morocutti, F. Schmid, K. Koutini, G. Widmer, 'Device-robust acoustic scene classification via "
+              "impulse response augmentation', EUSIPCO 2023 (arXiv 2305.07499)"),
+)
+
 
 # --- derived -------------------------------------------------------------------------------------
 
 def cell_id_regex(*, strict: bool = True, groups: bool = True, anchored: bool = True) -> str:
-    """The regex of a cell id ``topology-pooling-strategy[-L<layer>][-<device>]``
+    """The regex of a cell id ``topology-pooling-strategy[-L<layer>][-<device>][+<method>]``
     (docs/design.md), built from the registries.
 
-    ``strict=True`` matches registered topologies and poolings and the :data:`LAYERS` only (Snakemake's
-    ``cell=`` wildcard constraint, so an unknown id matches no rule); ``strict=False`` matches any
-    lower-case topology and pooling name and any layer number, so that :meth:`caanet.spec.CellSpec.from_id`
-    can name the wrong part. The strategy is always a registered one (it ends the id's fixed part).
+    ``strict=True`` matches registered topologies, poolings and methods (``none`` is never written) and
+    the :data:`LAYERS` only (Snakemake's ``cell=`` wildcard constraint, so an unknown id matches no rule);
+    ``strict=False`` matches any lower-case topology, pooling and method name and any layer number, so
+    that :meth:`caanet.spec.CellSpec.from_id` can name the wrong part. The strategy is always a
+    registered one (it ends the id's fixed part).
     ``groups=False`` gives it without named groups, ``anchored=False`` without ``^``/``$``
     (both for Snakemake's ``wildcard_constraints``).
     """
@@ -240,6 +365,9 @@ def cell_id_regex(*, strict: bool = True, groups: bool = True, anchored: bool = 
     topology = TOPOLOGY_REGISTRY.regex() if strict else "[a-z_]+?"
     pooling = POOLING_REGISTRY.regex() if strict else "[a-z_]+"
     layer = "|".join(str(n) for n in LAYERS) if strict else r"\d+"
+    written = sorted((n for n in METHOD_REGISTRY.names() if n != "none"), key=len, reverse=True)
+    method = ("|".join(re.escape(n) for n in written) or "(?!)") if strict else "[a-z0-9_]+"
     body = (g("topology", topology) + "-" + g("pooling", pooling) + "-" + g("strategy", STRATEGY_REGISTRY.regex())
-            + "(?:-L" + g("layer", layer) + ")?" + "(?:-" + g("device", "[A-Za-z0-9]+") + ")?")
+            + "(?:-L" + g("layer", layer) + ")?" + "(?:-" + g("device", "[A-Za-z0-9]+") + ")?"
+            + r"(?:\+" + g("method", method) + ")?")
     return f"^{body}$" if anchored else body

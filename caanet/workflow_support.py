@@ -90,13 +90,54 @@ def train_options(preset: dict, dataset: str, cell: str, seed) -> dict:
     """The keyword options of ``train_cell`` that the preset's grid decides for this cell: whether it
     scores a validation split for the layer selection, whether it holds one out because a cell of its
     dataset uses one (:func:`caanet.grid.holds_validation`: every cell of a dataset trains on the same
-    clips), and the dataset's reference device."""
+    clips), and the dataset's reference device; for a cell of a device-robustness method, the method's
+    settings as the preset gives them (``methods.<name>``)."""
     from caanet import grid
+    from caanet.methods import stage_settings
 
     spec = cell_spec(preset, dataset, cell, seed)
-    return {"score_validation": grid.scores_validation(preset, spec),
-            "hold_validation": grid.holds_validation(preset, dataset),
-            "reference_device": grid.reference_devices(preset)[dataset]}
+    options = {"score_validation": grid.scores_validation(preset, spec),
+               "hold_validation": grid.holds_validation(preset, dataset),
+               "reference_device": grid.reference_devices(preset)[dataset]}
+    if spec.method != "none":
+        options["method_settings"] = stage_settings(preset, spec.method, "train")
+    return options
+
+
+def train_inputs(preset: dict, dataset: str, cell: str) -> dict:
+    """The feature caches a training job reads (:mod:`caanet.paths`): ``cache``, the plain cache, or for a
+    method whose derived cache replaces it (spectrum correction) that cache; ``method_cache``, the
+    derived cache of a method that draws from it beside the plain one (dir_augment)."""
+    from caanet import paths
+    from caanet.vocab import METHOD_REGISTRY
+
+    method = METHOD_REGISTRY[cell_spec(preset, dataset, cell, 0).method]
+    fhash = feature_params(preset, dataset).hash()
+    plain = paths.FEATURES.format(dataset=dataset, fhash=fhash)
+    if method.derived is None:
+        return {"cache": plain}
+    derived = paths.METHOD_FEATURES.format(dataset=dataset, fhash=fhash, method=method.name)
+    return {"cache": derived} if method.derived == "replace" else {"cache": plain, "method_cache": derived}
+
+
+def method_response_files(preset: dict, method: str) -> list[str]:
+    """The files a method's fit reads besides the audio: the impulse responses of
+    ``methods.dir_augment.responses`` when given (a ConfigError names the key for a missing folder)."""
+    from caanet.methods import method_settings
+    from caanet.vocab import METHOD_REGISTRY
+
+    settings = method_settings(method, (preset.get("methods") or {}).get(method))
+    folder = getattr(settings, "responses", None)
+    if folder is None or METHOD_REGISTRY[method].fit is None:
+        return []
+    from caanet.methods.dir_augment import response_files
+
+    if not Path(folder).is_dir():
+        raise config_error(f"methods.{method}.responses", folder, "a folder of impulse responses (WAV or FLAC files)")
+    files = [str(p) for p in response_files(folder)]
+    if not files:
+        raise config_error(f"methods.{method}.responses", folder, "a folder holding at least one WAV or FLAC file")
+    return files
 
 
 def check_preset(preset: dict) -> None:
@@ -107,6 +148,10 @@ def check_preset(preset: dict) -> None:
         if d["source"] == "embedded":
             synth_config(synth_settings(preset, name), name)
     train_config(train_settings(preset), preset["name"])
+    from caanet.methods import method_settings
+
+    for name, raw in (preset.get("methods") or {}).items():
+        method_settings(name, raw, where=f"presets.{preset.get('name', '?')}.methods.{name}")
 
 
 def profile_files(argv: list[str] | None = None) -> list[Path]:

@@ -16,12 +16,13 @@ os.environ.update(
 from caanet.config import check_config, check_unique_keys, read_command_line_values, resolve
 from caanet.provenance import code_hash
 from caanet import grid
+from caanet import methods
 from caanet import paths
 from caanet import rerun
 from caanet import trainserver
 from caanet import workflow_support as ws
 from caanet.data.manifest import refresh_manifest
-from caanet.vocab import cell_id_regex
+from caanet.vocab import METHOD_REGISTRY, cell_id_regex
 
 # Snakemake reads config.yaml, --configfile files and profiles keeping the last of a repeated key
 # without a word; a repeated key in any of them is refused, naming the file, key path and lines.
@@ -56,7 +57,8 @@ CODE = {
     "data": code_hash("caanet.data.synth", "caanet.data.layout", "caanet.devices"),
     "features": code_hash("caanet.audio", "caanet.features", "caanet.data.layout"),
     "train": code_hash("caanet.training"),
-    "stats": code_hash("caanet.grid", "caanet.stats", "caanet.claims", "caanet.complexity_table", data=("paper",)),
+    "stats": code_hash("caanet.grid", "caanet.stats", "caanet.claims", "caanet.complexity_table", "caanet.field",
+                       data=("paper",)),
     "render": code_hash(
         "caanet.render.report",
         "caanet.render.figures",
@@ -65,6 +67,17 @@ CODE = {
         data=("paper", "render/templates"),
     ),
 }
+
+
+# A device-robustness method's code: its hooks, named in the registry as strings (caanet.methods), so
+# followed here. Its fit and derived cache (rules/methods.smk) and its cells' training depend on it; a
+# change reruns only the method's jobs.
+METHOD_CODE = {m.name: code_hash(*methods.hook_modules(m.name)) for m in METHOD_REGISTRY if methods.hook_modules(m.name)}
+
+
+def method_code(wildcards):
+    """The code hash of a training job's method (empty for the paper's training)."""
+    return METHOD_CODE.get(ws.cell_spec(P, wildcards.dataset, wildcards.cell, 0).method, "")
 
 
 def _names_regex(names):
@@ -111,6 +124,12 @@ def cache_path(dataset):
 
 def cache_input(wildcards):
     return cache_path(wildcards.dataset)
+
+
+def train_inputs(wildcards):
+    """A training job's feature caches: the plain one, or a method's derived one in its place or beside
+    it (caanet.workflow_support.train_inputs)."""
+    return ws.train_inputs(P, wildcards.dataset, wildcards.cell)
 
 
 def cell_files(specs, name):
@@ -163,13 +182,22 @@ def table4_specs():
     return grid.table4_cells(P, selected_layers())
 
 
+def table5_specs():
+    """Table V's cells (beyond the paper; none without tables.table5), at Table I's layers; those of
+    method none are Table IV's own (shared jobs)."""
+    return grid.table5_cells(P, selected_layers())
+
+
 def strategy_table_specs():
-    """The cells of Tables II-IV (all need Table I's layer selection)."""
-    return table23_specs() + table4_specs()
+    """The cells of Tables II-V (all need Table I's layer selection)."""
+    return table23_specs() + table4_specs() + table5_specs()
 
 
 # Tables rendered and shown in the report: I-III always, IV when the preset has tables.table4.
 RENDERED_TABLES = [1, 2, 3] + ([4] if "table4" in grid.grid_config(P).table_datasets else [])
+HAS_TABLE5 = "table5" in grid.grid_config(P).table_datasets
+# Tables in the report: those rendered by caanet.render.tables, and Table V (caanet.render.field).
+REPORT_TABLES = RENDERED_TABLES + ([5] if HAS_TABLE5 else [])
 
 
 def best_multitask(wildcards):

@@ -1,7 +1,7 @@
 # Stage 4 (the checkpoints stay out of the `postprocess` group: a cluster group job holding a
 # checkpoint would run the jobs it adds, i.e. the training of Tables II/III, inside itself).
-# Aggregate the cells into Tables I-IV (mean, std and 95% CI over seeds; table4.csv has only its
-# header when the preset has no tables.table4) and run the paper's statistics and Table IV's tests. Table I is a checkpoint: the layer it selects per row decides which
+# Aggregate the cells into Tables I-V (mean, std and 95% CI over seeds; table4.csv and table5.csv have
+# only their header when the preset has no tables.table4 / tables.table5) and run the paper's statistics and Table IV's tests. Table I is a checkpoint: the layer it selects per row decides which
 # conditional cells Tables II and III train, so `snakemake -n` plans them once Table I exists.
 
 
@@ -38,6 +38,7 @@ checkpoint aggregate_tables:
         table2=paths.TABLE.format(n=2),
         table3=paths.TABLE.format(n=3),
         table4=paths.TABLE.format(n=4),
+        table5=paths.TABLE.format(n=5),
         cells=paths.CELLS,
         complexity=paths.COMPLEXITY,
     params:

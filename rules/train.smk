@@ -6,7 +6,7 @@
 
 rule train_cell:
     input:
-        cache=cache_input,
+        unpack(train_inputs),
     output:
         evaluation=paths.cell_file("evaluation"),
         predictions=paths.cell_file("predictions"),
@@ -18,6 +18,7 @@ rule train_cell:
         training=rerun.training_params(ws.train_settings(P)),
         options=lambda wildcards: ws.train_options(P, wildcards.dataset, wildcards.cell, wildcards.seed),
         code=CODE["train"],
+        method_code=method_code,
     threads: P["resources"]["train"]["threads"]
     resources:
         mem_mb=resource("train", "mem_mb"),

@@ -1,6 +1,7 @@
 """caanet.grid: expansion of the paper's grid, layer selection, aggregation over seeds, paper tables."""
 
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -372,9 +373,9 @@ def test_paper_tables_load_in_our_vocabulary():
     assert set(t2["topology"]) == {"cnn_pool", "cnn_nopool", "atrous"}
     row = t2[(t2.topology == "atrous") & (t2.pooling == "att") & (t2.strategy == "multi_task") & (t2.device == "avg")]
     assert row["paper_acc"].item() == pytest.approx(68.0)
-    assert grid.paper_table("table4").empty   # beyond the paper: no values
-    with pytest.raises(ConfigError, match="table5"):
-        grid.paper_table("table5")
+    assert grid.paper_table("table4").empty and grid.paper_table("table5").empty   # beyond the paper: no values
+    with pytest.raises(ConfigError, match="table6"):
+        grid.paper_table("table6")
 
 
 def test_compare_with_paper_adds_diff():
@@ -669,3 +670,132 @@ def test_default_presets_table4_has_three_seeds_of_every_strategy_and_holds_out_
                                            "multi_task_learned_posterior"}
     assert len(cells) == 3 * 3 * (6 + 6)
     assert all(grid.holds_validation(preset, d) for d in ("embedded2018", "embedded2019", "embedded2020"))
+
+
+# --------------------------------------------------------------------------- Table V (beyond the paper)
+
+def table5_preset(table4=None, **table5):
+    preset = table4_preset(**(table4 or {}))
+    preset["tables"]["table5"] = {"dataset": "tiny2020", **table5}
+    return preset
+
+
+T5_LAYERS = {("cnn_pool", "att"): 3, ("cnn_nopool", "att"): 2, ("atrous", "att"): 4}
+
+
+def test_table5_cells_are_strategies_by_methods_and_share_table4s():
+    preset = table5_preset(table4={"seeds": [0, 1, 2]}, seeds=[0, 1, 2])
+    cells = grid.table5_cells(preset, T5_LAYERS)
+    models = sorted({(c.strategy, c.method, c.cond_layer) for c in cells})
+    assert models == sorted((s, m, 4 if s == "multi_task" else None) for s in ("joint", "multi_task")
+                            for m in ("none", "freq_mixstyle", "spectrum_correction", "dir_augment"))
+    assert len(cells) == 8 * 3 and {(c.topology, c.pooling) for c in cells} == {("atrous", "att")}
+    plain = [c for c in cells if c.method == "none"]
+    assert set(plain) <= set(grid.table4_cells(preset, T5_LAYERS))                 # the very same jobs
+    everything = grid.all_cells(preset, {**LAYERS, **T5_LAYERS})
+    assert len(everything) == len(set(everything)) and set(cells) <= set(everything)
+    assert len(set(everything) - set(grid.all_cells(table4_preset(seeds=[0, 1, 2]), {**LAYERS, **T5_LAYERS}))) == 18
+    assert [c.cell_id for c in cells[:2]] == ["atrous-att-joint", "atrous-att-joint"]
+    assert grid.table_cells(preset, "table5", T5_LAYERS) == cells
+    assert grid.table_strategies(preset, "table5") == ("joint", "multi_task")
+    # without Table I's layers only the unconditioned cells can start
+    assert {c.strategy for c in grid.all_cells(preset) if c.dataset == "tiny2020"} <= {"joint", "single_device"}
+    assert grid.table5_cells(table4_preset(), T5_LAYERS) == []
+
+
+def test_table5_expands_each_method_with_the_strategies_it_combines_with():
+    preset = table5_preset(strategies=["joint", "teacher_forcing", "multi_task_learned"], methods=["none", "freq_mixstyle",
+                                                                                                 "spectrum_correction"])
+    models = {(c.strategy, c.method) for c in grid.table5_cells(preset, T5_LAYERS)}
+    assert ("teacher_forcing", "freq_mixstyle") not in models and ("teacher_forcing", "spectrum_correction") in models
+    assert ("multi_task_learned", "freq_mixstyle") in models and len(models) == 3 + 2 + 3
+
+
+def test_table5_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"'tables\.table5\.strategies'.*multi-device strategies"):
+        grid.grid_config(table5_preset(strategies=["single_device", "joint"]))
+    with pytest.raises(ConfigError, match=r"'tables\.table5\.methods': got 'freq_mixstyle'.*combined with"):
+        grid.grid_config(table5_preset(strategies=["teacher_forcing"], methods=["freq_mixstyle"]))
+    with pytest.raises(ConfigError, match=r"'tables\.table5\.methods\[0\]'"):
+        grid.grid_config(table5_preset(methods=["bogus"]))
+
+
+def test_table5_defaults_are_the_schemas():
+    from caanet import config as C
+
+    t5 = C.schema()["$defs"]["tables"]["properties"]["table5"]["properties"]
+    assert [tuple(r) for r in t5["rows"]["default"]] == list(grid.DEFAULT_TABLE5_ROWS)
+    assert tuple(t5["strategies"]["default"]) == grid.DEFAULT_TABLE5_STRATEGIES
+    assert tuple(t5["methods"]["default"]) == grid.DEFAULT_TABLE5_METHODS
+    assert grid.grid_config(table5_preset()).table5 == grid.Table5Config()
+
+
+def test_summaries_keep_methods_apart():
+    rows = []
+    for seed, (plain, mixed) in enumerate(((40.0, 50.0), (44.0, 56.0))):
+        rows += cell_rows("atrous-att-joint", dataset="tiny2020", seed=seed, **dict(zip(DEVICES9, [plain] * 9)))
+        rows += [dict(r, method="freq_mixstyle") for r in
+                 cell_rows("atrous-att-joint+freq_mixstyle", dataset="tiny2020", seed=seed,
+                           **dict(zip(DEVICES9, [mixed] * 6 + [mixed - 30] * 3)))]
+    s = grid.summarise_table(frame(rows), "table5", reference_device="a", unseen_devices={"tiny2020": UNSEEN3})
+    assert list(s.columns) == grid.SUMMARY_COLUMNS
+    assert pick(s, method="none", device="avg")["acc_mean"] == pytest.approx(42.0)
+    mixed = s[s["method"] == "freq_mixstyle"]
+    assert pick(mixed, device="seen")["acc_mean"] == pytest.approx(53.0)
+    assert pick(mixed, device="unseen")["acc_mean"] == pytest.approx(23.0)
+    assert pick(mixed, device="avg")["acc_mean"] == pytest.approx((6 * 53.0 + 3 * 23.0) / 9)
+    assert list(dict.fromkeys(s["method"])) == ["none", "freq_mixstyle"]
+    # frames without a method column (cells.csv before Table V) are the paper's training
+    old = frame(rows[:9]).drop(columns="method")
+    assert set(grid.summarise_table(old, "table5", reference_device="a")["method"]) == {"none"}
+
+
+def test_collect_cells_reads_the_method(tmp_path):
+    ev = {"cell_id": "atrous-att-joint+dir_augment", "per_device": {"a": {"accuracy": 0.5, "n": 10, "n_correct": 5}},
+          "spec": CellSpec.from_id("atrous-att-joint+dir_augment", dataset="d").to_dict()}
+    (tmp_path / "e.json").write_text(json.dumps(ev))
+    old = dict(ev, cell_id="atrous-att-joint", spec={k: v for k, v in CellSpec.from_id(
+        "atrous-att-joint", dataset="d", seed=1).to_dict().items() if k != "method"})
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    cells = grid.collect_cells([tmp_path / "e.json", tmp_path / "old.json"])
+    assert cells["method"].tolist() == ["dir_augment", "none"]
+
+
+def test_table5_comparisons_test_each_model_against_joint_and_caanet():
+    from caanet import field
+
+    preset = table5_preset(seeds=[0, 1])
+    comps = field.table5_comparisons(preset, T5_LAYERS)
+    names = [c.comparison for c in comps]
+    assert len(comps) == 2 * (7 + 6) and names[3] == "multi_task vs joint"
+    assert {c.family for c in comps} == {"table5"} and [c.scope for c in comps] == ["all"] * 13 + ["unseen"] * 13
+    assert all(c.devices == tuple(UNSEEN3) for c in comps[13:])
+    assert "joint+freq_mixstyle vs multi_task" in names and "multi_task+dir_augment vs multi_task" in names
+    assert not any(n.endswith("vs multi_task") and "+" not in n.split(" vs ")[0] for n in names)
+    c = next(c for c in comps if c.comparison == "multi_task+spectrum_correction vs joint")
+    assert (c.label_a, c.label_b, c.seeds, c.table) == ("atrous-att-multi_task-L4+spectrum_correction",
+                                                        "atrous-att-joint", (0, 1), "table5")
+    assert set(c for comp in comps for c in comp.model_a + comp.model_b) <= {
+        dataclasses.replace(s, seed=0) for s in grid.table5_cells(preset, T5_LAYERS)}
+    assert field.caanet_strategy(["joint", "multi_task_learned", "multi_task"]) == "multi_task_learned"
+    only_joint = field.table5_comparisons(table5_preset(strategies=["joint"]), T5_LAYERS)
+    assert [c.comparison for c in only_joint] == ["joint+freq_mixstyle vs joint", "joint+spectrum_correction vs joint",
+                                                  "joint+dir_augment vs joint"] * 2
+    assert field.table5_comparisons(table4_preset(), T5_LAYERS) == []
+
+
+def test_train_inputs_and_options_of_method_cells():
+    from caanet import workflow_support as ws
+
+    preset = table5_preset()
+    preset["datasets"]["tiny2020"]["clip_seconds"] = 1.0
+    preset["methods"] = {"dir_augment": {"p": 0.5}}
+    plain = ws.train_inputs(preset, "tiny2020", "atrous-att-joint")
+    assert list(plain) == ["cache"] and plain["cache"].startswith("results/features/tiny2020-")
+    corrected = ws.train_inputs(preset, "tiny2020", "atrous-att-joint+spectrum_correction")
+    assert corrected == {"cache": plain["cache"].replace(".h5", "+spectrum_correction.h5")}
+    assert ws.train_inputs(preset, "tiny2020", "atrous-att-multi_task-L2+dir_augment") == {
+        "cache": plain["cache"], "method_cache": plain["cache"].replace(".h5", "+dir_augment.h5")}
+    assert ws.train_options(preset, "tiny2020", "atrous-att-joint+dir_augment", 0)["method_settings"] == {"p": 0.5}
+    assert ws.train_options(preset, "tiny2020", "atrous-att-joint+freq_mixstyle", 0)["method_settings"] == {}
+    assert "method_settings" not in ws.train_options(preset, "tiny2020", "atrous-att-joint", 0)

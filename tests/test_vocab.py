@@ -44,6 +44,7 @@ def test_cnn_d_strategies_name_their_lambda_rule_and_device_input():
     ("topology", vocab.TOPOLOGY_REGISTRY.names()),
     ("pooling", vocab.POOLING_REGISTRY.names()),
     ("strategy", vocab.STRATEGY_REGISTRY.names()),
+    ("method", vocab.METHOD_REGISTRY.names()),
     ("fidelity", vocab.FIDELITIES),
     ("layer", vocab.LAYERS),
     ("layer_selection", vocab.LAYER_SELECTIONS),
@@ -86,6 +87,11 @@ def test_cell_id_regex_strict_matches_registered_ids_only():
     assert not strict.match("atrous-median-joint") and not strict.match("atrous-att-bogus")
     loose = re.compile(vocab.cell_id_regex(strict=False))
     assert loose.match("resnet-max-joint").group("topology") == "resnet"
+    m = strict.match("atrous-att-multi_task-L3+spectrum_correction")
+    assert (m.group("layer"), m.group("method")) == ("3", "spectrum_correction")
+    assert strict.match("cnn_pool-max-single_device-b+dir_augment").group("device") == "b"
+    assert not strict.match("atrous-att-joint+none") and not strict.match("atrous-att-joint+bogus")
+    assert loose.match("atrous-att-joint+bogus").group("method") == "bogus"
 
 
 def test_wildcard_constraint_form_matches_inside_a_path():
@@ -93,6 +99,7 @@ def test_wildcard_constraint_form_matches_inside_a_path():
     pat = re.compile(rf"results/cells/d/(?P<cell>{body})/seed0")
     assert pat.fullmatch("results/cells/d/atrous-att-multi_task-L3/seed0").group("cell") == "atrous-att-multi_task-L3"
     assert pat.fullmatch("results/cells/d/atrous-att-bogus/seed0") is None
+    assert pat.fullmatch("results/cells/d/atrous-att-joint+freq_mixstyle/seed0").group("cell") == "atrous-att-joint+freq_mixstyle"
     assert "(?P<" not in body and not body.startswith("^")
 
 

@@ -95,6 +95,13 @@ tiny2020's six + joint, teacher forcing, and the four multi-task strategies: swi
 each with the argmax and the posterior conditioning), one seed."""
 
 
+TINY_TABLE5_METHOD_JOBS = 1 * 2 * 3
+"""Table V on the tiny preset beyond Table IV's jobs: atrous-att x (joint, multi-task) x the three methods,
+one seed; its cells without a method are Table IV's joint and multi-task cells."""
+TABLE5_MODELS = {(s, m) for s in ("joint", "multi_task")
+                 for m in ("none", "freq_mixstyle", "spectrum_correction", "dir_augment")}
+
+
 def test_table4_is_trained_aggregated_tested_and_rendered(pipeline):
     summary = pd.read_csv(pipeline / "results" / "tables" / "table4.csv", dtype={"device": str})
     assert set(summary["dataset"]) == {"tiny2020"}
@@ -137,8 +144,10 @@ def test_dry_run_plans_table4s_jobs(pipeline, tmp_path):
     (work / "results" / "tables" / "table4.csv").unlink()
     proc = snakemake(work, "-n", "results/tables/table4.csv")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert planned_jobs(proc) == {"train_cell": TINY_TABLE4_JOBS, "aggregate_tables": 1}
-    planned = re.findall(r"wildcards: dataset=(\w+), cell=([\w-]+), seed=(\d+)", proc.stdout + proc.stderr)
+    # the aggregation writes Table V too: its method cells (the derived caches are still there)
+    assert planned_jobs(proc) == {"train_cell": TINY_TABLE4_JOBS + TINY_TABLE5_METHOD_JOBS, "aggregate_tables": 1}
+    planned = re.findall(r"wildcards: dataset=(\w+), cell=([\w+-]+), seed=(\d+)", proc.stdout + proc.stderr)
+    planned = [p for p in planned if "+" not in p[1]]
     assert len(planned) == TINY_TABLE4_JOBS and {d for d, _, _ in planned} == {"tiny2020"}
     assert {int(s) for _, _, s in planned} == {0}                        # tables.table4.seeds
     singles = sorted(c.rsplit("-", 1)[1] for _, c, _ in planned if "single_device" in c)
@@ -194,6 +203,94 @@ def test_a_result_deleted_by_hand_is_rebuilt_by_all(pipeline, deleted, rule):
     finally:
         aside.rename(path)
     assert planned_jobs(snakemake(pipeline, "-n", "all")) == {}
+
+
+def test_table5_is_trained_aggregated_tested_and_rendered(pipeline):
+    summary = pd.read_csv(pipeline / "results" / "tables" / "table5.csv", dtype={"device": str})
+    assert set(summary["dataset"]) == {"tiny2020"}
+    assert set(zip(summary["strategy"], summary["method"])) == TABLE5_MODELS
+    for _, model in summary.groupby(["strategy", "method"]):
+        assert {"avg", "seen", "unseen", "a", "s6"} <= set(model["device"])
+    # the cells without a method are Table IV's: the very same numbers
+    t4 = pd.read_csv(pipeline / "results" / "tables" / "table4.csv", dtype={"device": str})
+    for strategy in ("joint", "multi_task"):
+        a = summary[(summary["strategy"] == strategy) & (summary["method"] == "none")].set_index("device")["acc_mean"]
+        b = t4[t4["strategy"] == strategy].set_index("device")["acc_mean"]
+        pd.testing.assert_series_equal(a.sort_index(), b.sort_index())
+    comps = pd.read_csv(pipeline / "results" / "stats" / "comparisons.csv")
+    t5 = comps[comps["table"] == "table5"]
+    assert len(t5) == 7 + 6 and (t5["n"] == 9 * 20).all() and t5["p_avg"].between(0, 1).all()
+    assert set(t5["model_b"]) == {"atrous-att-joint", t5["model_a"][t5["comparison"] == "multi_task vs joint"].item()}
+    fits = sorted(p.name for p in (pipeline / "results" / "methods").rglob("*.npz"))
+    assert fits == ["dir_augment.npz", "spectrum_correction.npz"]
+    derived = sorted(p.name.split("+")[1] for p in (pipeline / "results" / "features").glob("tiny2020-*+*.h5"))
+    assert derived == ["dir_augment.h5", "spectrum_correction.h5"]
+    cells = pipeline / "results" / "cells" / "tiny2020"
+    ev = json.loads((cells / "atrous-att-joint+spectrum_correction" / "seed0" / "evaluation.json").read_text())
+    assert ev["test_device_labels_used"] and "oracle information" in ev["note"] and "s4, s5, s6" in ev["note"]
+    ev = json.loads((cells / "atrous-att-joint+dir_augment" / "seed0" / "evaluation.json").read_text())
+    assert ev["method_details"]["responses"] == ["b", "c", "s1", "s2", "s3"] and not ev["test_device_labels_used"]
+    for ext in ("tex", "html"):
+        assert (pipeline / "reports" / "tables" / f"table5.{ext}").is_file()
+    html = (pipeline / "reports" / "paper.html").read_text(encoding="utf-8")
+    assert 'id="table5"' in html and "Kośmider" in html and "Morocutti" in html and "not real phones" in html
+    assert "mean correction of the seen non-reference devices" in html
+
+
+def test_dry_run_plans_table5s_jobs_sharing_table4s(pipeline, tmp_path):
+    """Without tiny2020's cells, fits and derived caches, `snakemake -n` plans Table IV's jobs plus Table V's
+    method cells only (its cells without a method are Table IV's), each method's fit and derived cache once."""
+    work = tmp_path / "caanet"
+    shutil.copytree(pipeline, work, symlinks=True)
+    shutil.rmtree(work / "results" / "cells" / "tiny2020")
+    shutil.rmtree(work / "results" / "methods")
+    for derived in (work / "results" / "features").glob("tiny2020-*+*.h5"):
+        derived.unlink()
+    for n in (4, 5):
+        (work / "results" / "tables" / f"table{n}.csv").unlink()
+    proc = snakemake(work, "-n", "results/tables/table5.csv")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert planned_jobs(proc) == {"train_cell": TINY_TABLE4_JOBS + TINY_TABLE5_METHOD_JOBS, "fit_method": 2,
+                                  "build_method_features": 2, "aggregate_tables": 1}
+    planned = re.findall(r"wildcards: dataset=(\w+), cell=([\w+-]+), seed=(\d+)", proc.stdout + proc.stderr)
+    assert len({c for _, c, _ in planned}) == len(planned) == TINY_TABLE4_JOBS + TINY_TABLE5_METHOD_JOBS
+    assert sorted(c.split("+")[1] for _, c, _ in planned if "+" in c) == sorted(
+        ["freq_mixstyle", "spectrum_correction", "dir_augment"] * 2)
+
+
+@pytest.mark.parametrize("setting, jobs", [
+    ("{freq_mixstyle: {p: 0.5}}", {"train_cell": 2}),
+    ("{dir_augment: {p: 0.5}}", {"train_cell": 2}),
+    ("{dir_augment: {n_taps: 64}}", {"fit_method": 1, "build_method_features": 1, "train_cell": 2}),
+])
+def test_a_methods_setting_reruns_only_what_reads_it(pipeline, setting, jobs):
+    original = _edit_config(pipeline, r"^  tiny:$", f"  tiny:\n    methods: {setting}")
+    try:
+        proc = snakemake(pipeline, "-n", "all")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        planned = planned_jobs(proc)
+        assert {k: v for k, v in planned.items() if k in ("train_cell", "fit_method", "build_method_features")} == jobs
+        assert {"aggregate_tables", "run_stats", "render_report"} <= set(planned)
+        assert not {"build_features", "resample_audio", "generate_embedded"} & set(planned)
+    finally:
+        (pipeline / "config.yaml").write_text(original, encoding="utf-8")
+
+
+@pytest.mark.parametrize("changed, jobs", [
+    ("caanet/methods/dir_augment.py", {"fit_method": 1, "build_method_features": 1, "train_cell": 2}),
+    ("caanet/methods/freq_mixstyle.py", {"train_cell": 2}),
+])
+def test_a_methods_code_reruns_only_its_jobs(pipeline, changed, jobs):
+    path = pipeline / changed
+    original = _append_code(path, "def _changed_for_test():\n    return 1")
+    try:
+        proc = snakemake(pipeline, "-n", "all")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        planned = planned_jobs(proc)
+        assert {k: v for k, v in planned.items() if k in ("train_cell", "fit_method", "build_method_features")} == jobs
+        assert not {"build_features", "aggregate_table1"} & set(planned)
+    finally:
+        path.write_text(original, encoding="utf-8")
 
 
 def test_scripts_read_only_their_declared_inputs(pipeline):
@@ -292,6 +389,8 @@ def _append_code(path: Path, code: str) -> str:
          {"build_features", "generate_embedded", "resample_audio"}),
         ("caanet/render/figures.py", "# a comment only: the syntax tree is unchanged", set(),
          {"train_cell", "run_stats", "render_figures", "render_report"}),
+        ("caanet/field.py", "def _changed_for_test():\n    return 1", {"run_stats", "render_report"},
+         {"train_cell", "fit_method", "build_features"}),
     ],
 )
 def test_code_change_reruns_only_what_it_touches(pipeline, changed, code, must_rerun, must_not_rerun):

@@ -17,7 +17,11 @@ status = run(TrainJob(
     threads=snakemake.threads,
     code=snakemake.params.code,
     log=snakemake.log[0],
-    options=snakemake.params.options,
+    # a method's derived cache drawn from beside the plain one (dir_augment) is a declared input; its
+    # code's hash joins the job's code version (a checkpoint of other method code is discarded)
+    options={**snakemake.params.options,
+             **({"method_cache": snakemake.input.method_cache} if "method_cache" in snakemake.input.keys() else {}),
+             **({"method_code": snakemake.params.method_code} if snakemake.params.method_code else {})},
 ))
 if status:
     sys.exit(status)

@@ -279,9 +279,20 @@ class CAANet(nn.Module):
             one_hot = replace_unseen_rows(one_hot, device.to(x4.device) >= cfg.n_devices, cfg.unseen_device)
         return one_hot, device_logprob
 
-    def forward(self, x: torch.Tensor, device: torch.Tensor | None = None) -> ModelOutput:
+    def forward(self, x: torch.Tensor, device: torch.Tensor | None = None, *,
+                device_x: torch.Tensor | None = None) -> ModelOutput:
+        """``device_x`` (training with a device-robustness transform, :mod:`caanet.methods`): the
+        untransformed batch. CNN-d then runs once over both; the scene network is conditioned on its
+        output for ``x`` (what the scene network sees, as at test time) and the returned device
+        log-probabilities, the device loss's, are those of ``device_x`` (whose device labels are true)."""
         x4 = self._check_input(x)
-        one_hot, device_logprob = self.device_vector(x4, device)
+        if device_x is not None and self.device_net is not None:
+            n = x4.shape[0]
+            twice = None if device is None else torch.cat([device, device])
+            one_hot, device_logprob = self.device_vector(torch.cat([x4, self._check_input(device_x)]), twice)
+            one_hot, device_logprob = one_hot[:n], device_logprob[n:]
+        else:
+            one_hot, device_logprob = self.device_vector(x4, device)
         cond = self.conditioning(one_hot) if one_hot is not None else None
         feats = self.backbone(x4, cond, self.config.cond_layer)
         scene, attention = self.head(feats)

@@ -59,14 +59,18 @@ class TrainState:
                    elapsed_s=float(state["elapsed_s"]), best=state["best"], val_history=list(state["val_history"]))
 
 
-def fingerprint(spec: CellSpec, cfg: TrainConfig, data: CellData) -> dict:
-    """What a checkpoint must match to be resumed: spec, config (less indifferent keys) and the data."""
+def fingerprint(spec: CellSpec, cfg: TrainConfig, data: CellData, method_settings=None) -> dict:
+    """What a checkpoint must match to be resumed: spec, config (less indifferent keys), the data and,
+    for a device-robustness method, its settings (:mod:`caanet.methods`)."""
     tc = cfg.to_dict()
     for key in _RESUME_INDIFFERENT:
         tc.pop(key)
-    return {"spec": spec.to_dict(), "train_config": tc, "n_train": int(data.train_idx.size),
-            "n_val": int(data.val_idx.size), "n_test": int(len(data.test)),
-            "scene_labels": data.scene_labels, "device_labels": data.device_labels}
+    out = {"spec": spec.to_dict(), "train_config": tc, "n_train": int(data.train_idx.size),
+           "n_val": int(data.val_idx.size), "n_test": int(len(data.test)),
+           "scene_labels": data.scene_labels, "device_labels": data.device_labels}
+    if method_settings is not None:
+        out["method_settings"] = dataclasses.asdict(method_settings)
+    return out
 
 
 def fingerprint_differences(old: dict, new: dict) -> list[str]:

@@ -140,7 +140,12 @@ def prepare_data(features, spec: CellSpec, cfg: TrainConfig, *, score_validation
 class CellTrainer:
     """The training loop of one cell: one :meth:`step` per iteration, checkpoints, final evaluation."""
 
-    def __init__(self, spec: CellSpec, cfg: TrainConfig, data: CellData, dev: torch.device, say):
+    def __init__(self, spec: CellSpec, cfg: TrainConfig, data: CellData, dev: torch.device, say, *,
+                 method_settings=None, method_cache=None, feature_params=None):
+        """``method_settings``: the settings object of ``spec.method`` (:func:`caanet.methods.method_settings`);
+        ``method_cache``: its derived cache for an ``augment`` method; ``feature_params``: the cell's
+        :class:`caanet.features.FeatureParams` (what a derived cache is checked against)."""
+        from caanet.methods import build_transform
         from caanet.models import ModelConfig, build_model
 
         self.spec, self.cfg, self.data, self.dev, self.say = spec, cfg, data, dev, say
@@ -166,7 +171,12 @@ class CellTrainer:
         params = list(self.model.parameters()) + (self.rule.parameters() if self.learned else [])
         self.optimizer = Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)  # no torch._dynamo import
         self.state = TrainState()
-        self.fingerprint = fingerprint(spec, cfg, data)
+        self.method_settings = method_settings
+        # a device-robustness method's training transform (caanet.methods): random draws are a pure
+        # function of (seed, iteration), so nothing of it needs checkpointing
+        self.transform = build_transform(spec, method_settings, data=data, derived=method_cache, dev=dev,
+                                         params=feature_params)
+        self.fingerprint = fingerprint(spec, cfg, data, method_settings)
         self._t0 = time.monotonic()
         # bf16 autocast on CUDA where the config and the fidelity allow it (the reference runs float32)
         self.amp = bool(cfg.amp and self.fidelity.bf16_autocast)
@@ -232,10 +242,14 @@ class CellTrainer:
         lr = lr_at(it, cfg, self.fidelity)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x, y, d = _batch(self.train_t, self.batches(it), self.dev)  # indexed on the device
+        positions = self.batches(it)
+        x, y, d = _batch(self.train_t, positions, self.dev)  # indexed on the device
+        x_in = self.transform(x, positions, it) if self.transform is not None else x
+        # CNN-d learns the true device of the untransformed clips (caanet.methods: Method.combination)
+        device_x = x if (x_in is not x and self.spec.device_source == "predicted") else None
         lam = self.rule.value if self.multi else None
         with _autocast(self.dev, self.amp):
-            out = self.model(x, d if self.oracle else None)
+            out = self.model(x_in, d if self.oracle else None, device_x=device_x)
         # losses in float32 (the network's outputs may be bf16 under autocast)
         loss_scene = F.nll_loss(out.scene.float(), y)
         loss_device = F.nll_loss(out.device.float(), d) if self.multi else torch.zeros((), device=loss_scene.device)
@@ -336,7 +350,8 @@ class CellTrainer:
         out["loss_log_variances"] = self.rule.weighting.log_vars() if self.learned else None
         return out
 
-    def evaluate(self, code_version=None, reference_device: str | None = None) -> tuple[dict, pd.DataFrame, dict | None]:
+    def evaluate(self, code_version=None, reference_device: str | None = None,
+                 cache_attrs: dict | None = None) -> tuple[dict, pd.DataFrame, dict | None]:
         """Evaluate the selected weights on the test clips: ``(evaluation, predictions, attention or None)``.
 
         ``reference_device`` (default: the cache's first device) is left out of ``mean_bc``. Where the cell
@@ -380,13 +395,25 @@ class CellTrainer:
             "code_version": code_version,
         }
         evaluation.update(self.unseen_and_lambda_keys(evaluation["per_device"], device_pred))
+        notes = []
         if self.oracle and self.spec.device_source == "predicted":
-            evaluation["note"] = (f"unseen-device policy {self.unseen_policy!r}: the true device label of each "
-                                  "test clip is used to spot the clips of devices absent from training "
-                                  "(oracle information)")
+            notes.append(f"unseen-device policy {self.unseen_policy!r}: the true device label of each "
+                         "test clip is used to spot the clips of devices absent from training "
+                         "(oracle information)")
         elif self.oracle:
-            evaluation["note"] = ("teacher forcing: the true device label of each test clip is fed to the model "
-                                  "(oracle information)")
+            notes.append("teacher forcing: the true device label of each test clip is fed to the model "
+                         "(oracle information)")
+        if self.spec.method != "none":
+            from caanet.methods import evaluation_keys
+
+            keys, note = evaluation_keys(self.spec, self.method_settings, self.transform, cache_attrs or {},
+                                         unseen_devices=evaluation["unseen_devices"])
+            evaluation.update(keys)
+            if note:
+                notes.append(note)
+                evaluation["test_device_labels_used"] = True
+        if notes:
+            evaluation["note"] = "; ".join(notes)
         attention = _attention_examples(self.model, data, dev=self.dev, cfg=cfg, oracle=self.oracle, amp=self.amp,
                                         clips=self.test_t)
         return evaluation, preds_df, attention
@@ -396,7 +423,8 @@ def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, thre
                device="auto", log=None, code_version: str | None = None,
                callback: Callable[[int], None] | None = None, score_validation: bool = False,
                hold_validation: bool = False, reference_device: str | None = None,
-               still_wanted: Callable[[], bool] | None = None) -> dict:
+               method_settings: dict | None = None, method_cache: str | None = None,
+               method_code: str | None = None, still_wanted: Callable[[], bool] | None = None) -> dict:
     """Train and evaluate one table cell; write the contract's outputs into ``out_dir``; return evaluation.json.
 
     ``threads`` sets torch's intra-op threads (inter-op 1) so a job uses the cores its rule declares.
@@ -410,7 +438,13 @@ def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, thre
     record the accuracy on it (Table I's cells under ``layer_selection: validation``).
     ``hold_validation``: hold the validation split out although this cell does not use it, because
     another cell of its dataset does (the grid's like-for-like rule, :func:`caanet.grid.holds_validation`).
-    ``reference_device``: the device left out of ``mean_bc`` (default: the cache's first). A fidelity
+    ``reference_device``: the device left out of ``mean_bc`` (default: the cache's first).
+    ``method_settings``: the settings of ``spec.method`` (``methods.<name>`` of the preset, checked by
+    :func:`caanet.methods.method_settings`; defaults where absent); ``method_cache``: the derived cache of
+    an ``augment`` method (dir_augment). A ``replace`` method's cell (spectrum correction) is given its
+    derived cache as ``features_path``; every other cell a plain one (ConfigError otherwise).
+    ``method_code``: the workflow's hash of the method's code (its hooks), appended to ``code_version``
+    (so a checkpoint written by other method code is discarded too). A fidelity
     that runs float32 (``reference``) turns ``cfg.amp`` off (:func:`effective_config`). Nothing is
     written before the spec, config and cache have been checked. ``still_wanted()`` is asked before
     the outputs, written to a staging folder, are moved into ``out_dir``
@@ -421,8 +455,14 @@ def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, thre
     features_path, out_dir = Path(features_path), Path(out_dir)
     say = _as_log(log)
     _check_arguments(spec, cfg)
+    from caanet.methods import check_cache_for, method_settings as resolve_method_settings
+
+    settings = resolve_method_settings(spec.method, method_settings, where="method_settings")
+    if method_code:
+        code_version = f"{code_version}+{method_code}"
     with open_cache(features_path) as cache:  # the job's one open of its cache
         check_spec(cache, spec, cfg)
+        check_cache_for(spec, cache.attrs, features_path)
         cfg = effective_config(spec, cfg)
         if score_validation and cfg.val_fraction == 0:
             raise config_error("training.val_fraction", cfg.val_fraction,
@@ -441,15 +481,17 @@ def train_cell(features_path, spec: CellSpec, cfg: TrainConfig, out_dir, *, thre
         data = seen_devices_first(cache, prepare_data(cache, spec, cfg, score_validation=score_validation,
                                                       hold_validation=hold_validation))
         feature_params = cache.params.to_dict()
+        params, cache_attrs = cache.params, dict(cache.attrs)
     ck_path = out_dir / "checkpoints" / "last.pt"
     with _determinism(cfg.deterministic, spec.seed), _StopFlag() as stop:
-        trainer = CellTrainer(spec, cfg, data, dev, say)
+        trainer = CellTrainer(spec, cfg, data, dev, say, method_settings=settings, method_cache=method_cache,
+                              feature_params=params)
         trainer.resume(ck_path, code_version)
         say(f"{trainer.name} ({trainer.fidelity.name}): {data.train_idx.size} training clips, {data.val_idx.size} "
             f"validation, {len(data.test)} test; {cfg.iterations} iterations on {dev}")
         say(f"{trainer.name}: " + held_out_line(data))
         trainer.run(ck_path, code_version, stop, callback)
-        evaluation, preds_df, attention = trainer.evaluate(code_version, reference_device)
+        evaluation, preds_df, attention = trainer.evaluate(code_version, reference_device, cache_attrs)
         evaluation["complexity"] = measure_model(trainer.model, feature_params["clip_seconds"])  # DCASE's counts
         _write_outputs(out_dir, spec=spec, cfg=cfg, model=trainer.model, model_cfg=trainer.model_cfg, data=data,
                        metrics=trainer.state.metrics, evaluation=evaluation, preds_df=preds_df, attention=attention,

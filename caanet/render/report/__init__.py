@@ -11,7 +11,7 @@ twice) and returns a message instead of raising when LaTeX is absent, so the HTM
 (:mod:`~caanet.render.report.typeset`).
 
 One module per section, in report order: ``provenance``, ``results`` (Tables I-III), ``table4``,
-``dcase_metrics`` (log loss and complexity, beyond the paper),
+``table5`` (CAA-Net and the field, beyond the paper), ``dcase_metrics`` (log loss and complexity, beyond the paper),
 ``multitask`` (what λ does: the argmax finding, the switch), ``statistics``, ``selections``, ``claims``,
 ``figure_entries``, ``compute``. Every section selects a table's cells through
 :func:`caanet.grid.table_cells_frame` (``ReportInputs.table_cells``). A new section is a
@@ -43,6 +43,7 @@ from caanet.render.report import results as _results
 from caanet.render.report import selections as _selections
 from caanet.render.report import statistics as _statistics
 from caanet.render.report import table4 as _table4
+from caanet.render.report import table5 as _table5
 from caanet.render.report.claims import (CLAIM_TESTS, best_strategy_sentence, claims_sentences, count_wins,
                                          qualitative_claims)
 from caanet.render.report.compute import compute_cost, read_benchmark, table_cell_ids
@@ -64,7 +65,7 @@ TITLE = ("CAA-Net: Conditional Atrous CNNs with Attention for Explainable Device
          "Scene Classification, regenerated")
 PAPER = "Z. Ren, Q. Kong, J. Han, M. D. Plumbley, B. W. Schuller, IEEE Transactions on Multimedia, 2020"
 
-for _module in (_provenance, _results, _table4, _dcase_metrics, _multitask, _statistics, _selections, _claims, _figure_entries,
+for _module in (_provenance, _results, _table4, _table5, _dcase_metrics, _multitask, _statistics, _selections, _claims, _figure_entries,
                 _compute):
     register_section(Section(_module.__name__.rsplit(".", 1)[1], _module.build))
 

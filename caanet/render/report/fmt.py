@@ -12,6 +12,7 @@ TABLE_TITLES = {
     "table2": "Table II: the training strategies (DCASE 2018 in the paper)",
     "table3": "Table III: the training strategies (DCASE 2019 in the paper)",
     "table4": "Table IV (beyond the paper): the training strategies with seen and unseen devices",
+    "table5": "Table V (beyond the paper): CAA-Net and the field's device-robustness methods",
 }
 """Each table's name and subject; :func:`table_title` adds what its summary holds (devices, strategies)."""
 

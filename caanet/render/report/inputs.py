@@ -19,7 +19,7 @@ class ReportInputs:
     """The report's inputs: the resolved ``preset``, the table ``summaries`` (``{"table1": frame}``),
     the rendered table files, ``layers`` (records of ``layers.csv``), ``comparisons``/``claims``
     (``comparisons.csv``/``claims.csv`` frames or None), ``cells`` (``cells.csv`` or None), the
-    ``reference``/``unseen`` devices per dataset, figure and benchmark files, ``complexity`` (the path of ``complexity.csv`` or None), the provenance overrides,
+    ``reference``/``unseen`` devices per dataset, figure and benchmark files, ``complexity`` (the path of ``complexity.csv`` or None), ``table5`` (Table V's summary, beyond the paper, or None), the provenance overrides,
     and the ``warnings`` met while loading."""
 
     preset: dict
@@ -34,6 +34,7 @@ class ReportInputs:
     figures: list[Path] = field(default_factory=list)
     benchmarks: list[Path] = field(default_factory=list)
     complexity: Path | None = None
+    table5: pd.DataFrame | None = None
     versions: dict | None = None
     commit: str | None = None
     date: str | None = None
@@ -122,6 +123,15 @@ def load_inputs(*, preset: dict, results_dir=None, summaries=None, layers_csv=No
             inp.summaries[f"table{n}"] = T.read_summary(path)
         else:
             inp.warnings.append(f"{path or name} is missing: Table {n} is not shown")
+    if "table5" in (preset.get("tables") or {}):  # Table V (caanet.render.field): its own section
+        from caanet.render.field import read_table5
+
+        name = Path(rpaths.TABLE.format(n=5)).name
+        path = _result_file(summaries_given.get(name), results_dir, rpaths.TABLE, n=5)
+        if path is not None and path.exists():
+            inp.table5 = read_table5(path)
+        else:
+            inp.warnings.append(f"{path or name} is missing: Table V is not shown")
     inp.rendered = _as_paths(tables_dir)
     layers_csv = _result_file(layers_csv, results_dir, rpaths.LAYERS)
     inp.layers = pd.read_csv(layers_csv).to_dict("records") if layers_csv and layers_csv.exists() else []
