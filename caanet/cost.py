@@ -54,8 +54,9 @@ def _flops(cfg_json: str, batch_size: int) -> int:
     cfg = ModelConfig(**json.loads(cfg_json))
     if cfg.device_source == "oracle":
         # teacher forcing adds only the conditioning bias (n_devices x channels per clip) to the plain
-        # network, and its input check reads the device labels, which fake tensors do not have
-        cfg = dataclasses.replace(cfg, device_source="none", cond_layer=None)
+        # network, and its input check reads the device labels, which fake tensors do not have; the
+        # plain network has no unseen-device policy (an oracle cell of unseen devices has one)
+        cfg = dataclasses.replace(cfg, device_source="none", cond_layer=None, unseen_device=None)
     model = build_model(cfg).train()  # real parameters (megabytes at the paper's widths)
     counter = FlopCounterMode(display=False)
     # fake activations: shapes and dtypes propagate, nothing is allocated or computed

@@ -117,6 +117,16 @@ def test_compute_share_by_hand():
             compute_share(*bad)
 
 
+def test_train_step_flops_of_teacher_forcing_with_an_unseen_device_policy():
+    # Table IV's teacher-forcing cells replace an unseen device's one-hot ("uniform"): counted as the plain network
+    plain = train_step_flops(ModelConfig("cnn_nopool", "avg", **SMALL), 2)
+    for policy in ("zero", "uniform"):
+        oracle = ModelConfig("cnn_nopool", "avg", device_source="oracle", cond_layer=2, unseen_device=policy, **SMALL)
+        assert train_step_flops(oracle, 2) == plain == hand_count_nopool_avg(2)
+    multi = ModelConfig("cnn_nopool", "avg", device_source="predicted", cond_layer=2, unseen_device="uniform", **SMALL)
+    assert train_step_flops(multi, 2) > plain
+
+
 def test_trained_cell_flops_property():
     cell = TrainedCell("d", "c", 0, None, 16, 300, 1.0, 1000)
     assert cell.flops == 300_000
