@@ -194,9 +194,10 @@ def training_window(results_root: str | os.PathLike = "results") -> tuple[float,
     """``(start, end, n_jobs)`` of the run's ``train_cell`` jobs, in seconds since the epoch.
 
     Each job's benchmark file (``benchmarks/train_cell/{dataset}/{cell}/seed{n}.tsv``) gives its wall
-    seconds ``s`` (last row) and, by its modification time, its end: Snakemake writes the file when the
-    job has finished. ``end`` is the latest end, ``start`` the earliest ``end - s``: the wall time from the
-    first training job's start to the last one's end, other jobs that ran in between included. Raises
+    seconds ``s`` (last row) and, by its modification time, its end: Snakemake writes the file when it
+    has finished the job (the cell's outputs carry the same time; the job's log was last written 0.1-0.7 s
+    earlier). ``end`` is the latest end, ``start`` the earliest ``end - s``: the wall time from the first
+    training job's start to the last one's end, other jobs that ran in between included. Raises
     ConfigError when there is no benchmark file, or naming a file without a numeric ``s``.
     """
     import pandas as pd
