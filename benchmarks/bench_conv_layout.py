@@ -223,22 +223,16 @@ def _weights(fid, att: torch.Tensor) -> torch.Tensor:
     return torch.clamp(torch.sigmoid(att) + 0.1, 0.1, 0.9)
 
 
-def _pool(cla, att, fid, class_dim: int, pos_dim: int, ratio: bool = False):
-    """Eq. 5-6 (``caanet.models.heads.attention_pooling``) on maps with classes on ``class_dim`` and the
-    positions flattened on ``pos_dim``; returns ``(scene with classes on class_dim, normalised attention)``.
-    ``ratio``: ``sum(a * c) / sum(a)`` instead of ``sum((a / sum(a)) * c)`` (the attention is then
-    computed off the loss's path)."""
+def _pool(cla, att, fid, class_dim: int, pos_dim: int):
+    """Eq. 5-6 (``caanet.models.heads.attention_pooling``, the same order of operations) on maps with classes on
+    ``class_dim`` and the positions flattened on ``pos_dim``; returns ``(scene, normalised attention)``."""
     from caanet.models.heads import ATT_NORM_EPS, PAPER_LOG_EPS
 
     a = _weights(fid, att)
     total = a.sum(dim=pos_dim, keepdim=True).clamp_min(ATT_NORM_EPS)
     c = torch.softmax(cla, dim=class_dim) if fid.attention_class_act == "softmax" else torch.log_softmax(cla, dim=class_dim)
-    if ratio:
-        s = (a * c).sum(dim=pos_dim) / total.squeeze(pos_dim)
-        norm = a / total
-    else:
-        norm = a / total
-        s = (norm * c).sum(dim=pos_dim)
+    norm = a / total
+    s = (norm * c).sum(dim=pos_dim)
     if fid.attention_class_act == "softmax":
         s = torch.log(s.clamp_min(PAPER_LOG_EPS))
     return s, norm
@@ -310,7 +304,7 @@ def head_gemm_one(head, x):
     return s.t(), norm.view(k, b, p, q).transpose(0, 1)
 
 
-def head_gemm_two(head, x, ratio: bool = False):
+def head_gemm_two(head, x):
     """Two GEMMs over every clip: ``(K, C) @ (C, B*PQ)`` -> ``(K, B, PQ)`` each."""
     b, _, p, q = x.shape
     k = head.cla.out_channels
@@ -318,13 +312,50 @@ def head_gemm_two(head, x, ratio: bool = False):
     cla = torch.addmm(head.cla.bias[:, None], head.cla.weight.flatten(1), xt).view(k, b, p * q)
     att = torch.addmm(head.att.bias[:, None], head.att.weight.flatten(1), xt).view(k, b, p * q)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        s, norm = _pool(cla.float(), att.float(), head.fidelity, 0, 2, ratio=ratio)
+        s, norm = _pool(cla.float(), att.float(), head.fidelity, 0, 2)
     return s.t(), norm.view(k, b, p, q).transpose(0, 1)
 
 
-def head_gemm_two_ratio(head, x):
-    """As ``gemm_two`` with Eq. 6's sum as ``sum(a * c) / sum(a)`` (the division on (K, B) only)."""
-    return head_gemm_two(head, x, ratio=True)
+# ---- the fastest formulation, written as a drop-in for caanet/models/heads.py (AttentionHead.forward and a
+# pooling function on class-first maps); bench_conv_layout's report gives this code to apply
+
+
+def attention_pooling_classes_first(cla: torch.Tensor, att: torch.Tensor, fidelity) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 5-6 on the 1x1-conv outputs laid out classes first: ``cla``, ``att`` ``(K, B, N)`` (N = P*Q positions,
+    innermost). Returns ``(scene (K, B), A' (K, B, N))``; the same values as ``attention_pooling`` on the
+    ``(B, K, P, Q)`` maps, with the softmax over a strided class axis and ``sum(a * c) / sum(a)`` dividing
+    ``(K, B)`` sums instead of every ``a``. Runs in float32 whatever the autocast state."""
+    from caanet.models.heads import ATT_NORM_EPS, PAPER_LOG_EPS
+
+    with torch.autocast(device_type=cla.device.type, enabled=False):
+        cla, att = cla.float(), att.float()
+        if fidelity.attention_weight == "sigmoid":
+            a = torch.sigmoid(att)
+        elif fidelity.attention_weight == "sigmoid_plus_0.1_clamped":
+            a = torch.clamp(torch.sigmoid(att) + 0.1, 0.1, 0.9)
+        else:
+            raise ValueError(f"attention_weight={fidelity.attention_weight!r} is not implemented")
+        total = a.sum(dim=2, keepdim=True).clamp_min(ATT_NORM_EPS)
+        if fidelity.attention_class_act == "softmax":
+            y = (a * torch.softmax(cla, dim=0)).sum(dim=2) / total.squeeze(2)
+            scene = torch.log(y.clamp_min(PAPER_LOG_EPS))
+        elif fidelity.attention_class_act == "log_softmax":
+            scene = (a * torch.log_softmax(cla, dim=0)).sum(dim=2) / total.squeeze(2)
+        else:
+            raise ValueError(f"attention_class_act={fidelity.attention_class_act!r} is not implemented")
+        return scene, a / total
+
+
+def head_gemm_two_ratio(self, x):
+    """``AttentionHead.forward``: two GEMMs over every clip's positions, ``(K, C) @ (C, B*P*Q)``, classes first."""
+    x = self.pre(x)
+    b, c, p, q = x.shape
+    k = self.cla.out_channels
+    xt = x.permute(0, 2, 3, 1).reshape(b * p * q, c).t()  # (C, B*P*Q): a view of a channels-last map
+    cla = torch.addmm(self.cla.bias[:, None], self.cla.weight.view(k, c), xt).view(k, b, p * q)
+    att = torch.addmm(self.att.bias[:, None], self.att.weight.view(k, c), xt).view(k, b, p * q)
+    scene, norm = attention_pooling_classes_first(cla, att, self.fidelity)
+    return scene.t(), norm.view(k, b, p, q).transpose(0, 1)
 
 
 HEADS = {
