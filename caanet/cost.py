@@ -9,14 +9,21 @@
   ``gpu_share`` resource of ``rules/train.smk``): a paper-scale full-resolution cell (about 8.6
   TFLOP per iteration at batch 16) takes a whole card; a pooled CNN (about 0.3 TFLOP) or a
   default-preset cell a small slice, so several share one card (``profiles/local-gpu``).
+* :func:`trained_cells` / :func:`run_training_flops`: the FLOPs a finished run's training took, per
+  cell ``train_step_flops`` of its model at its batch size times its iterations; with
+  :func:`training_window` (first ``train_cell`` job's start to the last one's end) they give the
+  run's share of the machine's compute limit (``benchmarks/bench_default_preset.sh``, issue 19).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import glob
 import json
 import math
+import os
+from pathlib import Path
 
 from caanet.errors import ConfigError
 
@@ -47,8 +54,9 @@ def _flops(cfg_json: str, batch_size: int) -> int:
     cfg = ModelConfig(**json.loads(cfg_json))
     if cfg.device_source == "oracle":
         # teacher forcing adds only the conditioning bias (n_devices x channels per clip) to the plain
-        # network, and its input check reads the device labels, which fake tensors do not have
-        cfg = dataclasses.replace(cfg, device_source="none", cond_layer=None)
+        # network, and its input check reads the device labels, which fake tensors do not have; the
+        # plain network has no unseen-device policy (an oracle cell of unseen devices has one)
+        cfg = dataclasses.replace(cfg, device_source="none", cond_layer=None, unseen_device=None)
     model = build_model(cfg).train()  # real parameters (megabytes at the paper's widths)
     counter = FlopCounterMode(display=False)
     # fake activations: shapes and dtypes propagate, nothing is allocated or computed
@@ -107,3 +115,120 @@ def bf16_peak_tflops(device_name: str) -> float | None:
         if key.lower() in name:
             return BF16_PEAK_TFLOPS[key]
     return None
+
+
+# --------------------------------------------------------------------------------------------------
+# What a finished run's training cost
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedCell:
+    """One trained cell folder ``cells/{dataset}/{cell}/seed{seed}``: its model (``model_config``, a
+    :class:`caanet.models.ModelConfig`), ``batch_size`` (from ``model.pt``'s ``train_config``),
+    ``iterations`` and ``train_seconds`` (the training loop's, from ``evaluation.json``) and
+    ``step_flops`` (:func:`train_step_flops`)."""
+
+    dataset: str
+    cell: str
+    seed: int
+    model_config: object
+    batch_size: int
+    iterations: int
+    train_seconds: float | None
+    step_flops: int
+
+    @property
+    def flops(self) -> int:
+        """FLOPs of the cell's training: ``step_flops * iterations``."""
+        return self.step_flops * self.iterations
+
+
+def trained_cells(results_root: str | os.PathLike = "results") -> list[TrainedCell]:
+    """Every trained cell of a run below ``results_root``, sorted by dataset, cell and seed.
+
+    A cell is trained when its folder holds ``evaluation.json`` (published last by a training job);
+    a folder without it (a job running, abandoned or failed) is not counted. From ``evaluation.json``:
+    ``iterations`` (the iterations trained, an integer >= 0) and ``train_seconds``; from ``model.pt``
+    (:func:`caanet.modelfile.load_model_file`): the model configuration and ``train_config.batch_size``.
+    Only the training steps count: evaluations (CNN-d's validation for the lambda rule, the test set at
+    the end) and the first step's set-up are left out. Raises ConfigError naming the file and the key
+    for a trained cell without ``model.pt``, an unreadable ``evaluation.json`` or a missing or bad
+    ``iterations`` / ``batch_size``.
+    """
+    from caanet import paths
+    from caanet.modelfile import load_model_file
+
+    pattern = paths.results_file(paths.cell_file("evaluation"), results_root, dataset="*", cell="*", seed="*")
+    cells = []
+    for ev_path in sorted(glob.glob(pattern)):
+        dataset, cell, seed, _ = paths.parse_cell_file(ev_path)
+        folder = Path(ev_path).parent
+        try:
+            evaluation = json.loads(Path(ev_path).read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{ev_path}: not readable JSON ({e})") from None
+        iterations = evaluation.get("iterations") if isinstance(evaluation, dict) else None
+        if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 0:
+            raise ConfigError(f"{ev_path}: key 'iterations' is {iterations!r}, expected an integer >= 0")
+        model_path = folder / paths.CELL_FILES["model"]
+        if not model_path.is_file():
+            raise ConfigError(f"{model_path}: missing; a trained cell's folder holds its model file beside {ev_path}")
+        model_file = load_model_file(model_path)
+        batch_size = (model_file.train_config or {}).get("batch_size")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ConfigError(f"{model_path}: key 'train_config.batch_size' is {batch_size!r}, expected an integer >= 1")
+        seconds = evaluation.get("train_seconds")
+        cells.append(TrainedCell(dataset, cell, seed, model_file.config, batch_size, iterations,
+                                 float(seconds) if isinstance(seconds, (int, float)) else None,
+                                 train_step_flops(model_file.config, batch_size)))
+    return cells
+
+
+def run_training_flops(results_root: str | os.PathLike = "results") -> int:
+    """FLOPs of all training of the run below ``results_root``: the sum of :func:`trained_cells`' ``flops``."""
+    return sum(c.flops for c in trained_cells(results_root))
+
+
+def training_window(results_root: str | os.PathLike = "results") -> tuple[float, float, int]:
+    """``(start, end, n_jobs)`` of the run's ``train_cell`` jobs, in seconds since the epoch.
+
+    Each job's benchmark file (``benchmarks/train_cell/{dataset}/{cell}/seed{n}.tsv``) gives its wall
+    seconds ``s`` (last row) and, by its modification time, its end: Snakemake writes the file when it
+    has finished the job (the cell's outputs carry the same time; the job's log was last written 0.1-0.7 s
+    earlier). ``end`` is the latest end, ``start`` the earliest ``end - s``: the wall time from the first
+    training job's start to the last one's end, other jobs that ran in between included. Raises
+    ConfigError when there is no benchmark file, or naming a file without a numeric ``s``.
+    """
+    import pandas as pd
+
+    from caanet import paths
+
+    pattern = paths.results_file(paths.benchmark("train_cell", paths.CELL_KEY), results_root,
+                                 dataset="*", cell="*", seed="*")
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise ConfigError(f"no train_cell benchmark files match {pattern}")
+    starts, ends = [], []
+    for f in files:
+        try:
+            seconds = float(pd.read_csv(f, sep="\t")["s"].iloc[-1])
+        except (OSError, ValueError, KeyError, IndexError, pd.errors.ParserError) as e:
+            raise ConfigError(f"{f}: no wall seconds in column 's' ({type(e).__name__}: {e})") from None
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ConfigError(f"{f}: column 's' is {seconds!r}, expected seconds >= 0")
+        end = os.path.getmtime(f)
+        starts.append(end - seconds)
+        ends.append(end)
+    return min(starts), max(ends), len(files)
+
+
+def compute_share(flops: float, seconds: float, cores: int, gflops_per_core: float) -> float:
+    """The share of the compute limit: ``flops / (seconds * cores * gflops_per_core * 1e9)``.
+
+    ``gflops_per_core``: the machine's one-thread matmul speed. Raises ConfigError unless ``flops >= 0``,
+    ``seconds > 0``, ``cores >= 1`` and ``gflops_per_core > 0``."""
+    if not (flops >= 0 and seconds > 0 and cores >= 1 and gflops_per_core > 0):
+        raise ConfigError(f"compute_share: flops={flops!r} must be >= 0, seconds={seconds!r} > 0, cores={cores!r} "
+                          f">= 1 and gflops_per_core={gflops_per_core!r} > 0")
+    return flops / (seconds * cores * gflops_per_core * 1e9)
