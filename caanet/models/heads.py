@@ -79,7 +79,26 @@ def attention_pooling(cla: torch.Tensor, att: torch.Tensor, fidelity: Fidelity) 
     """Eq. 5-6 on the 1x1-conv outputs ``cla`` and ``att`` (both ``(B, K, P, Q)``).
 
     Returns ``(scene (B, K), A' (B, K, P, Q))``; ``A'`` sums to 1 over ``P x Q`` for every class.
-    Runs in float32 whatever the autocast state.
+    Runs in float32 whatever the autocast state (:func:`attention_pooling_classes_first` on the maps laid
+    out classes first).
+    """
+    b, k, p, q = cla.shape
+    scene, norm = attention_pooling_classes_first(cla.transpose(0, 1).reshape(k, b, p * q),
+                                                  att.transpose(0, 1).reshape(k, b, p * q), fidelity)
+    return scene.t(), norm.view(k, b, p, q).transpose(0, 1)
+
+
+def attention_pooling_classes_first(cla: torch.Tensor, att: torch.Tensor,
+                                    fidelity: Fidelity) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 5-6 on ``cla`` and ``att`` laid out ``(K, B, N)``: classes first, ``N = P x Q`` positions
+    innermost (what one matrix product over a channels-last map's channels gives).
+
+    Returns ``(scene (K, B), A' (K, B, N))``. Eq. 5's normalisation is folded into Eq. 6
+    (``sum_n A' C = sum_n a C / sum_n a``), so the loss's backward pass never goes through ``A'``, which
+    is returned for the figures and ``caanet explain``. The layout keeps every reduction and the softmax
+    over classes on contiguous memory: on the CPU the head then costs 0.65 of the (B, K, P, Q) form's
+    time forward and backward (``benchmarks/bench_conv_layout.py --parts head``). Float32 whatever the
+    autocast state.
     """
     with torch.autocast(device_type=cla.device.type, enabled=False):
         cla, att = cla.float(), att.float()
@@ -89,15 +108,15 @@ def attention_pooling(cla: torch.Tensor, att: torch.Tensor, fidelity: Fidelity) 
             a = torch.clamp(torch.sigmoid(att) + 0.1, 0.1, 0.9)
         else:
             raise ConfigError(f"attention_weight={fidelity.attention_weight!r} is not implemented")
-        norm = a / a.sum(dim=(2, 3), keepdim=True).clamp_min(ATT_NORM_EPS)
+        total = a.sum(dim=2, keepdim=True).clamp_min(ATT_NORM_EPS)   # Eq. 5's denominator
         if fidelity.attention_class_act == "softmax":
-            y = (norm * torch.softmax(cla, dim=1)).sum(dim=(2, 3))
+            y = (a * torch.softmax(cla, dim=0)).sum(dim=2) / total.squeeze(2)
             scene = torch.log(y.clamp_min(PAPER_LOG_EPS))
         elif fidelity.attention_class_act == "log_softmax":
-            scene = (norm * torch.log_softmax(cla, dim=1)).sum(dim=(2, 3))
+            scene = (a * torch.log_softmax(cla, dim=0)).sum(dim=2) / total.squeeze(2)
         else:
             raise ConfigError(f"attention_class_act={fidelity.attention_class_act!r} is not implemented")
-    return scene, norm
+        return scene, a / total
 
 
 class LinearHead(nn.Module):
@@ -138,8 +157,21 @@ class AttentionHead(nn.Module):
             nn.init.zeros_(self.att.weight)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` ``(B, C, P, Q)`` -> ``(scene (B, K), A' (B, K, P, Q))``.
+
+        The two 1x1 convolutions are matrix products over the channels of every bin, ``(K, C) @ (C,
+        B*P*Q)`` (a view of a channels-last map), straight into the classes-first layout of
+        :func:`attention_pooling_classes_first`; the parameters keep their 1x1-conv shapes, so
+        checkpoints are unaffected. ``A'`` is returned as a view.
+        """
         x = self.pre(x)
-        return attention_pooling(self.cla(x), self.att(x), self.fidelity)
+        b, c, p, q = x.shape
+        k = self.cla.out_channels
+        xt = x.permute(0, 2, 3, 1).reshape(b * p * q, c).t()  # (C, B*P*Q)
+        cla = torch.addmm(self.cla.bias[:, None].to(x.dtype), self.cla.weight.view(k, c).to(x.dtype), xt)
+        att = torch.addmm(self.att.bias[:, None].to(x.dtype), self.att.weight.view(k, c).to(x.dtype), xt)
+        scene, norm = attention_pooling_classes_first(cla.view(k, b, p * q), att.view(k, b, p * q), self.fidelity)
+        return scene.t(), norm.view(k, b, p, q).transpose(0, 1)
 
     def extra_repr(self) -> str:
         return f"fidelity={self.fidelity.name!r}"
