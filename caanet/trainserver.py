@@ -63,7 +63,7 @@ ENABLED_BY_DEFAULT = True
 #: Environment variable through which the workflow tells its jobs the server's socket address.
 ADDRESS_ENV = "CAANET_TRAIN_SERVER"
 #: Modules the server imports before it forks: what a training job would import itself.
-PRELOAD = ("torch", "numpy", "h5py", "caanet.training", "caanet.workflow_support")
+PRELOAD = ("torch", "numpy", "h5py", "caanet.training.trainer", "caanet.workflow_support")
 _HEADER = struct.Struct("!I")  # length of the JSON request that follows the fds
 
 

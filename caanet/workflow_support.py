@@ -69,7 +69,7 @@ def train_settings(preset: dict) -> dict:
 
 
 def train_config(settings: dict, preset_name: str = "?"):
-    from caanet.training import TrainConfig
+    from caanet.training.config import TrainConfig  # no torch: the workflow checks it at parse time
 
     return TrainConfig.from_dict(settings, where=f"presets.{preset_name}.training")
 

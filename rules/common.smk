@@ -20,6 +20,7 @@ from caanet import methods
 from caanet import paths
 from caanet import rerun
 from caanet import trainserver
+from caanet import training
 from caanet import workflow_support as ws
 from caanet.data.manifest import refresh_manifest
 from caanet.vocab import METHOD_REGISTRY, cell_id_regex
@@ -56,7 +57,7 @@ TABLE1_CELLS = grid.table1_cells(P)
 CODE = {
     "data": code_hash("caanet.data.synth", "caanet.data.layout", "caanet.devices"),
     "features": code_hash("caanet.audio", "caanet.features", "caanet.data.layout"),
-    "train": code_hash("caanet.training"),
+    "train": code_hash(*training.ENTRY_MODULES),
     "stats": code_hash("caanet.grid", "caanet.stats", "caanet.claims", "caanet.complexity_table", "caanet.field",
                        data=("paper",)),
     "render": code_hash(

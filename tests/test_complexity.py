@@ -140,9 +140,11 @@ def test_counting_is_training_code_and_the_table_is_not():
     changing the table or the widths comparison reruns only the aggregation (caanet.provenance)."""
     from caanet.provenance import PACKAGE_ROOT, import_closure
 
-    def closure(module):
-        return {str(p.relative_to(PACKAGE_ROOT)) for p in import_closure(module)}
+    from caanet.training import ENTRY_MODULES
 
-    training, stats = closure("caanet.training"), closure("caanet.complexity_table")
+    def closure(*modules):
+        return {str(p.relative_to(PACKAGE_ROOT)) for p in import_closure(*modules)}
+
+    training, stats = closure(*ENTRY_MODULES), closure("caanet.complexity_table")
     assert "complexity.py" in training and "complexity_table.py" not in training
     assert "complexity.py" in stats

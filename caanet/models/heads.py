@@ -139,6 +139,25 @@ class LinearHead(nn.Module):
         return F.log_softmax(self.fc(z).float(), dim=-1), None
 
 
+class PointwiseConv2d(nn.Conv2d):
+    """A 1x1 convolution ``C -> K`` (with bias) computed as one matrix product over the channels of
+    every bin, ``(K, C) @ (C, B*P*Q)``, on a channels-last map a view. The result is laid out classes
+    first, ``(K, B, P, Q)``, and returned as its ``(B, K, P, Q)`` view, so the module stays an
+    ``nn.Conv2d`` to everything that inspects it (parameter shapes, checkpoints, torchinfo's MAC count)
+    while the attention pooling reads classes first without a copy. On the CPU it avoids oneDNN's slow
+    backward of 1x1 convolutions with few channels (``benchmarks/bench_conv_layout.py --parts head``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, p, q = x.shape
+        xt = x.permute(0, 2, 3, 1).reshape(b * p * q, c).t()  # (C, B*P*Q)
+        y = torch.addmm(self.bias[:, None].to(x.dtype), self.weight.view(self.out_channels, c).to(x.dtype), xt)
+        return y.view(self.out_channels, b, p, q).transpose(0, 1)
+
+
 class AttentionHead(nn.Module):
     """Global attention pooling (Eq. 5-6): 1x1 classification and attention convs ``C -> K``.
 
@@ -149,28 +168,23 @@ class AttentionHead(nn.Module):
         super().__init__()
         self.fidelity = get_fidelity(fidelity)
         self.pre = pre if pre is not None else nn.Identity()
-        self.cla = nn.Conv2d(in_channels, n_classes, kernel_size=1)
-        self.att = nn.Conv2d(in_channels, n_classes, kernel_size=1)
+        self.cla = PointwiseConv2d(in_channels, n_classes)
+        self.att = PointwiseConv2d(in_channels, n_classes)
         init_he_uniform(self.cla)
         init_he_uniform(self.att)
         if self.fidelity.attention_init_zero:
             nn.init.zeros_(self.att.weight)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x`` ``(B, C, P, Q)`` -> ``(scene (B, K), A' (B, K, P, Q))``.
-
-        The two 1x1 convolutions are matrix products over the channels of every bin, ``(K, C) @ (C,
-        B*P*Q)`` (a view of a channels-last map), straight into the classes-first layout of
-        :func:`attention_pooling_classes_first`; the parameters keep their 1x1-conv shapes, so
-        checkpoints are unaffected. ``A'`` is returned as a view.
-        """
+        """``x`` ``(B, C, P, Q)`` -> ``(scene (B, K), A' (B, K, P, Q))``: both 1x1 convolutions
+        (:class:`PointwiseConv2d`, classes-first underneath) feed Eq. 5-6 in the classes-first layout of
+        :func:`attention_pooling_classes_first`. ``A'`` is returned as a view."""
         x = self.pre(x)
-        b, c, p, q = x.shape
+        b, _, p, q = x.shape
         k = self.cla.out_channels
-        xt = x.permute(0, 2, 3, 1).reshape(b * p * q, c).t()  # (C, B*P*Q)
-        cla = torch.addmm(self.cla.bias[:, None].to(x.dtype), self.cla.weight.view(k, c).to(x.dtype), xt)
-        att = torch.addmm(self.att.bias[:, None].to(x.dtype), self.att.weight.view(k, c).to(x.dtype), xt)
-        scene, norm = attention_pooling_classes_first(cla.view(k, b, p * q), att.view(k, b, p * q), self.fidelity)
+        cla = self.cla(x).transpose(0, 1).reshape(k, b, p * q)   # views: the products are (K, B, P, Q) already
+        att = self.att(x).transpose(0, 1).reshape(k, b, p * q)
+        scene, norm = attention_pooling_classes_first(cla, att, self.fidelity)
         return scene.t(), norm.view(k, b, p, q).transpose(0, 1)
 
     def extra_repr(self) -> str:

@@ -42,54 +42,42 @@ what the lambda rule (CNN-d alone) and model selection need.
 """
 
 # Every name callers imported from the single module caanet/training.py is re-exported here, the
-# private ones too (tests and benchmarks use _batch, _determinism, _RESUME_INDIFFERENT).
-from caanet.data.loader import CellData, Clips, held_out_line, seen_devices_first
-from caanet.training.batches import (
-    BatchOrder,
-    ClipTensors,
-    _autocast,
-    _batch,
-    _eval_mode,
-    device_accuracy,
-    predict,
-    validation_accuracy,
-)
-from caanet.training.checkpoint import (
-    CHECKPOINT_FORMAT,
-    _RESUME_INDIFFERENT,
-    TrainState,
-    checkpoint_code_version,
-    fingerprint,
-    read_checkpoint,
-    write_checkpoint,
-)
-from caanet.training.config import (
-    SELECTIONS,
-    LambdaRule,
-    TrainConfig,
-    effective_config,
-    lambda_source,
-    learned_lambda_columns,
-    learned_or_switched_rule,
-    lr_at,
-    needs_validation,
-)
-from caanet.training.outputs import METRICS_COLUMNS, PREDICTION_COLUMNS, Abandoned
-from caanet.training.process import LOGGER, _determinism
-from caanet.training.trainer import (
-    CellTrainer,
-    Preempted,
-    check_spec,
-    prepare_data,
-    train_cell,
-    validation_filenames,
-)
+# private ones too (tests and benchmarks use _batch, _determinism, _RESUME_INDIFFERENT). They are
+# imported on first use (PEP 562), so that ``caanet.training.config`` (TrainConfig, which the workflow
+# checks at parse time) imports no torch: a Snakemake parse stays about a second shorter.
+import importlib
 
-__all__ = [
-    "Abandoned", "BatchOrder", "CHECKPOINT_FORMAT", "CellData", "CellTrainer", "ClipTensors", "Clips", "LOGGER", "LambdaRule",
-    "METRICS_COLUMNS", "PREDICTION_COLUMNS", "Preempted", "SELECTIONS", "TrainConfig", "TrainState",
-    "check_spec", "checkpoint_code_version", "device_accuracy", "effective_config", "fingerprint", "held_out_line",
-    "lambda_source", "learned_lambda_columns", "learned_or_switched_rule", "lr_at", "needs_validation", "predict",
-    "prepare_data", "read_checkpoint", "seen_devices_first", "train_cell", "validation_accuracy",
-    "validation_filenames", "write_checkpoint",
-]
+_EXPORTS = {
+    "caanet.data.loader": ("CellData", "Clips", "held_out_line", "seen_devices_first"),
+    "caanet.training.batches": ("BatchOrder", "ClipTensors", "_autocast", "_batch", "_eval_mode", "device_accuracy",
+                                "predict", "validation_accuracy"),
+    "caanet.training.checkpoint": ("CHECKPOINT_FORMAT", "_RESUME_INDIFFERENT", "TrainState", "checkpoint_code_version",
+                                   "fingerprint", "read_checkpoint", "write_checkpoint"),
+    "caanet.training.config": ("SELECTIONS", "LambdaRule", "TrainConfig", "effective_config", "lambda_source",
+                               "learned_lambda_columns", "learned_or_switched_rule", "lr_at", "needs_validation"),
+    "caanet.training.outputs": ("METRICS_COLUMNS", "PREDICTION_COLUMNS", "Abandoned"),
+    "caanet.training.process": ("LOGGER", "_determinism"),
+    "caanet.training.trainer": ("CellTrainer", "Preempted", "check_spec", "prepare_data", "train_cell",
+                                "validation_filenames"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+ENTRY_MODULES = ("caanet.training", *_EXPORTS)
+"""The modules a training job runs from: the training stage's code hash follows their imports
+(``rules/common.smk``, :func:`caanet.provenance.code_hash`), which the lazy re-exports above hide
+from a scan of this file alone."""
+
+__all__ = sorted(name for name in _MODULE_OF if not name.startswith("_"))
+
+
+def __getattr__(name: str):
+    """A re-exported name, imported from its module on first use (then cached in this module)."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'caanet.training' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MODULE_OF))
