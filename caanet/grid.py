@@ -63,6 +63,7 @@ figure), and for a dataset with unseen devices ``seen``/``unseen`` (means over e
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.resources
 import json
 import math
@@ -279,6 +280,21 @@ def grid_config(preset: Mapping | GridConfig) -> GridConfig:
         return preset
     if not isinstance(preset, Mapping):
         raise config_error("<preset>", type(preset).__name__, "a mapping")
+    try:
+        key = json.dumps(preset, sort_keys=True)
+    except (TypeError, ValueError):   # not JSON data (a caller's own objects): no cache
+        return _grid_config(preset)
+    return _grid_config_of_json(key)
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_config_of_json(preset_json: str) -> GridConfig:
+    """:func:`_grid_config` of a preset given as canonical JSON: the workflow asks for the same preset's
+    grid for every job (params, inputs), and a schema validation costs milliseconds."""
+    return _grid_config(json.loads(preset_json))
+
+
+def _grid_config(preset: Mapping) -> GridConfig:
     for key in ("datasets", "tables"):
         if key not in preset:
             raise config_error(key, MISSING, "a value (required)")

@@ -16,6 +16,7 @@ stage starts to import is covered the day it is imported (:func:`import_closure`
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import subprocess
 from pathlib import Path
@@ -24,13 +25,29 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
 def _file_digest(path: Path) -> bytes:
-    data = path.read_bytes()
-    if path.suffix == ".py":
+    return _parsed(*_stamp(path))[0]
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    """``(path, size, mtime_ns)``: the key under which a file's parse is cached in this process."""
+    st = path.stat()
+    return str(path), st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(path: str, size: int, mtime_ns: int) -> tuple[bytes, ast.AST | None]:
+    """``(digest, syntax tree or None)`` of a file, parsed once per process and version of the file (a
+    Snakefile parse hashes every stage's modules, and each stage shares most of them). Python files are
+    digested through their syntax tree (comments and formatting do not count)."""
+    data = Path(path).read_bytes()
+    tree = None
+    if path.endswith(".py"):
         try:
-            data = ast.dump(ast.parse(data, filename=str(path)), include_attributes=False).encode()
+            tree = ast.parse(data, filename=path)
+            data = ast.dump(tree, include_attributes=False).encode()
         except SyntaxError:
             pass  # hash the bytes; the import will fail loudly anyway
-    return hashlib.sha256(data).digest()
+    return hashlib.sha256(data).digest(), tree
 
 
 def source_hash(*relpaths: str, root: str | Path = PACKAGE_ROOT, length: int = 12) -> str:
@@ -64,7 +81,9 @@ def _module_file(name: str, root: Path) -> Path | None:
 def _imported_modules(path: Path, module: str) -> set[str]:
     """Every ``caanet`` module that the file ``path`` (module ``module``) imports, anywhere in it, with
     the packages each import runs (``caanet.a.b`` runs ``caanet`` and ``caanet.a`` too)."""
-    tree = ast.parse(path.read_bytes(), filename=str(path))
+    tree = _parsed(*_stamp(path))[1]
+    if tree is None:
+        tree = ast.parse(path.read_bytes(), filename=str(path))  # a syntax error, raised here
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(tree):
