@@ -37,11 +37,11 @@ Expansion (Sec. IV-C):
   reused, not retrained.
 * Table III: ``table3_rows`` on table3's dataset, conditioned at Table I's layer for the same
   (topology, pooling), as the paper does.
-* Table IV (beyond the paper): ``table3_rows`` x every registered strategy (:data:`TABLE4_STRATEGIES`:
-  the learned lambda's ``multi_task_learned`` and the posterior conditioning's ``multi_task_posterior``
-  and ``multi_task_learned_posterior`` included) on table4's dataset (2020-style, with unseen
-  devices), conditioned at Table I's layer like Table III; ``tables.table4.seeds`` replaces
-  ``seeds``/``seeds_by_pooling`` for its cells when given.
+* Table IV (beyond the paper): ``table3_rows`` x ``tables.table4.strategies`` (default every registered
+  strategy, :data:`TABLE4_STRATEGIES`: the learned lambda's ``multi_task_learned`` and the posterior
+  conditioning's ``multi_task_posterior`` and ``multi_task_learned_posterior`` included) on table4's
+  dataset (2020-style, with unseen devices), conditioned at Table I's layer like Table III;
+  ``tables.table4.seeds`` replaces ``seeds``/``seeds_by_pooling`` for its cells when given.
 * Table V (beyond the paper): ``tables.table5``'s rows x strategies x device-robustness methods
   (:data:`caanet.vocab.METHOD_REGISTRY`), each method with the strategies it combines with
   (``Method.combines_with``), conditional strategies at Table I's layer. Its cells of method ``none``
@@ -167,6 +167,7 @@ class GridConfig:
     unseen_devices: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # dataset -> unseen
     table_seeds: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)     # tables.<t>.seeds
     table5: "Table5Config | None" = None                   # tables.table5 (None: no Table V)
+    table4_strategies: tuple[str, ...] = ()                # tables.table4.strategies (() : every registered one)
 
 
 @dataclass(frozen=True)
@@ -319,6 +320,7 @@ def _grid_config(preset: Mapping) -> GridConfig:
         unseen_devices=_unseen_devices(preset["datasets"]),
         table_seeds={t: tuple(e["seeds"]) for t, e in preset["tables"].items() if "seeds" in e},
         table5=_table5(preset["tables"].get("table5")),
+        table4_strategies=tuple((preset["tables"].get("table4") or {}).get("strategies", TABLE4_STRATEGIES)),
     )
 
 
@@ -442,13 +444,16 @@ def table1_cells(preset: Mapping | GridConfig) -> list[CellSpec]:
 
 
 def table_strategies(preset: Mapping | GridConfig, table: str) -> tuple[str, ...]:
-    """The strategy columns of ``table``: ``grid.strategies`` for Tables II/III, every registered one
-    (:data:`TABLE4_STRATEGIES`) for Table IV, ``tables.table5.strategies`` for Table V (empty without it)."""
+    """The strategy columns of ``table``: ``grid.strategies`` for Tables II/III, ``tables.table4.strategies``
+    for Table IV (default every registered one, :data:`TABLE4_STRATEGIES`), ``tables.table5.strategies`` for
+    Table V (empty without it)."""
     _check_table(table)
+    cfg = grid_config(preset)
     if table == "table5":
-        cfg = grid_config(preset)
         return cfg.table5.strategies if cfg.table5 is not None else ()
-    return TABLE4_STRATEGIES if table == "table4" else grid_config(preset).strategies
+    if table == "table4":
+        return cfg.table4_strategies or TABLE4_STRATEGIES
+    return cfg.strategies
 
 
 def _strategy_cells(cfg: GridConfig, table: str, rows: Iterable[Row],
@@ -490,9 +495,9 @@ def table3_cells(preset: Mapping | GridConfig, layers: Mapping[Row, int]) -> lis
 
 
 def table4_cells(preset: Mapping | GridConfig, layers: Mapping[Row, int]) -> list[CellSpec]:
-    """Table IV (beyond the paper): the table3 rows x :data:`TABLE4_STRATEGIES` on table4's dataset
-    (single-device for each seen device), conditioned at Table I's layer as Table III; seeds from
-    ``tables.table4.seeds`` where given. Empty when the preset has no ``tables.table4``."""
+    """Table IV (beyond the paper): the table3 rows x its strategies (:func:`table_strategies`) on table4's
+    dataset (single-device, where it has it, for each seen device), conditioned at Table I's layer as
+    Table III; seeds from ``tables.table4.seeds`` where given. Empty when the preset has no ``tables.table4``."""
     cfg = grid_config(preset)
     return _strategy_cells(cfg, "table4", cfg.table3_rows, layers)
 

@@ -578,6 +578,27 @@ def test_table4_cells_are_attention_rows_by_every_strategy_single_device_for_see
     assert grid.seeds_for(preset, "att", "table4") == [0] and grid.seeds_for(preset, "att", "table3") == [0, 1, 2]
     assert set(cells) <= set(grid.all_cells(preset, {**LAYERS, **layers}))
     assert grid.table_cells(preset, "table4", layers) == cells
+
+
+def test_table4_strategies_are_a_setting_of_the_table():
+    """tables.table4.strategies chooses Table IV's columns (the default preset leaves single-device out:
+    no test of its family uses it); its family keeps only the tests of the strategies it has."""
+    from caanet import stats
+
+    layers = {("cnn_pool", "att"): 3, ("cnn_nopool", "att"): 2, ("atrous", "att"): 4}
+    preset = table4_preset(seeds=[0], strategies=["joint", "multi_task", "multi_task_posterior"])
+    cells = grid.table4_cells(preset, layers)
+    assert [c.strategy for c in cells[:3]] == ["joint", "multi_task", "multi_task_posterior"] and len(cells) == 3 * 3
+    assert grid.table_strategies(preset, "table4") == ("joint", "multi_task", "multi_task_posterior")
+    assert grid.table_strategies(table4_preset(), "table4") == grid.TABLE4_STRATEGIES
+    tests = {c.comparison for c in stats.table4_comparisons(preset, layers)}
+    assert tests == {"multi_task vs joint", "multi_task_posterior vs joint", "multi_task_posterior vs multi_task"}
+    with pytest.raises(ConfigError, match=r"tables\.table4\.strategies"):
+        grid.grid_config(table4_preset(strategies=["bogus"]))
+    from caanet import config as C
+
+    t4 = C.schema()["$defs"]["tables"]["properties"]["table4"]["properties"]
+    assert tuple(t4["strategies"]["default"]) == grid.TABLE4_STRATEGIES     # the schema documents the code's default
     assert grid.table4_cells(paper_preset(), layers) == []   # no tables.table4: no cells
 
 
@@ -668,7 +689,7 @@ def test_default_presets_table4_has_three_seeds_of_every_strategy_and_holds_out_
     assert {c.seed for c in cells} == {0, 1, 2}
     assert {c.strategy for c in cells} >= {"multi_task", "multi_task_learned", "multi_task_posterior",
                                            "multi_task_learned_posterior"}
-    assert len(cells) == 3 * 3 * (6 + 6)
+    assert len(cells) == 3 * 3 * 6 and "single_device" not in {c.strategy for c in cells}   # its tests' strategies
     assert all(grid.holds_validation(preset, d) for d in ("embedded2018", "embedded2019", "embedded2020"))
 
 

@@ -923,7 +923,15 @@ def test_table4_report_section_says_beyond_the_paper_policies_and_tests(tmp_path
     assert 'data-table="table4"' in html and "Multi-task (learned λ): <code>predicted</code>" in html
     assert "5 of 5 tests" in html and "Learned against switched λ, Table IV" in html
     assert "Table IV goes beyond the paper" in tex and r"\label{tab:table4}" in tex
+    assert t4s["has_single_device"] and "Single-device models exist for the seen devices only" in html
     _balanced(tex)
+    # a Table IV without single-device columns (tables.table4.strategies) says so
+    summary = pd.read_csv(root / "tables" / "table4.csv")
+    summary[summary["strategy"] != "single_device"].to_csv(root / "tables" / "table4.csv", index=False)
+    ctx = R.build_context(preset=T4_PRESET, results_dir=root, versions=VERSIONS, commit="0", date="2026")
+    assert not ctx["table4"]["has_single_device"] and "Single-device" not in ctx["table4"]["strategies"]
+    R.render_report_html(ctx, tmp_path / "paper.html")
+    assert "has no single-device columns" in (tmp_path / "paper.html").read_text()
     # a preset without Table IV: no section, no warning about a table4.csv it never asked for
     ctx = R.build_context(preset=PRESET, results_dir=root, versions=VERSIONS, commit="0", date="2026")
     assert ctx["table4"] is None and not any("table4" in w for w in ctx["warnings"])

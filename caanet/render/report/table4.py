@@ -56,7 +56,9 @@ def table4_section(entry: dict | None, summary: pd.DataFrame | None, cells_df: p
     learned = [t for t in family["tests"]
                if t["comparison"] in {" vs ".join(T.STRATEGY_NAMES.get(s, s) for s in c.split(" vs "))
                                       for c in LEARNED_VS_SWITCHED}]
-    return {**entry, "note": BEYOND_PAPER_NOTE,
+    strategies = [s for s in T.STRATEGY_NAMES if s in set(summary["strategy"])]
+    return {**entry, "note": BEYOND_PAPER_NOTE, "has_single_device": "single_device" in strategies,
+            "strategies": ", ".join(T.STRATEGY_NAMES[s] for s in strategies),
             "seen": ", ".join(d for d in devices if d not in set(unseen)) or "—",
             "unseen": ", ".join(d for d in devices if d in set(unseen)) or "—",
             "policies": unseen_policies(cells_df, entry["dataset"]),
