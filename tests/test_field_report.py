@@ -117,3 +117,18 @@ def test_report_renders_table5_from_its_file(tmp_path):
     assert ctx["table5"]["html"].startswith('<table class="grid">') and ctx["table5"]["tests"] == []
     inp = load_inputs(preset=preset(), summaries=[])
     assert section.build(inp)["table5"] is None and any("Table V is not shown" in w for w in inp.warnings)
+
+
+def test_caanet_choice_names_the_variant_and_tableivs_evidence():
+    assert "paper's multi-task training" in F.caanet_choice("multi_task", ["atrous-att"], None)
+    assert F.caanet_choice(None, ["atrous-att"], None) == ""
+    comps = pd.DataFrame([
+        {"family": "table4", "seed": None, "comparison": "multi_task_posterior vs multi_task", "scope": "all",
+         "row": "atrous-att", "paired_diff": 3.58, "p_holm": 0.0101},
+        {"family": "table4", "seed": None, "comparison": "multi_task_posterior vs multi_task", "scope": "unseen",
+         "row": "atrous-att", "paired_diff": 9.0, "p_holm": 0.5},
+        {"family": "table4", "seed": None, "comparison": "multi_task_posterior vs multi_task", "scope": "all",
+         "row": "cnn_pool-att", "paired_diff": -5.7, "p_holm": 0.0001}])
+    text = F.caanet_choice("multi_task_posterior", ["atrous-att"], comps)
+    assert "Multi-task (posterior)" in text and "atrous-att: +3.6 points on the Avg, Holm p = 0.0101" in text
+    assert "cnn_pool" not in text and "9.0" not in text and "same test set" in text
