@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from caanet.errors import ResultsError
-from caanet.grid import GridConfig, Row, grid_config, paper_table
+from caanet.aggregate import paper_table
+from caanet.grid import GridConfig, Row, grid_config
 from caanet.stats import (AVG_COLUMNS, Comparison, PredictionsLoader, _comparison, compare_models, family_comparisons,
                           load_pair, ztest_from_percent)
 from caanet.stratified import device_stratified_ztest, effective_n
@@ -42,7 +43,7 @@ class PaperClaim:
     """One significance claim of the paper, as data: "``strategy_a`` of ``row_a`` beats ``strategy_b``
     of ``row_b`` on ``table``'s Avg, one-tailed z-test p < ``alpha``".
 
-    The paper's own accuracies are read from its packaged table (:func:`caanet.grid.paper_table`),
+    The paper's own accuracies are read from its packaged table (:func:`caanet.aggregate.paper_table`),
     never repeated here; ``paper_n_by_device`` is the number of test clips per device of the fold the
     paper tested on (``paper_n`` their sum, the paper's ``n``).
     """

@@ -270,6 +270,11 @@ LAYER_SELECTIONS = ("test", "validation")
 """How Table I selects the conditioning layer: on test accuracy (the paper) or on validation."""
 DATASET_SOURCES = ("embedded", "zenodo", "local")
 """Where a dataset comes from: generated, downloaded and verified, or a folder used in place."""
+SUMMARY_DEVICES = ("avg", "bc", "seen", "unseen")
+"""Pseudo-devices of the table summaries (:func:`caanet.aggregate.summarise_table`): ``avg`` over all
+devices, ``bc`` over the non-reference ones, and, for a dataset with unseen devices
+(``datasets.D.unseen_devices``), ``seen``/``unseen`` over each kind. No device may take one of these
+labels (the schema's ``device_label``)."""
 
 
 # --- the registrations ---------------------------------------------------------------------------

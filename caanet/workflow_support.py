@@ -191,21 +191,21 @@ ATTENTION_POOLINGS = tuple(p.name for p in POOLING_REGISTRY if p.attention)
 
 def figure_cells(preset: dict, table2_csv: str | Path, cells_csv: str | Path, layers: dict) -> dict:
     """The input files of Figs. 6 and 7 (:mod:`caanet.paths`), each model at its seed with the best Avg
-    (:func:`caanet.grid.best_seed`, from ``cells.csv``; the path names the seed): ``fig6`` and ``fig7``,
+    (:func:`caanet.aggregate.best_seed`, from ``cells.csv``; the path names the seed): ``fig6`` and ``fig7``,
     their ``evaluation.json``, and ``fig7_attention``, the ``attention.npz`` of Fig. 7's model, when
     that model has an attention pooling (without one, Fig. 7 is a placeholder saying so).
 
-    Both come from Table II's cells (:func:`caanet.grid.table_cells_frame`), no other table's.
+    Both come from Table II's cells (:func:`caanet.aggregate.table_cells_frame`), no other table's.
     Fig. 6: the multi-task model with the best Avg in Table II. Fig. 7: the multi-task
     model with attention pooling (the CAA-Net itself: atrous + attention when that row exists,
     else the best attention row, else Fig. 6's model).
     """
     import pandas as pd
 
-    from caanet import grid, paths
+    from caanet import aggregate, paths
 
     df = pd.read_csv(table2_csv)
-    cells = grid.table_cells_frame(pd.read_csv(cells_csv, dtype={"device": str, "dataset": str}), preset, "table2",
+    cells = aggregate.table_cells_frame(pd.read_csv(cells_csv, dtype={"device": str, "dataset": str}), preset, "table2",
                                    layers)    # Table II's cells only
     mt = df[(df.strategy == "multi_task") & (df.device == "avg")]
     if mt.empty:
@@ -215,7 +215,7 @@ def figure_cells(preset: dict, table2_csv: str | Path, cells_csv: str | Path, la
     def spec_for(row) -> CellSpec:
         spec = CellSpec(dataset, row.topology, row.pooling, "multi_task",
                         cond_layer=int(layers[(row.topology, row.pooling)]), fidelity=preset.get("fidelity", "paper"))
-        return dataclasses.replace(spec, seed=grid.best_seed(cells, spec))
+        return dataclasses.replace(spec, seed=aggregate.best_seed(cells, spec))
 
     best = mt.sort_values("acc_mean", ascending=False, kind="stable").iloc[0]
     att = mt[mt.pooling.isin(ATTENTION_POOLINGS)]

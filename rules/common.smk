@@ -58,8 +58,8 @@ CODE = {
     "data": code_hash("caanet.data.synth", "caanet.data.layout", "caanet.devices"),
     "features": code_hash("caanet.audio", "caanet.features", "caanet.data.layout"),
     "train": code_hash(*training.ENTRY_MODULES),
-    "stats": code_hash("caanet.grid", "caanet.stats", "caanet.claims", "caanet.complexity_table", "caanet.field",
-                       data=("paper",)),
+    "stats": code_hash("caanet.grid", "caanet.aggregate", "caanet.stats", "caanet.claims", "caanet.complexity_table",
+                       "caanet.field", data=("paper",)),
     "render": code_hash(
         "caanet.render.report",
         "caanet.render.figures",
@@ -170,7 +170,12 @@ def latex_available():
 
 def selected_layers(wildcards=None):
     """Table I's best conditioning layer per (topology, pooling): known once Table I is done."""
-    return grid.read_layers(checkpoints.aggregate_table1.get().output.layers)
+    layers_csv = checkpoints.aggregate_table1.get().output.layers   # raises until Table I is aggregated
+    # caanet.aggregate (pandas) only from here: a parse without Table I's results imports no pandas
+    # or scipy through it (tests/test_speed.py).
+    from caanet.aggregate import read_layers
+
+    return read_layers(layers_csv)
 
 
 def table23_specs():

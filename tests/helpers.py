@@ -11,10 +11,11 @@ from html.parser import HTMLParser
 import pandas as pd
 
 from caanet.errors import ResultsError
-from caanet.grid import SUMMARY_DEVICES, paper_table
+from caanet.aggregate import paper_table
 from caanet.io import require_columns
 from caanet.render.figures import _read_frame
 from caanet.render.tables import DEVICE_NAMES, POOLING_NAMES, STRATEGY_NAMES, TOPOLOGY_NAMES, normalise_table_name
+from caanet.vocab import SUMMARY_DEVICES
 
 # ------------------------------------------------------------------ rendered tables read back
 # (caanet.render.tables.render_latex / render_html; cells are caanet.render.tables.Cell.text)

@@ -53,7 +53,7 @@ def test_index_with_a_bom(tmp_path):
 
 
 def test_layers_csv_with_a_bom(tmp_path):
-    from caanet.grid import read_layers
+    from caanet.aggregate import read_layers
 
     path = tmp_path / "layers.csv"
     path.write_text("topology,pooling,cond_layer\natrous,att,3\ncnn_pool,max,1\n", encoding="utf-8")

@@ -264,18 +264,18 @@ def test_paper_values_derive_bc_from_b_and_c():
     assert row["bc"] == pytest.approx((68.9 + 62.8) / 2)
 
 
-def test_paper_values_are_grid_paper_table_plus_bc(monkeypatch):
-    """The paper's CSVs have one reader (caanet.grid.paper_table): the rendered tables show its values."""
-    from caanet import grid
+def test_paper_values_are_aggregate_paper_table_plus_bc(monkeypatch):
+    """The paper's CSVs have one reader (caanet.aggregate.paper_table): the rendered tables show its values."""
+    from caanet import aggregate
 
     keys = ["topology", "pooling", "strategy", "cond_layer", "device", "paper_acc"]
     for table in ("table1", "table2", "table3", "table4"):
         printed = T.paper_values(table)
         pd.testing.assert_frame_equal(printed[printed.device != "bc"].reset_index(drop=True),
-                                      grid.paper_table(table)[keys].reset_index(drop=True))
+                                      aggregate.paper_table(table)[keys].reset_index(drop=True))
     calls = []
-    monkeypatch.setattr(grid, "paper_table", lambda table: calls.append(table) or pd.DataFrame(columns=keys))
-    monkeypatch.setattr(T, "paper_table", grid.paper_table)
+    monkeypatch.setattr(aggregate, "paper_table", lambda table: calls.append(table) or pd.DataFrame(columns=keys))
+    monkeypatch.setattr(T, "paper_table", aggregate.paper_table)
     assert T.paper_values("III").empty and calls == ["table3"]
 
 
@@ -820,8 +820,8 @@ T4_STRATEGIES = ["single_device", "joint", "teacher_forcing", "multi_task", "mul
 
 
 def make_table4(seeds=(0, 1)) -> pd.DataFrame:
-    """Table IV's summary through the real aggregation (caanet.grid) from hand-made cell accuracies."""
-    from caanet import grid
+    """Table IV's summary through the real aggregation (caanet.aggregate) from hand-made cell accuracies."""
+    from caanet import aggregate
     from caanet.spec import CellSpec
 
     rows = []
@@ -837,9 +837,9 @@ def make_table4(seeds=(0, 1)) -> pd.DataFrame:
                     rows.append(dict(dataset="tiny2020", cell_id=spec.cell_id, topology=t, pooling=p,
                                      strategy=strategy, cond_layer=layer, device=dev, seed=seed, accuracy=acc,
                                      n=20, n_correct=int(acc / 5)))
-    cells = pd.DataFrame(rows, columns=grid.CELL_COLUMNS).astype({"cond_layer": "Int64"})
-    return grid.summarise_table(cells, "table4", reference_device={"tiny2020": "a"},
-                                unseen_devices={"tiny2020": UNSEEN3})
+    cells = pd.DataFrame(rows, columns=aggregate.CELL_COLUMNS).astype({"cond_layer": "Int64"})
+    return aggregate.summarise_table(cells, "table4", reference_device={"tiny2020": "a"},
+                                     unseen_devices={"tiny2020": UNSEEN3})
 
 
 def test_table4_renders_devices_avg_seen_unseen_per_strategy_and_round_trips():

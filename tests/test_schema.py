@@ -90,7 +90,7 @@ def test_schema_vocabularies_equal_the_code():
     assert DEFS["device_source"]["enum"] == list(vocab.DEVICE_SOURCES)
     assert DEFS["device_input"]["enum"] == list(vocab.DEVICE_INPUTS)
     assert DEFS["unseen_device_policy"]["enum"] == list(vocab.UNSEEN_DEVICE_POLICIES)
-    assert DEFS["device_label"]["not"]["enum"] == list(grid.SUMMARY_DEVICES)
+    assert DEFS["device_label"]["not"]["enum"] == list(vocab.SUMMARY_DEVICES)
     assert props("synth")["layout"]["enum"] == sorted(LAYOUTS)
     assert props("device_recipe")["subtype"]["enum"] == list(synth.SUBTYPES)
 

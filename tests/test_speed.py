@@ -4,6 +4,8 @@ kept runnable (their figures are measured by benchmarks/, never here)."""
 
 import importlib.util
 import math
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +84,60 @@ def test_training_imports_neither_dynamo_nor_scipy_signal(tiny_cache, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+# ---------------------------------------------------------------- the workflow's parse
+
+PARSE_MODULES = (
+    # rules/common.smk's imports
+    "caanet.config", "caanet.provenance", "caanet.grid", "caanet.methods", "caanet.paths", "caanet.rerun",
+    "caanet.trainserver", "caanet.training", "caanet.workflow_support", "caanet.data.manifest", "caanet.vocab",
+    # what the rules' parse-time calls import (ws.check_preset, ws.train_options, grid.holds_validation)
+    "caanet.training.config", "caanet.fidelity", "caanet.holdout", "caanet.spec",
+)
+"""The modules every Snakemake parse imports. Not here: caanet.features and caanet.data.synth/layout
+(ws.check_preset, ws.feature_params, ws.scene_labels), which import pandas at module level."""
+
+
+def _fresh_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(REPO), "PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+
+
+def test_the_workflows_parse_modules_import_no_pandas_scipy_or_torch():
+    """Every ``snakemake`` call (dry runs included) imports these at parse time; pandas and scipy.stats
+    cost ~0.5-1 s (caanet.grid imported both before the aggregation moved to caanet.aggregate)."""
+    code = (f"import importlib, sys\nfor m in {PARSE_MODULES!r}: importlib.import_module(m)\n"
+            "heavy = [m for m in ('pandas', 'scipy', 'torch') if m in sys.modules]\nassert not heavy, heavy\n")
+    proc = _fresh_python(code, REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_reading_layers_csv_imports_no_scipy(tmp_path):
+    """Once Table I's checkpoint has run, every parse reads layers.csv (caanet.aggregate.read_layers):
+    scipy.stats (~0.6 s) is imported only where a confidence interval is computed."""
+    (tmp_path / "layers.csv").write_text("topology,pooling,cond_layer,acc_mean,selected_on\natrous,att,3,60.0,test\n",
+                                         encoding="utf-8")
+    code = ("import sys\nfrom caanet.aggregate import read_layers\n"
+            f"assert read_layers({str(tmp_path / 'layers.csv')!r}) == {{('atrous', 'att'): 3}}\n"
+            "heavy = [m for m in ('scipy', 'torch') if m in sys.modules]\nassert not heavy, heavy\n")
+    proc = _fresh_python(code, REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_a_dry_run_imports_no_scipy_torch_or_aggregation(tmp_path):
+    """``snakemake -n all`` on the tiny preset, in a fresh process on a copy of the checkout: neither scipy
+    (caanet.grid's scipy.stats, caanet.data.synth's scipy.signal) nor torch nor caanet.aggregate (read
+    only once Table I's checkpoint has run) is imported. Pandas is: Snakemake's SLURM plugin and
+    caanet.features import it."""
+    work = tmp_path / "caanet"
+    shutil.copytree(REPO, work, ignore=shutil.ignore_patterns(".git", ".snakemake", "results", "reports",
+                                                              "__pycache__", "*.egg-info", ".pytest_cache"))
+    code = ("import sys\nsys.argv = ['snakemake', '-n', '--cores', '1', 'all', '--config', 'preset=tiny']\n"
+            "from snakemake.cli import main\ntry:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+            "print('EXIT', code, [m for m in ('scipy', 'torch', 'caanet.aggregate') if m in sys.modules])\n")
+    proc = _fresh_python(code, work)
+    assert "EXIT 0 []" in proc.stdout, (proc.stdout[-2000:], proc.stderr[-3000:])
 
 
 # ---------------------------------------------------------------- batches on the device

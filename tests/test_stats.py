@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as sps
 
 from caanet import claims as C
-from caanet import grid, stats
+from caanet import aggregate, grid, stats
 from caanet.errors import ConfigError, ResultsError
 from caanet.spec import CellSpec
 
@@ -274,7 +274,7 @@ def device_predictions(device, accuracy, n_clips):
 
 
 def table2_predictions(topology, pooling, strategy):
-    paper = grid.paper_table("table2")
+    paper = aggregate.paper_table("table2")
     sel = paper[(paper.topology == topology) & (paper.pooling == pooling) & (paper.strategy == strategy)]
     acc = dict(zip(sel.device, sel.paper_acc))
     return {d: device_predictions(d, acc[d], n) for d, n in TEST_CLIPS.items()}

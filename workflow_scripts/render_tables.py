@@ -4,7 +4,7 @@ caanet.render.field) when the preset has it (its files come last in the outputs)
 complexity (caanet.render.dcase_metrics)."""
 import pandas as pd
 
-from caanet import grid
+from caanet import aggregate
 from caanet.render import dcase_metrics, field, switches, tables
 from caanet.workflow_support import logged
 
@@ -13,7 +13,7 @@ with logged(snakemake.log[0], "render_tables"):
     n = len(summaries)
     cells = pd.read_csv(snakemake.input.cells, dtype={"device": str, "dataset": str, "cell_id": str})
     names = [tables.table_name_from_path(s, f"table{i + 1}") for i, s in enumerate(summaries)]
-    marks = switches.marks_for_tables(cells, snakemake.params.preset, grid.read_layers(snakemake.input.layers), names)
+    marks = switches.marks_for_tables(cells, snakemake.params.preset, aggregate.read_layers(snakemake.input.layers), names)
     tables.render_all(summaries, tex_paths=snakemake.output.tex[:n], html_paths=snakemake.output.html[:n], marks=marks)
     for csv, tex, html in zip(snakemake.input.table5, snakemake.output.tex[n:], snakemake.output.html[n:]):
         field.render_files(csv, tex, html)

@@ -1,11 +1,11 @@
 """The paper's claims (claims.csv) and every family of tests of Tables II-V (comparisons.csv) (caanet.stats,
 caanet.claims, caanet.field)."""
-from caanet import claims, field, grid, stats
+from caanet import aggregate, claims, field, stats
 from caanet.io import write_csv_atomic
 from caanet.workflow_support import logged
 
 with logged(snakemake.log[0], "run_stats") as log:
-    preset, layers = snakemake.params.preset, grid.read_layers(snakemake.input.layers)
+    preset, layers = snakemake.params.preset, aggregate.read_layers(snakemake.input.layers)
     loader = stats.predictions_loader(snakemake.input.predictions)
     comparisons = (claims.paper_comparisons(preset, layers) + stats.table4_comparisons(preset, layers)
                    + field.table5_comparisons(preset, layers))

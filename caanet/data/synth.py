@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import scipy.signal
 import soundfile as sf
 import soxr
 
@@ -808,6 +807,8 @@ def reverberate(power: np.ndarray, reverb_s: float, wet: float, rate: int) -> np
     """Smear power along time with an exponential tail (T60 = ``reverb_s``), mixed in at ``wet``."""
     if reverb_s <= 0 or wet <= 0:
         return power
+    import scipy.signal  # here, not at the top: the workflow checks SynthConfig at parse time
+
     a = 10 ** (-6.0 * HOP / (rate * reverb_s))
     tail = scipy.signal.lfilter([1 - a], [1, -a], power, axis=0)
     return power + wet * tail
@@ -871,6 +872,8 @@ def compress(x: np.ndarray, rate: int, threshold_dbfs: float, ratio: float) -> n
     """Static compressor on a smoothed 10 ms RMS envelope (shared by all channels)."""
     if ratio <= 1:
         return x
+    import scipy.signal  # here, not at the top: the workflow checks SynthConfig at parse time
+
     hop = max(1, rate // 100)
     n = -(-x.shape[-1] // hop) * hop
     padded = np.pad(x, ((0, 0), (0, n - x.shape[-1])))

@@ -1,6 +1,6 @@
 """DCASE's metrics in the report: log loss per table and the models' complexity (issue 20, beyond the paper).
 
-Input only result files: the table summaries' ``ll_*`` columns (:func:`caanet.grid.summarise_table`:
+Input only result files: the table summaries' ``ll_*`` columns (:func:`caanet.aggregate.summarise_table`:
 DCASE's log loss per device, then the same means as the accuracies) and
 ``results/tables/complexity.csv`` (:func:`caanet.complexity_table.complexity_table`). Nothing here imports
 torch.

@@ -1,6 +1,6 @@
 """Table V's rendering and its section of the report (beyond the paper: CAA-Net and the field).
 
-Input: ``results/tables/table5.csv`` (:func:`caanet.grid.summarise_table`, long format with a ``method``
+Input: ``results/tables/table5.csv`` (:func:`caanet.aggregate.summarise_table`, long format with a ``method``
 column) and Table V's rows of ``results/stats/comparisons.csv`` (:func:`caanet.field.table5_comparisons`).
 Rows of the rendered table are the table's models, a training strategy with a device-robustness
 method (``none``: the strategy alone), grouped by (topology, pooling); columns Avg, Seen, Unseen and
@@ -19,11 +19,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from caanet.aggregate import with_method
 from caanet.errors import ResultsError
-from caanet.grid import SUMMARY_DEVICES, with_method
 from caanet.io import read_results_csv, require_columns, write_text_atomic
 from caanet.spec import METHODS, POOLINGS, STRATEGIES, TOPOLOGIES
-from caanet.vocab import METHOD_REGISTRY, POOLING_REGISTRY, STRATEGY_REGISTRY, TOPOLOGY_REGISTRY
+from caanet.vocab import METHOD_REGISTRY, POOLING_REGISTRY, STRATEGY_REGISTRY, SUMMARY_DEVICES, TOPOLOGY_REGISTRY
 
 TITLE = "Table V (beyond the paper): CAA-Net and the field's device-robustness methods"
 SUMMARY_ORDER = ("avg", "seen", "unseen")
@@ -232,7 +232,7 @@ def findings(summary: pd.DataFrame, tests: Sequence[Mapping], baseline: tuple[st
 
 def metrics_rows(summary: pd.DataFrame, complexity: pd.DataFrame | None) -> list[dict]:
     """Per model of Table V (its order): DCASE's log loss (mean over seeds of the Avg, Seen and Unseen
-    log loss, :func:`caanet.grid.summarise_table`'s ``ll_mean``) and its complexity from ``complexity.csv``
+    log loss, :func:`caanet.aggregate.summarise_table`'s ``ll_mean``) and its complexity from ``complexity.csv``
     (parameters, int8 kB, MMAC per second of audio; None: not shown). Empty strings where absent."""
     df = check_table5(summary)
     ll = table5_frame(df, "ll_mean") if "ll_mean" in df.columns else None

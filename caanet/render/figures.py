@@ -6,7 +6,7 @@
 * :func:`fig6_confusion` - Fig. 6: row-normalised confusion matrices per device of one model,
   counts annotated. The workflow picks the model (:func:`caanet.workflow_support.figure_cells`):
   Table II's multi-task row with the best Avg, at its selected layer, at the seed with the best Avg
-  (:func:`caanet.grid.best_seed`).
+  (:func:`caanet.aggregate.best_seed`).
 * :func:`fig7_attention` - Fig. 7: attention maps of the true class, one row per scene and one
   column per device, preferring one clip recorded in parallel by all devices (the same filename
   stem without the trailing ``-{device}``); time on x, mel on y, origin lower.
@@ -28,13 +28,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from caanet import grid
+from caanet import aggregate
 from caanet.errors import ResultsError
-from caanet.grid import SUMMARY_DEVICES
 from caanet.io import TEXT_ENCODING, atomic_path, read_results_csv, require_columns
 from caanet.render.tables import POOLING_NAMES, TOPOLOGY_NAMES
 from caanet.spec import POOLINGS, TOPOLOGIES
-from caanet.vocab import STRATEGY_REGISTRY
+from caanet.vocab import STRATEGY_REGISTRY, SUMMARY_DEVICES
 
 DEVICE_COLOURS = {"a": "#1b6ca8", "b": "#e07b00", "c": "#3a9a3a"}
 """The paper's devices keep their colours in every figure."""
@@ -109,11 +108,11 @@ def _read_frame(obj, what: str) -> tuple[pd.DataFrame, str]:
 
 def table1_cells(cells_df, preset) -> pd.DataFrame:
     """Fig. 5's cells: Table I's rows of ``cells.csv`` (a path or frame), selected by
-    :func:`caanet.grid.table_cells_frame` (its dataset, cells and seeds; no other table's)."""
+    :func:`caanet.aggregate.table_cells_frame` (its dataset, cells and seeds; no other table's)."""
     df, source = _read_frame(cells_df, "cells.csv")
     require_columns(df, ["dataset", "cell_id", "seed"], source)
     df = df.astype({"dataset": str, "cell_id": str, "seed": "int64"})
-    return grid.table_cells_frame(df, preset, "table1")
+    return aggregate.table_cells_frame(df, preset, "table1")
 
 
 def fig5_layers(cells_df, out_stem, *, strategy: str = "teacher_forcing") -> list[Path]:

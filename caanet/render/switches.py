@@ -6,7 +6,7 @@ Eq. 2 sets λ to ``lambda_low`` once CNN-d's device accuracy reaches ``lambda_sw
 did), and ``cells.csv`` carries it as the column :data:`SWITCH_COLUMN`. A table's multi-task Avg cell
 is marked † when λ switched in every seed of the cell, †k/n when in k of its n seeds, and not at all
 when it never switched; the footnote gives the iterations. Every function takes one table's rows of
-``cells.csv`` (:func:`caanet.grid.table_cells_frame`) and returns nothing to mark where ``cells.csv``
+``cells.csv`` (:func:`caanet.aggregate.table_cells_frame`) and returns nothing to mark where ``cells.csv``
 lacks the column (results written before it existed).
 """
 
@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from caanet import grid
+from caanet import aggregate
 from caanet.vocab import POOLING_REGISTRY, STRATEGY_REGISTRY, TOPOLOGY_REGISTRY
 
 SWITCH_COLUMN = "lambda_switched_at"
@@ -84,7 +84,7 @@ def switch_marks(table_cells: pd.DataFrame | None) -> tuple[dict[tuple[str, str,
 def marks_for_tables(cells_df: pd.DataFrame | None, preset: Mapping, layers: Mapping,
                      tables: Sequence[str]) -> dict[str, tuple[dict, str]]:
     """:func:`switch_marks` of each of ``tables`` from the whole ``cells.csv`` frame, each table's own
-    cells selected by :func:`caanet.grid.table_cells_frame`."""
+    cells selected by :func:`caanet.aggregate.table_cells_frame`."""
     if cells_df is None:
         return {t: ({}, "") for t in tables}
-    return {t: switch_marks(grid.table_cells_frame(cells_df, preset, t, layers)) for t in tables}
+    return {t: switch_marks(aggregate.table_cells_frame(cells_df, preset, t, layers)) for t in tables}

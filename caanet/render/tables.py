@@ -4,7 +4,7 @@ Input is the long-format summary ``results/tables/table{1,2,3,4}.csv`` (columns 
 topology, pooling, strategy, cond_layer, device, acc_mean, acc_std, acc_ci_low, acc_ci_high,
 n_seeds``; accuracies in percent; device ``a``/``b``/``c`` (any labels), ``avg`` = the paper's Avg
 over all devices, ``bc`` = DCASE's official B/C mean, ``seen``/``unseen`` = the means over the
-devices seen and unseen in training, :data:`caanet.grid.SUMMARY_DEVICES`). The column names of docs/design.md (``accuracy_mean``,
+devices seen and unseen in training, :data:`caanet.vocab.SUMMARY_DEVICES`). The column names of docs/design.md (``accuracy_mean``,
 ``accuracy_std``, ``ci95_low``, ``ci95_high``) are accepted as synonyms.
 
 Layout (the paper's): rows are Network x Pooling in the paper's order (CNN w/ pool, CNN w/o pool,
@@ -18,7 +18,7 @@ when more than one seed ran, and the paper's value with our difference to it (ou
 best cell of a row is bold, as in the paper (Table I: the best layer; Tables II/III: the best Avg
 among the strategies). The tests read a rendered table back into a long frame (tests/helpers.py),
 proving that what is printed is what was computed. The paper's values come from
-:func:`caanet.grid.paper_table`, the one reader of the packaged CSVs.
+:func:`caanet.aggregate.paper_table`, the one reader of the packaged CSVs.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from caanet.aggregate import paper_table
 from caanet.errors import ResultsError
-from caanet.grid import SUMMARY_DEVICES, paper_table
 from caanet.io import read_results_csv, require_columns, write_text_atomic
 from caanet.spec import POOLINGS, STRATEGIES, TOPOLOGIES
-from caanet.vocab import POOLING_REGISTRY, STRATEGY_REGISTRY, TOPOLOGY_REGISTRY
+from caanet.vocab import POOLING_REGISTRY, STRATEGY_REGISTRY, SUMMARY_DEVICES, TOPOLOGY_REGISTRY
 
 # Printed names, registered with each entry in caanet.vocab.
 TOPOLOGY_NAMES = TOPOLOGY_REGISTRY.display_names()
@@ -116,7 +116,7 @@ def read_summary(path) -> pd.DataFrame:
 def paper_values(table) -> pd.DataFrame:
     """The paper's numbers for ``table`` as a long frame in the summary's vocabulary.
 
-    Read by :func:`caanet.grid.paper_table` (the one reader of the packaged CSVs). Columns
+    Read by :func:`caanet.aggregate.paper_table` (the one reader of the packaged CSVs). Columns
     ``topology, pooling, strategy, cond_layer, device, paper_acc``; the B/C mean (``bc``, not printed
     in the paper) is derived as the mean of its B and C values. Empty for Table IV.
     """

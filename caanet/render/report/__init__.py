@@ -14,7 +14,7 @@ One module per section, in report order: ``provenance``, ``results`` (Tables I-I
 ``table5`` (CAA-Net and the field, beyond the paper), ``dcase_metrics`` (log loss and complexity, beyond the paper),
 ``multitask`` (what λ does: the argmax finding, the switch), ``statistics``, ``selections``, ``claims``,
 ``figure_entries``, ``compute``. Every section selects a table's cells through
-:func:`caanet.grid.table_cells_frame` (``ReportInputs.table_cells``). A new section is a
+:func:`caanet.aggregate.table_cells_frame` (``ReportInputs.table_cells``). A new section is a
 module with a ``build(inputs) -> dict``, its two templates and one :func:`register_section` call.
 
 The paper's two significance claims are rendered from ``results/stats/claims.csv``

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from caanet import grid
 from caanet.errors import ResultsError
 from caanet.render.report.fmt import TABLE_TITLES
 from caanet.render.report.inputs import ReportInputs
 from caanet.spec import CellSpec
+from caanet.vocab import SUMMARY_DEVICES
 
 
 def read_benchmark(path) -> dict:
@@ -30,7 +30,7 @@ def read_benchmark(path) -> dict:
 def table_cell_ids(summary: pd.DataFrame) -> set[str]:
     """The cell ids a table summary was aggregated from (single-device rows: one cell per device)."""
     ids = set()
-    devices = sorted(set(summary["device"]) - set(grid.SUMMARY_DEVICES))
+    devices = sorted(set(summary["device"]) - set(SUMMARY_DEVICES))
     for r in summary.drop_duplicates(["topology", "pooling", "strategy", "cond_layer"]).to_dict("records"):
         layer = None if pd.isna(r["cond_layer"]) else int(r["cond_layer"])
         common = dict(dataset="x", topology=r["topology"], pooling=r["pooling"], strategy=r["strategy"], cond_layer=layer)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from caanet import grid
+from caanet import aggregate, grid
 from caanet import paths as rpaths
 from caanet.io import read_results_csv
 from caanet.render import tables as T
@@ -49,7 +49,7 @@ class ReportInputs:
 
 
 def table_cell_frames(inp: ReportInputs) -> dict[str, pd.DataFrame]:
-    """Each table's rows of ``cells.csv`` (:func:`caanet.grid.table_cells_frame`): the one selection
+    """Each table's rows of ``cells.csv`` (:func:`caanet.aggregate.table_cells_frame`): the one selection
     of a table's cells that every section uses. A table whose cells cannot be expanded (no layers for
     its rows) is left out with a warning."""
     from caanet.errors import ConfigError
@@ -60,7 +60,7 @@ def table_cell_frames(inp: ReportInputs) -> dict[str, pd.DataFrame]:
     out = {}
     for table in inp.summaries:
         try:
-            out[table] = grid.table_cells_frame(cells, inp.preset, table, inp.layer_map)
+            out[table] = aggregate.table_cells_frame(cells, inp.preset, table, inp.layer_map)
         except ConfigError as exc:
             inp.warnings.append(f"cells.csv: the cells of {table} cannot be selected ({exc})")
     return out

@@ -6,11 +6,11 @@ from typing import Sequence
 
 import pandas as pd
 
-from caanet import grid
 from caanet.render import tables as T
 from caanet.render.report.inputs import ReportInputs
 from caanet.render.report.results import table_entry
 from caanet.render.report.statistics import family_section
+from caanet.vocab import SUMMARY_DEVICES
 
 BEYOND_PAPER_NOTE = (
     "Table IV goes beyond the paper: the paper has no such table, so there are no paper values to compare "
@@ -51,7 +51,7 @@ def table4_section(entry: dict | None, summary: pd.DataFrame | None, cells_df: p
 
     if entry is None or summary is None or summary.empty:
         return None
-    devices = sorted(set(summary["device"]) - set(grid.SUMMARY_DEVICES))
+    devices = sorted(set(summary["device"]) - set(SUMMARY_DEVICES))
     family = family_section(comparisons, "table4")
     learned = [t for t in family["tests"]
                if t["comparison"] in {" vs ".join(T.STRATEGY_NAMES.get(s, s) for s in c.split(" vs "))
