@@ -12,6 +12,13 @@ costs (:func:`caanet.cost.train_step_flops`, with and without CNN-d, for every r
 
     python benchmarks/bench_cnn_d_switch.py --widths 4,8 8,16 16,32 --seeds 0 1 2
 
+Per run it also records CNN-d's accuracy after the last iteration on the lambda rule's clips and on
+its own training clips, its confusion counts on the rule's clips, and every check. ``--cache`` trains
+on another cache (e.g. a larger embedded2020 built with a temporary config change); ``--check-every``,
+``--iterations`` and ``--batch-size`` (iterations, decay and check periods scaled to see the same clips)
+vary the schedule. Run it with ``PYTHONPATH=.`` from the checkout: the script's folder comes first on
+sys.path, so without it ``caanet`` is the installed (possibly another checkout's) package.
+
 The feature caches must exist (``results/features/{dataset}-{hash}.h5``; ``snakemake --cores 1
 results/features/embedded2018-<hash>.h5`` builds one). One process, one thread.
 """
@@ -35,6 +42,44 @@ from caanet.models import ModelConfig
 from caanet.spec import CellSpec
 from caanet.training import train_cell
 from caanet.workflow_support import feature_params, scene_labels, train_config, train_settings
+
+
+def cnn_d_confusion(model, fs, positions, n_devices: int, dev) -> list[list[int]]:
+    """CNN-d's confusion counts (true device rows, predicted columns) on ``fs`` clips at ``positions``."""
+    from caanet.training.batches import _batch, _eval_mode
+
+    m = torch.zeros(n_devices, n_devices, dtype=torch.int64)
+    with _eval_mode(model):
+        for start in range(0, len(positions), 256):
+            x, _, d = _batch(fs, positions[start:start + 256], dev)
+            pred = model.device_net(x.unsqueeze(1)).argmax(1)
+            m += torch.bincount(d * n_devices + pred, minlength=n_devices * n_devices).reshape(n_devices, n_devices).cpu()
+    return m.tolist()
+
+
+def record_final_cnn_d_accuracy() -> None:
+    """Wrap CellTrainer.evaluate so that evaluation.json also holds CNN-d's accuracy, after the last
+    iteration, on the clips the lambda rule measures (``cnn_d_rule_acc_end``): the rule stops checking
+    once it has switched, so metrics.csv has no end-of-training value. Runs after training: changes nothing."""
+    from caanet.training.batches import device_accuracy
+    from caanet.training.trainer import CellTrainer
+
+    evaluate = CellTrainer.evaluate
+
+    def wrapped(self, *args, **kwargs):
+        out = evaluate(self, *args, **kwargs)
+        if self.multi:
+            out[0]["cnn_d_rule_acc_end"] = device_accuracy(self.model, self.lambda_clips, self.lambda_pos,
+                                                           dev=self.dev, batch_size=self.cfg.eval_batch_size,
+                                                           amp=self.amp)
+            out[0]["cnn_d_train_acc_end"] = device_accuracy(self.model, self.train_t, self.data.train_idx,
+                                                            dev=self.dev, batch_size=self.cfg.eval_batch_size,
+                                                            amp=self.amp)
+            out[0]["cnn_d_rule_confusion"] = cnn_d_confusion(self.model, self.lambda_clips, self.lambda_pos,
+                                                             len(self.data.device_labels), self.dev)
+        return out
+
+    CellTrainer.evaluate = wrapped
 
 
 def widths(text: str) -> tuple[int, ...]:
@@ -67,14 +112,31 @@ def main(argv=None) -> int:
     ap.add_argument("--layer", type=int, default=1)
     ap.add_argument("--strategy", default="multi_task")
     ap.add_argument("--csv", help="write the runs here")
+    ap.add_argument("--cache", help="the feature cache to train on (default: the preset's, of each dataset)")
+    ap.add_argument("--check-every", type=int, help="training.lambda_check_every (default: the preset's)")
+    ap.add_argument("--iterations", type=int, help="training.iterations (a diagnostic: the preset's budget by default)")
+    ap.add_argument("--batch-size", type=int, help="training.batch_size; with it iterations and lr_decay_every "
+                    "scale by 16 / batch_size and lambda_check_every too (the same clips seen per cell)")
+    ap.add_argument("--no-summary", action="store_true", help="print the runs only (no FLOP tables)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    record_final_cnn_d_accuracy()
     preset = config.resolve({**config.read_yaml("config.yaml"), "preset": "default"})
     base = train_config(train_settings(preset), "default")
+    if args.batch_size:
+        k = base.batch_size // args.batch_size
+        base = dataclasses.replace(base, batch_size=args.batch_size, iterations=base.iterations * k,
+                                   lr_decay_every=base.lr_decay_every * k,
+                                   lambda_check_every=base.lambda_check_every * k,
+                                   checkpoint_every=base.checkpoint_every * k, log_every=base.log_every * k)
+    if args.iterations:
+        base = dataclasses.replace(base, iterations=args.iterations)
+    if args.check_every:
+        base = dataclasses.replace(base, lambda_check_every=args.check_every)
     topology, pooling = args.row.split("-", 1)
     runs = []
     for dataset in args.datasets:
-        cache = cache_path(preset, dataset)
+        cache = Path(args.cache) if args.cache else cache_path(preset, dataset)
         hold = grid.holds_validation(preset, dataset)
         for dc in args.widths:
             cfg = dataclasses.replace(base, device_channels=dc)
@@ -92,7 +154,12 @@ def main(argv=None) -> int:
                        "switched_at": ev["lambda_switched_at"],
                        "val_acc_last_check": float(checks["device_acc"].iloc[-1]) if len(checks) else None,
                        "val_acc_max": float(checks["device_acc"].max()) if len(checks) else None,
+                       "rule_acc_end": ev.get("cnn_d_rule_acc_end"), "train_acc_end": ev.get("cnn_d_train_acc_end"),
+                       "confusion": json.dumps(ev.get("cnn_d_rule_confusion")),
                        "test_acc_seen": ev["device_accuracy_seen"], "mean_all": ev["mean_all"],
+                       "mean_seen": ev.get("mean_seen"), "mean_unseen": ev.get("mean_unseen"),
+                       "n_test": ev["n_test"],
+                       "checks": ";".join(f"{int(i)}:{a:.3f}" for i, a in zip(checks["iteration"], checks["device_acc"])),
                        "n_train": ev["n_train_clips"], "n_val": ev["n_validation_clips"], "wall_s": round(wall, 1)}
                 runs.append(run)
                 print(json.dumps(run), flush=True)
@@ -103,6 +170,8 @@ def main(argv=None) -> int:
     print(df.assign(fired=df["switched_at"].notna()).groupby(["dataset", "device_channels"])
           .agg(fired=("fired", "sum"), runs=("fired", "size"), median_switch=("switched_at", "median"),
                val_acc_max=("val_acc_max", "mean"), test_acc_seen=("test_acc_seen", "mean")).to_string())
+    if args.no_summary:
+        return 0
     print("\nFLOPs per training step (batch size of the preset), multi_task at layer 1 vs joint:")
     rows = list(dict.fromkeys(list(grid.grid_config(preset).rows) + list(grid.grid_config(preset).table3_rows)))
     for dc in args.widths:
