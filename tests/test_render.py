@@ -1029,6 +1029,15 @@ def test_lambda_switch_marks_and_counts():
     never = _switch_cells().assign(lambda_switched_at=float("nan"))
     assert SW.switch_marks(never) == ({}, SW.switch_marks(never)[1]) and "never switched" in SW.switch_marks(never)[1]
     assert SW.switch_marks(_switch_cells().drop(columns="lambda_switched_at")) == ({}, "")   # not recorded
+    # CNN-d's accuracy (seen devices, percent) in the cells that never switched: atrous-att seed 1 alone
+    acc = _switch_cells().assign(device_accuracy_seen=[97.0, 71.5, 99.0, 98.5, 60.0])
+    assert SW.unswitched_device_accuracy(acc) == (71.5, 71.5)
+    assert SW.unswitched_device_accuracy(_switch_cells()) is None                      # not recorded
+    from caanet.render.report.multitask import switch_counts
+
+    sentence = switch_counts({"table4": acc}, 0.98)["sentence"]
+    assert "switched in 3 of 4" in sentence and "(the switch needs 98 %): Table IV, mean 71.5 %, at most 71.5 %" in sentence
+    assert "Where it never switched" not in switch_counts({"table4": acc.assign(lambda_switched_at=100.0)})["sentence"]
     # the rendered table carries the marks on the multi-task Avg and the note below it, and reads back
     summary = make_summary("table2")
     for render, parse in ((T.render_html, parse_html_table), (T.render_latex, parse_latex_table)):

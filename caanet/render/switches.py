@@ -39,6 +39,8 @@ def switch_cells(table_cells: pd.DataFrame | None) -> pd.DataFrame | None:
     df = table_cells[table_cells["strategy"].isin(switch_strategies())].drop_duplicates(CELL_KEYS)
     out = df[["topology", "pooling", "strategy", "cond_layer", "cell_id", "seed"]].copy()
     out["switched_at"] = pd.to_numeric(df[SWITCH_COLUMN], errors="coerce").to_numpy()
+    seen = df["device_accuracy_seen"] if "device_accuracy_seen" in df.columns else pd.Series(math.nan, index=df.index)
+    out["device_accuracy_seen"] = pd.to_numeric(seen, errors="coerce").to_numpy()
     return out.sort_values(["topology", "pooling", "strategy", "seed"], kind="stable").reset_index(drop=True)
 
 
@@ -48,6 +50,18 @@ def switch_count(table_cells: pd.DataFrame | None) -> tuple[int, int] | None:
     if cells is None:
         return None
     return int(cells["switched_at"].notna().sum()), len(cells)
+
+
+def unswitched_device_accuracy(table_cells: pd.DataFrame | None) -> tuple[float, float] | None:
+    """``(mean, max)`` of CNN-d's final device accuracy on the seen devices' test clips (percent,
+    ``cells.csv``'s ``device_accuracy_seen``) over the switched-λ cells (cell x seed) whose λ never
+    switched: how far CNN-d stayed from Eq. 2's threshold. None when every cell switched or nothing
+    is recorded."""
+    cells = switch_cells(table_cells)
+    if cells is None:
+        return None
+    acc = cells.loc[cells["switched_at"].isna(), "device_accuracy_seen"].dropna()
+    return (float(acc.mean()), float(acc.max())) if len(acc) else None
 
 
 def _row_name(topology: str, pooling: str, strategy: str) -> str:

@@ -83,25 +83,47 @@ def device_accuracy_sentences(groups: list[dict]) -> list[str]:
     return out
 
 
-def switch_counts(table_cells: dict[str, pd.DataFrame]) -> dict:
+def switch_counts(table_cells: dict[str, pd.DataFrame], switch_acc: float | None = None) -> dict:
     """How many switched-λ cells (cell x seed) switched, per table and in all: ``{"tables": [...],
-    "switched", "cells", "sentence"}``; ``sentence`` is "" where ``cells.csv`` does not record it."""
-    rows, switched, total = [], 0, 0
+    "switched", "cells", "sentence"}``; ``sentence`` is "" where ``cells.csv`` does not record it. For a
+    table where some never switched, the sentence gives CNN-d's final accuracy on the seen devices' test
+    clips in those cells (:func:`caanet.render.switches.unswitched_device_accuracy`) beside the threshold
+    ``switch_acc`` (a fraction; Eq. 2's ``training.lambda_switch_acc``), which the rule checks on its own
+    split (validation or test, ``lambda_source`` in each evaluation.json)."""
+    from caanet.render.switches import unswitched_device_accuracy
+
+    rows, switched, total, below = [], 0, 0, []
     for table, df in table_cells.items():
         count = switch_count(df)
         if count is None or count[1] == 0:
             continue
         rows.append({"table": table_name(table), "switched": count[0], "cells": count[1]})
         switched, total = switched + count[0], total + count[1]
+        acc = unswitched_device_accuracy(df)
+        if acc is not None:
+            below.append(f"{table_name(table)}, mean {acc[0]:.1f} %, at most {acc[1]:.1f} %")
     sentence = ""
     if rows:
         sentence = (f"λ of Eq. (2) switched in {switched} of {total} multi-task cells with the switched λ (cell x "
                     "seed): " + "; ".join(f"{r['table']} {r['switched']} of {r['cells']}" for r in rows)
                     + ". The tables mark them (†).")
+        if below:
+            threshold = f" (the switch needs {100 * switch_acc:g} %)" if switch_acc is not None else ""
+            sentence += (" Where it never switched, CNN-d's final device accuracy on the seen devices' test clips"
+                         f"{threshold}: " + "; ".join(below) + ".")
     return {"tables": rows, "switched": switched, "cells": total, "sentence": sentence}
+
+
+def switch_accuracy(preset: dict) -> float:
+    """Eq. 2's switch threshold of the preset (``training.lambda_switch_acc``, else the default the schema
+    documents, equal to the code's: tests/test_schema.py)."""
+    from caanet.config import subschema
+
+    default = subschema("#/$defs/training/properties/lambda_switch_acc")["default"]
+    return float((preset.get("training") or {}).get("lambda_switch_acc", default))
 
 
 def build(inp: ReportInputs) -> dict:
     return {"multitask": {"findings": findings(),
                           "device_accuracy": device_accuracy_sentences(device_accuracy_groups(inp.table_cells)),
-                          "switches": switch_counts(inp.table_cells)}}
+                          "switches": switch_counts(inp.table_cells, switch_accuracy(inp.preset))}}
