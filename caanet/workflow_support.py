@@ -229,6 +229,31 @@ def figure_cells(preset: dict, table2_csv: str | Path, cells_csv: str | Path, la
     return out
 
 
+def deleted_checkpoint_outputs(outputs, ran_before: str | Path) -> list[str]:
+    """The outputs of a checkpoint that ran before and are now missing on disk, for `rule all`.
+
+    Snakemake (>= 7.7) rebuilds a deleted intermediate only when a job after it must run, and a
+    checkpoint with any output missing is not rerun either (`checkpoints.<rule>.get()` then only waits
+    for it): a table deleted by hand would stay deleted. Asking `all` for the checkpoint's outputs in
+    every run instead makes `all` a direct dependent of the checkpoint, which Snakemake 9 re-resolves
+    when the checkpoint finishes, duplicating the report's job inside the SLURM `postprocess` group
+    (`KeyError: render_report`, snakemake#4202). So they are asked for only when one is missing after
+    the checkpoint ran in this working directory (its benchmark file, written by Snakemake after each
+    run, exists); a first run builds them anyway, since every job after them must run.
+
+    Args:
+        outputs: the checkpoint's output paths (``rules.<name>.output``), relative to the working
+            directory.
+        ran_before: a file that exists once the checkpoint has run (``rules.<name>.benchmark``).
+
+    Returns:
+        The missing outputs (paths as given), ``[]`` when none is missing or the checkpoint never ran.
+    """
+    if not Path(str(ran_before)).exists():
+        return []
+    return [str(f) for f in outputs if not Path(str(f)).exists()]
+
+
 def machine_cores() -> int:
     """The cores this process may run on (its CPU affinity, which SLURM and containers restrict),
     else ``os.cpu_count()``."""

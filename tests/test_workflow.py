@@ -183,7 +183,9 @@ def test_every_cell_of_a_dataset_trains_on_the_same_clips(pipeline):
 @pytest.mark.parametrize("deleted, rule", [
     ("results/tables/table4.csv", "aggregate_tables"),      # a checkpoint's output other than its first
     ("results/tables/cells.csv", "aggregate_tables"),
+    ("results/tables/table2.csv", "aggregate_tables"),      # a checkpoint's first output
     ("results/tables/layers.csv", "aggregate_table1"),
+    ("results/tables/table1.csv", "aggregate_table1"),
     ("results/stats/claims.csv", "run_stats"),
     ("reports/figures/fig5_layers.png", "render_figures"),
     ("reports/tables/table2.html", "render_tables"),
@@ -204,6 +206,22 @@ def test_a_result_deleted_by_hand_is_rebuilt_by_all(pipeline, deleted, rule):
     finally:
         aside.rename(path)
     assert planned_jobs(snakemake(pipeline, "-n", "all")) == {}
+
+
+def test_all_asks_for_a_checkpoints_outputs_only_when_one_was_deleted_after_it_ran(tmp_path):
+    """Asking for them in every run makes `all` a direct dependent of the checkpoint (snakemake#4202:
+    the report's job duplicated in the SLURM group); asking never leaves one deleted by hand deleted."""
+    from caanet.workflow_support import deleted_checkpoint_outputs
+
+    outputs = [str(tmp_path / "t2.csv"), str(tmp_path / "cells.csv")]
+    ran = tmp_path / "aggregate_tables.tsv"
+    assert deleted_checkpoint_outputs(outputs, ran) == []              # first run: never ran
+    ran.write_text("s\n1\n")
+    assert deleted_checkpoint_outputs(outputs, ran) == outputs         # ran, then all deleted
+    (tmp_path / "t2.csv").write_text("x")
+    assert deleted_checkpoint_outputs(outputs, ran) == [outputs[1]]    # one deleted
+    (tmp_path / "cells.csv").write_text("x")
+    assert deleted_checkpoint_outputs(outputs, ran) == []              # none missing
 
 
 def test_table5_is_trained_aggregated_tested_and_rendered(pipeline):
