@@ -316,34 +316,9 @@ def head_gemm_two(head, x):
     return s.t(), norm.view(k, b, p, q).transpose(0, 1)
 
 
-# ---- the fastest formulation, written as a drop-in for caanet/models/heads.py (AttentionHead.forward and a
-# pooling function on class-first maps); bench_conv_layout's report gives this code to apply
-
-
-def attention_pooling_classes_first(cla: torch.Tensor, att: torch.Tensor, fidelity) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 5-6 on the 1x1-conv outputs laid out classes first: ``cla``, ``att`` ``(K, B, N)`` (N = P*Q positions,
-    innermost). Returns ``(scene (K, B), A' (K, B, N))``; the same values as ``attention_pooling`` on the
-    ``(B, K, P, Q)`` maps, with the softmax over a strided class axis and ``sum(a * c) / sum(a)`` dividing
-    ``(K, B)`` sums instead of every ``a``. Runs in float32 whatever the autocast state."""
-    from caanet.models.heads import ATT_NORM_EPS, PAPER_LOG_EPS
-
-    with torch.autocast(device_type=cla.device.type, enabled=False):
-        cla, att = cla.float(), att.float()
-        if fidelity.attention_weight == "sigmoid":
-            a = torch.sigmoid(att)
-        elif fidelity.attention_weight == "sigmoid_plus_0.1_clamped":
-            a = torch.clamp(torch.sigmoid(att) + 0.1, 0.1, 0.9)
-        else:
-            raise ValueError(f"attention_weight={fidelity.attention_weight!r} is not implemented")
-        total = a.sum(dim=2, keepdim=True).clamp_min(ATT_NORM_EPS)
-        if fidelity.attention_class_act == "softmax":
-            y = (a * torch.softmax(cla, dim=0)).sum(dim=2) / total.squeeze(2)
-            scene = torch.log(y.clamp_min(PAPER_LOG_EPS))
-        elif fidelity.attention_class_act == "log_softmax":
-            scene = (a * torch.log_softmax(cla, dim=0)).sum(dim=2) / total.squeeze(2)
-        else:
-            raise ValueError(f"attention_class_act={fidelity.attention_class_act!r} is not implemented")
-        return scene, a / total
+# ---- the fastest formulation: the two GEMMs with Eq. 5 folded into Eq. 6, the pooling that
+# caanet/models/heads.py adopted (attention_pooling_classes_first; PointwiseConv2d gives the GEMMs)
+from caanet.models.heads import attention_pooling_classes_first  # noqa: E402
 
 
 def head_gemm_two_ratio(self, x):

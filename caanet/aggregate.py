@@ -16,7 +16,6 @@ by :func:`read_layers`); :func:`paper_table` reads the paper's Tables I-III in o
 from __future__ import annotations
 
 import importlib.resources
-import json
 import math
 import os
 from pathlib import Path
@@ -27,7 +26,7 @@ import pandas as pd
 
 from caanet.errors import ConfigError, ResultsError, SpecError
 from caanet.grid import GridConfig, Row, check_table, table_cells
-from caanet.io import TEXT_ENCODING
+from caanet.io import TEXT_ENCODING, read_results_json
 from caanet.spec import METHODS, POOLINGS, STRATEGIES, TOPOLOGIES, CellSpec
 from caanet.vocab import LAYER_SELECTIONS, SUMMARY_DEVICES
 
@@ -72,12 +71,7 @@ def _json_key(obj: Mapping, key: str, path) -> object:
 
 def _cell_rows(path: Path) -> list[dict]:
     """The (device) rows of one evaluation.json."""
-    try:
-        ev = json.loads(Path(path).read_text(encoding=TEXT_ENCODING))
-    except FileNotFoundError:
-        raise ResultsError(f"{path}: evaluation file not found") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ResultsError(f"{path}: not readable JSON ({exc})") from None
+    ev = read_results_json(path)
     try:
         spec = CellSpec.from_dict(dict(_json_key(ev, "spec", path)))
     except (SpecError, TypeError) as exc:

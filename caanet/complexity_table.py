@@ -10,7 +10,6 @@ three topologies (attention, multi-task) at a preset's widths (default: ``defaul
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -19,7 +18,7 @@ import pandas as pd
 
 from caanet.complexity import COMPLEXITY_KEYS, measure_model
 from caanet.errors import ResultsError
-from caanet.io import TEXT_ENCODING
+from caanet.io import read_results_json
 
 MODEL_KEYS = ["dataset", "topology", "pooling", "strategy", "cond_layer", "method"]
 """What tells the distinct models of :func:`complexity_table` apart (besides their complexity)."""
@@ -29,12 +28,7 @@ TABLE_COLUMNS = MODEL_KEYS + ["cell_ids", "n_cells"] + [k for k in COMPLEXITY_KE
 
 def _record_of(path: Path) -> tuple[dict, dict]:
     """``(spec dict, complexity)`` of one evaluation.json; ResultsError names the file and key."""
-    try:
-        ev = json.loads(Path(path).read_text(encoding=TEXT_ENCODING))
-    except FileNotFoundError:
-        raise ResultsError(f"{path}: evaluation file not found") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ResultsError(f"{path}: not readable JSON ({exc})") from None
+    ev = read_results_json(path)
     spec, comp = ev.get("spec"), ev.get("complexity")
     if not isinstance(spec, Mapping):
         raise ResultsError(f"{path}: key 'spec' is missing")

@@ -101,6 +101,25 @@ def read_results_csv(path: str | os.PathLike, what: str, *, columns=(), empty=No
     return df
 
 
+def read_results_json(path: str | os.PathLike) -> dict:
+    """Read a results JSON file (a cell's ``evaluation.json``) as a dict.
+
+    Raises :class:`caanet.errors.ResultsError` naming ``path`` when the file is missing, unreadable,
+    not JSON, or not a JSON object.
+    """
+    from caanet.errors import ResultsError
+
+    try:
+        obj = json.loads(Path(path).read_text(encoding=TEXT_ENCODING))
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: evaluation file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise ResultsError(f"{path}: not a JSON object (got {type(obj).__name__})")
+    return obj
+
+
 def is_lock_error(exc: BaseException) -> bool:
     """Whether ``exc`` is HDF5 failing to lock a file (``unable to lock file, errno = 37``), as
     opposed to a missing, truncated or foreign file."""

@@ -425,3 +425,16 @@ def test_collect_cells_reads_the_method(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps(old))
     cells = aggregate.collect_cells([tmp_path / "e.json", tmp_path / "old.json"])
     assert cells["method"].tolist() == ["dir_augment", "none"]
+
+
+def test_an_evaluation_file_that_is_not_a_json_object_is_named(tmp_path):
+    from caanet.errors import ResultsError
+    from caanet.io import read_results_json
+
+    cases = {"list.json": b"[1, 2]", "latin1.json": b'{"spec": "\xe9"}', "cut.json": b'{"spec": '}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ResultsError, match=name):
+            read_results_json(tmp_path / name)
+    with pytest.raises(ResultsError, match="not found"):
+        read_results_json(tmp_path / "missing.json")
