@@ -21,19 +21,23 @@ include: "rules/report.smk"
 
 
 # Snakemake (>= 7.7) rebuilds a deleted intermediate file only when a job after it has to run, so a
-# table deleted by hand would stay deleted. `all` therefore asks for every file of the stages a reader
-# opens: statistics, rendered tables, figures and the report (each rule's whole output, so a file
-# added to one is asked for too); caches and cell folders stay intermediates. The two checkpoints'
-# outputs are asked for only when one was deleted after the checkpoint ran
-# (`workflow_support.deleted_checkpoint_outputs` says why not always: snakemake#4202 under SLURM).
+# table deleted by hand would stay deleted. `all` therefore also asks for each file of the stages a
+# reader opens (tables, statistics, rendered tables, figures, the report) that is missing after its
+# rule ran; asked for in every run, they break the SLURM postprocess group (snakemake#4202,
+# `workflow_support.deleted_outputs`). Caches and cell folders stay intermediates.
+READER_RULES = [
+    rules.aggregate_table1,
+    rules.aggregate_tables,
+    rules.run_stats,
+    rules.render_tables,
+    rules.render_figures,
+    rules.render_report,
+]
+
+
 rule all:
     input:
         all_targets(),
-        ws.deleted_checkpoint_outputs(rules.aggregate_table1.output, rules.aggregate_table1.benchmark),
-        ws.deleted_checkpoint_outputs(rules.aggregate_tables.output, rules.aggregate_tables.benchmark),
-        rules.run_stats.output,
-        rules.render_tables.output,
-        rules.render_figures.output,
-        rules.render_report.output,
+        [ws.deleted_outputs(r.output, r.benchmark) for r in READER_RULES],
     default_target: True
     localrule: True

@@ -229,27 +229,27 @@ def figure_cells(preset: dict, table2_csv: str | Path, cells_csv: str | Path, la
     return out
 
 
-def deleted_checkpoint_outputs(outputs, ran_before: str | Path) -> list[str]:
-    """The outputs of a checkpoint that ran before and are now missing on disk, for `rule all`.
+def deleted_outputs(outputs, ran_before: str | Path) -> list[str]:
+    """The outputs of a rule that ran before and are now missing on disk, for `rule all` to ask for.
 
     Snakemake (>= 7.7) rebuilds a deleted intermediate only when a job after it must run, and a
     checkpoint with any output missing is not rerun either (`checkpoints.<rule>.get()` then only waits
-    for it): a table deleted by hand would stay deleted. Asking `all` for the checkpoint's outputs in
-    every run instead makes `all` a direct dependent of the checkpoint, which Snakemake 9 re-resolves
-    when the checkpoint finishes, duplicating the report's job inside the SLURM `postprocess` group
-    (`KeyError: render_report`, snakemake#4202). So they are asked for only when one is missing after
-    the checkpoint ran in this working directory (its benchmark file, written by Snakemake after each
-    run, exists); a first run builds them anyway, since every job after them must run. Under SLURM,
-    the run that rebuilds such a deleted output still meets the bug (measured on the tiny preset:
-    the report's job counted five times, "19 of 12 steps", exit 0).
+    for it): a table deleted by hand would stay deleted. Asking `all` for the outputs of the tables,
+    statistics and rendering rules in every run instead gives those jobs a second path from `all`,
+    and when the `aggregate_tables` checkpoint finishes Snakemake 9 re-resolves them into duplicate
+    jobs inside the SLURM `postprocess` group ("89 of 79 steps", or `KeyError: render_report`:
+    snakemake#4202, measured in tests/test_slurm.py). So they are asked for only when one is missing
+    after the rule ran in this working directory (its benchmark file, written by Snakemake after each
+    run, exists); a first run builds them anyway, on the way to the report. Under SLURM, the run that
+    rebuilds such a deleted output still meets the bug (measured on the tiny preset: the report's job
+    counted five times, "19 of 12 steps", exit 0).
 
     Args:
-        outputs: the checkpoint's output paths (``rules.<name>.output``), relative to the working
-            directory.
-        ran_before: a file that exists once the checkpoint has run (``rules.<name>.benchmark``).
+        outputs: the rule's output paths (``rules.<name>.output``), relative to the working directory.
+        ran_before: a file that exists once the rule has run (``rules.<name>.benchmark``).
 
     Returns:
-        The missing outputs (paths as given), ``[]`` when none is missing or the checkpoint never ran.
+        The missing outputs (paths as given), ``[]`` when none is missing or the rule never ran.
     """
     if not Path(str(ran_before)).exists():
         return []

@@ -208,20 +208,20 @@ def test_a_result_deleted_by_hand_is_rebuilt_by_all(pipeline, deleted, rule):
     assert planned_jobs(snakemake(pipeline, "-n", "all")) == {}
 
 
-def test_all_asks_for_a_checkpoints_outputs_only_when_one_was_deleted_after_it_ran(tmp_path):
-    """Asking for them in every run makes `all` a direct dependent of the checkpoint (snakemake#4202:
-    the report's job duplicated in the SLURM group); asking never leaves one deleted by hand deleted."""
-    from caanet.workflow_support import deleted_checkpoint_outputs
+def test_all_asks_for_a_rules_outputs_only_when_one_was_deleted_after_it_ran(tmp_path):
+    """Asking for them in every run duplicates the rendering jobs in the SLURM group once the checkpoint
+    finishes (snakemake#4202); asking never leaves one deleted by hand deleted."""
+    from caanet.workflow_support import deleted_outputs
 
     outputs = [str(tmp_path / "t2.csv"), str(tmp_path / "cells.csv")]
     ran = tmp_path / "aggregate_tables.tsv"
-    assert deleted_checkpoint_outputs(outputs, ran) == []              # first run: never ran
+    assert deleted_outputs(outputs, ran) == []              # first run: never ran
     ran.write_text("s\n1\n")
-    assert deleted_checkpoint_outputs(outputs, ran) == outputs         # ran, then all deleted
+    assert deleted_outputs(outputs, ran) == outputs         # ran, then all deleted
     (tmp_path / "t2.csv").write_text("x")
-    assert deleted_checkpoint_outputs(outputs, ran) == [outputs[1]]    # one deleted
+    assert deleted_outputs(outputs, ran) == [outputs[1]]    # one deleted
     (tmp_path / "cells.csv").write_text("x")
-    assert deleted_checkpoint_outputs(outputs, ran) == []              # none missing
+    assert deleted_outputs(outputs, ran) == []              # none missing
 
 
 def test_table5_is_trained_aggregated_tested_and_rendered(pipeline):
